@@ -1,0 +1,15 @@
+"""Root pytest configuration, shared by the unit tests and the notebook tests (nbval).
+
+Tests never write into the published outputs: every output of a test session (including the
+notebooks that nbval re-executes) goes to a temporary output root, unless the caller has set
+``REPLICATION_OUTPUT_ROOT`` already. It is set here, before any kernel starts, because kernels
+inherit the environment of the pytest process.
+"""
+
+import os
+import tempfile
+
+if not os.environ.get("REPLICATION_OUTPUT_ROOT"):
+    os.environ["REPLICATION_OUTPUT_ROOT"] = tempfile.mkdtemp(prefix="replication-test-outputs-")
+# debugpy's frozen-modules warning at every kernel start is noise, not a result.
+os.environ.setdefault("PYDEVD_DISABLE_FILE_VALIDATION", "1")

@@ -1,0 +1,667 @@
+"""Robust linear mixed models (statsmodels MixedLM) and the session-by-session growth model.
+
+statsmodels' default optimiser can stop at a worse optimum of the (restricted) likelihood and
+still report convergence, or report non-convergence at the optimum. :func:`fit_mixed` therefore
+
+1. fits the model with several optimisers from statsmodels' default start,
+2. keeps the best log-likelihood among the fits that produced a finite one,
+3. polishes it (restarts BFGS, then Nelder-Mead + BFGS if needed, from the best parameters),
+4. judges convergence by the gradient of the profile log-likelihood (in the unconstrained
+   Cholesky parameterisation that statsmodels optimises, so it is zero at any optimum, including
+   a boundary one) and by the stability of the log-likelihood under polishing -- never by the
+   optimiser's flag alone -- and raises :class:`MixedModelConvergenceError` if no fit passes,
+5. detects a boundary (singular) fit -- a relative Cholesky factor with a near-zero diagonal,
+   i.e. a variance near zero or a correlation near +-1, lme4's ``isSingular`` rule -- and refits
+   with the simpler random structure, with a warning and a note.
+
+Standard errors of the fixed effects are computed as lme4 does,
+``sigma^2 (X' V^-1 X)^-1`` at the estimates, not from statsmodels' joint Hessian.
+
+:func:`fit_growth` builds the project's model on it:
+``outcome ~ time * (repaired + unrepaired) + (1 + time | participant)`` with ``time`` the
+centred session number (reference pattern: no_rupture).
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+import patsy
+from scipy import stats
+from statsmodels.regression.mixed_linear_model import MixedLM
+
+from .contract import PATTERNS
+
+#: Optimisers tried by default (statsmodels / scipy names).
+DEFAULT_METHODS = ("lbfgs", "bfgs", "powell", "nm", "cg")
+
+#: Patterns that enter the growth model, reference first.
+GROWTH_PATTERNS = tuple(PATTERNS)  # ("no_rupture", "repaired", "unrepaired")
+
+
+class MixedModelConvergenceError(RuntimeError):
+    """No optimiser brought the mixed model to a (gradient-checked) optimum."""
+
+
+class MixedModelBoundaryWarning(UserWarning):
+    """The random-effects covariance is singular (a variance ~0 or a correlation ~+-1)."""
+
+
+# --------------------------------------------------------------------------------------------
+# result objects
+# --------------------------------------------------------------------------------------------
+@dataclass
+class MixedFit:
+    """A checked linear mixed model fit.
+
+    Attributes
+    ----------
+    fixed : DataFrame
+        term, estimate, se, z, p, ci_low, ci_high (Wald, normal reference as in statsmodels).
+    random : DataFrame
+        Variance components in lme4's ``as.data.frame(VarCorr(fit))`` layout plus a readable
+        name: component, grp, var1, var2, vcov (variance or covariance), sdcor (SD or
+        correlation). The residual row has grp ``Residual``.
+    loglik : float
+        Maximised log-likelihood (REML criterion when ``reml``), same constant as lme4.
+    reml, converged : bool
+    optimizer : str
+        Optimiser whose fit was kept, with ``+polish`` when polishing improved it.
+    n_obs, n_groups : int
+    notes : list of str
+        Everything a reader should know (boundary refits, centring, polishing).
+    aic, bic : float
+        ``-2 loglik + 2k`` and ``-2 loglik + log(n_obs) k`` with k = fixed effects + covariance
+        parameters + residual variance (as lme4; with REML only comparable across models with
+        the same fixed effects).
+    grad_norm : float
+        Max absolute gradient of the profile log-likelihood at the estimate.
+    singular : bool
+        Whether the kept fit is on the boundary.
+    attempts : DataFrame
+        One row per optimiser attempt: method, start, loglik, flag, grad_norm, warnings, kept.
+    cov_fe : DataFrame
+        Covariance matrix of the fixed effects (lme4's ``vcov``).
+    formula, re_formula, groups : str
+    boundary_fit : MixedFit or None
+        The singular fit of the richer random structure when it was simplified.
+    result : statsmodels MixedLMResults
+        The underlying statsmodels result at the kept parameters.
+    """
+
+    fixed: pd.DataFrame
+    random: pd.DataFrame
+    loglik: float
+    reml: bool
+    converged: bool
+    optimizer: str
+    n_obs: int
+    n_groups: int
+    notes: list = field(default_factory=list)
+    aic: float = np.nan
+    bic: float = np.nan
+    grad_norm: float = np.nan
+    singular: bool = False
+    attempts: pd.DataFrame | None = None
+    cov_fe: pd.DataFrame | None = None
+    formula: str = ""
+    re_formula: str = ""
+    groups: str = ""
+    boundary_fit: "MixedFit | None" = None
+    result: object = None
+
+    def predict(self, data, *, level=0.95) -> pd.DataFrame:
+        """Population-level (fixed-effects) predictions with Wald confidence intervals.
+
+        Parameters
+        ----------
+        data : DataFrame
+            Holds the right-hand-side variables of ``formula``.
+        level : float
+            Confidence level of the interval.
+
+        Returns
+        -------
+        DataFrame
+            ``data`` plus columns estimate, se, ci_low, ci_high. The interval reflects the
+            uncertainty of the fixed effects only (``x' cov_fe x``), not the random effects.
+        """
+        design_info = self.result.model.data.model_spec
+        (x,) = patsy.build_design_matrices([design_info], data, return_type="dataframe")
+        return _linear_prediction(data, x.to_numpy(float), self, level)
+
+
+def _linear_prediction(data, x, fit, level):
+    beta = fit.fixed["estimate"].to_numpy(float)
+    cov = fit.cov_fe.to_numpy(float)
+    est = x @ beta
+    se = np.sqrt(np.einsum("ij,jk,ik->i", x, cov, x))
+    zq = stats.norm.ppf(0.5 + level / 2)
+    out = data.reset_index(drop=True).copy()
+    out["estimate"] = est
+    out["se"] = se
+    out["ci_low"] = est - zq * se
+    out["ci_high"] = est + zq * se
+    return out
+
+
+@dataclass
+class GrowthFit(MixedFit):
+    """:class:`MixedFit` of the growth model, with the time coding needed to map back.
+
+    Extra attributes
+    ----------------
+    outcome : str
+    time_center : float
+        ``time = session - time_center``: the intercept and the pattern main effects are the
+        levels (and group differences) at session ``time_center``; slopes are per session.
+    sessions_range : tuple of int
+        (first, last) session observed.
+    pattern_counts : dict
+        Participants per pattern in the fit.
+    """
+
+    outcome: str = "pss_sr"
+    time_center: float = 0.0
+    sessions_range: tuple = (1, 10)
+    pattern_counts: dict = field(default_factory=dict)
+
+    def _design(self, session, pattern):
+        t = np.asarray(session, float) - self.time_center
+        rep = (np.asarray(pattern) == "repaired").astype(float)
+        unr = (np.asarray(pattern) == "unrepaired").astype(float)
+        cols = {"Intercept": np.ones_like(t), "time": t, "repaired": rep, "unrepaired": unr,
+                "time:repaired": t * rep, "time:unrepaired": t * unr}
+        return np.column_stack([cols[term] for term in self.fixed["term"]])
+
+    def predicted_trajectories(self, sessions=None, *, level=0.95) -> pd.DataFrame:
+        """Predicted mean outcome per pattern and session, with Wald CIs.
+
+        Parameters
+        ----------
+        sessions : sequence of int, optional
+            Defaults to every session from the first to the last observed.
+        level : float
+
+        Returns
+        -------
+        DataFrame
+            pattern, session, estimate, se, ci_low, ci_high (fixed-effects uncertainty).
+        """
+        if sessions is None:
+            sessions = np.arange(self.sessions_range[0], self.sessions_range[1] + 1)
+        grid = pd.DataFrame(
+            [(p, s) for p in GROWTH_PATTERNS for s in sessions], columns=["pattern", "session"]
+        )
+        x = self._design(grid["session"], grid["pattern"])
+        return _linear_prediction(grid, x, self, level)
+
+    def fixed_at(self, session: float) -> pd.DataFrame:
+        """The fixed-effects table re-expressed with time origin at ``session``.
+
+        Intercept and pattern main effects become levels/differences at ``session``
+        (``b0 + b_time * (session - time_center)`` etc.), with SEs from ``cov_fe``;
+        slopes are unchanged. Equivalent to refitting with ``time_center=session``.
+        """
+        terms = list(self.fixed["term"])
+        shift = session - self.time_center
+        lmat = np.eye(len(terms))
+        for main, slope in (("Intercept", "time"), ("repaired", "time:repaired"),
+                            ("unrepaired", "time:unrepaired")):
+            if main in terms and slope in terms:
+                lmat[terms.index(main), terms.index(slope)] = shift
+        beta = lmat @ self.fixed["estimate"].to_numpy(float)
+        cov = lmat @ self.cov_fe.to_numpy(float) @ lmat.T
+        return _fixed_table(terms, beta, cov)
+
+
+# --------------------------------------------------------------------------------------------
+# generic robust fit
+# --------------------------------------------------------------------------------------------
+def fit_mixed(data, formula, groups, re_formula="1", *, reml=True, methods=DEFAULT_METHODS,
+              polish=True, grad_tol=1e-3, boundary_tol=1e-4, on_boundary="simplify",
+              simple_re_formula="1", maxiter=2000, warn=True) -> MixedFit:
+    """Fit a linear mixed model with several optimisers and keep a checked optimum.
+
+    Parameters
+    ----------
+    data : DataFrame
+        Long data; rows with a missing value in a model variable must be removed beforehand.
+    formula : str
+        Fixed-effects formula, e.g. ``"Reaction ~ Days"``.
+    groups : str
+        Column of ``data`` with the grouping factor.
+    re_formula : str
+        Random-effects formula without ``~`` or with it, e.g. ``"1"`` or ``"1 + Days"``.
+    reml : bool
+        REML (default) or maximum likelihood.
+    methods : sequence of str
+        Optimisers tried from statsmodels' default start (scipy names as statsmodels takes them).
+    polish : bool
+        Restart from the best fit until the gradient is below ``grad_tol``.
+    grad_tol : float
+        Largest absolute gradient of the profile log-likelihood accepted as an optimum.
+    boundary_tol : float
+        A diagonal element of the relative Cholesky factor below this is a boundary fit
+        (lme4's ``isSingular`` default, 1e-4).
+    on_boundary : {"simplify", "keep"}
+        "simplify" refits with ``simple_re_formula`` (when it differs from ``re_formula``);
+        either way a :class:`MixedModelBoundaryWarning` is emitted and noted.
+    maxiter : int
+        Iteration limit per optimiser attempt.
+    warn : bool
+        Emit warnings (boundary, refit). They are always recorded in ``notes``.
+
+    Returns
+    -------
+    MixedFit
+
+    Raises
+    ------
+    MixedModelConvergenceError
+        When no attempt, even after polishing, reaches a gradient below ``grad_tol``.
+
+    Notes
+    -----
+    The log-likelihood uses lme4's constants, so REML and ML values equal lme4's ``logLik``.
+
+    Examples
+    --------
+    >>> fit = fit_mixed(sleepstudy, "Reaction ~ Days", "Subject", "1 + Days")  # doctest: +SKIP
+    >>> fit.fixed[["term", "estimate", "se"]]  # doctest: +SKIP
+    """
+    if on_boundary not in ("simplify", "keep"):
+        raise ValueError(f"on_boundary must be 'simplify' or 'keep', not {on_boundary!r}")
+    re_formula = _clean_re(re_formula)
+    fit = _fit_checked(data, formula, groups, re_formula, reml, methods, polish, grad_tol,
+                       boundary_tol, maxiter)
+    if not fit.singular:
+        return fit
+    simple = _clean_re(simple_re_formula)
+    msg = (f"boundary (singular) fit with random effects ~{re_formula} | {groups}: "
+           f"{_describe_boundary(fit.random)}")
+    if on_boundary == "simplify" and simple != re_formula:
+        msg += f"; refitted with the simpler random structure ~{simple} | {groups}"
+        if warn:
+            warnings.warn(msg, MixedModelBoundaryWarning, stacklevel=2)
+        simpler = _fit_checked(data, formula, groups, simple, reml, methods, polish, grad_tol,
+                               boundary_tol, maxiter)
+        simpler.notes.insert(0, msg)
+        simpler.boundary_fit = fit
+        if simpler.singular:
+            note = (f"the simpler random structure ~{simple} is also on the boundary: "
+                    f"{_describe_boundary(simpler.random)}")
+            simpler.notes.append(note)
+            if warn:
+                warnings.warn(note, MixedModelBoundaryWarning, stacklevel=2)
+        return simpler
+    msg += "; kept as is"
+    if warn:
+        warnings.warn(msg, MixedModelBoundaryWarning, stacklevel=2)
+    fit.notes.insert(0, msg)
+    return fit
+
+
+def _clean_re(re_formula):
+    return re_formula.strip().lstrip("~").strip()
+
+
+def _describe_boundary(random):
+    parts = [f"{r.component} = {r.sdcor:.4g}" for r in random.itertuples() if r.grp != "Residual"]
+    return ", ".join(parts)
+
+
+def _attempt(model, reml, method, start, maxiter, gtol=None):
+    """One optimiser run; returns (result or None, record dict)."""
+    kwargs = {"maxiter": maxiter}
+    if gtol is not None:
+        kwargs["gtol"] = gtol
+    record = {"method": method, "start": "default" if start is None else "best so far",
+              "loglik": np.nan, "flag": False, "grad_norm": np.nan, "warnings": "", "error": ""}
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            res = model.fit(reml=reml, method=method, start_params=start, **kwargs)
+        except (np.linalg.LinAlgError, ValueError, FloatingPointError) as exc:
+            # An optimiser that breaks is an outcome of this attempt, recorded and reported;
+            # the caller raises if no attempt succeeds.
+            record["error"] = f"{type(exc).__name__}: {exc}"
+            res = None
+    record["warnings"] = "; ".join(sorted({str(w.message).splitlines()[0][:80] for w in caught}))
+    if res is None:
+        return None, record
+    record["loglik"] = float(res.llf)
+    record["flag"] = bool(res.converged)
+    record["grad_norm"] = _grad_norm(model, res)
+    if not np.isfinite(record["loglik"]) or not np.isfinite(record["grad_norm"]):
+        return None, record
+    return res, record
+
+
+def _grad_norm(model, res):
+    packed = res.params_object.get_packed(use_sqrt=model.use_sqrt, has_fe=False)
+    with np.errstate(all="ignore"):
+        grad = model.score(packed, profile_fe=True)
+    return float(np.max(np.abs(grad))) if np.size(grad) else 0.0
+
+
+def _fit_checked(data, formula, groups, re_formula, reml, methods, polish, grad_tol,
+                 boundary_tol, maxiter):
+    model = MixedLM.from_formula(formula, data, groups=data[groups], re_formula="~" + re_formula)
+    records, fits = [], []
+    for method in methods:
+        res, rec = _attempt(model, reml, method, None, maxiter)
+        records.append(rec)
+        fits.append(res)
+    ok = [i for i, r in enumerate(fits) if r is not None]
+    if not ok:
+        raise MixedModelConvergenceError(_fail_message(formula, re_formula, records))
+    best_i = max(ok, key=lambda i: fits[i].llf)
+    best, optimizer = fits[best_i], methods[best_i]
+    ll_first = best.llf
+    if polish:
+        # BFGS with a tight gradient tolerance from the best point; if the gradient is still
+        # large, Nelder-Mead (derivative-free, escapes flat ridges) then BFGS again.
+        plan = [("bfgs", 1e-9), ("nm", None), ("bfgs", 1e-9), ("lbfgs", 1e-10)]
+        for method, gtol in plan:
+            if _grad_norm(model, best) < grad_tol * 1e-2:
+                break
+            start = best.params_object.get_packed(use_sqrt=model.use_sqrt, has_fe=False)
+            res, rec = _attempt(model, reml, method, start, maxiter, gtol)
+            records.append(rec)
+            fits.append(res)
+            if res is not None and res.llf >= best.llf - 1e-10 and (
+                    rec["grad_norm"] <= _grad_norm(model, best) or res.llf > best.llf + 1e-8):
+                best = res
+    attempts = pd.DataFrame(records)
+    attempts["kept"] = [f is best for f in fits]
+    grad = _grad_norm(model, best)
+    if best is not fits[best_i]:
+        optimizer += "+polish"
+    if not grad < grad_tol:
+        raise MixedModelConvergenceError(_fail_message(formula, re_formula, records)
+                                         + f"\nbest gradient {grad:.3g} >= tolerance {grad_tol}")
+    return _build_fit(model, best, data, formula, groups, re_formula, reml, optimizer, grad,
+                      attempts, boundary_tol, best.llf - ll_first)
+
+
+def _fail_message(formula, re_formula, records):
+    table = pd.DataFrame(records).to_string(index=False)
+    return (f"no optimiser brought {formula} + (~{re_formula}) to a checked optimum; "
+            f"attempts:\n{table}")
+
+
+def _fixed_table(terms, beta, cov):
+    se = np.sqrt(np.diag(cov))
+    z = beta / se
+    zq = stats.norm.ppf(0.975)
+    return pd.DataFrame({
+        "term": terms, "estimate": beta, "se": se, "z": z,
+        "p": 2 * stats.norm.sf(np.abs(z)), "ci_low": beta - zq * se, "ci_high": beta + zq * se,
+    })
+
+
+def _fe_cov(model, res):
+    """lme4's vcov: scale * (sum_g X_g' V_g^-1 X_g)^-1 with V_g = I + Z_g Psi Z_g' (relative)."""
+    psi = np.asarray(res.cov_re_unscaled, float)
+    info = np.zeros((model.k_fe, model.k_fe))
+    for x, z in zip(model.exog_li, model.exog_re_li):
+        v = np.eye(len(x)) + z @ psi @ z.T
+        info += x.T @ np.linalg.solve(v, x)
+    return res.scale * np.linalg.inv(info)
+
+
+def _re_names(model):
+    names = list(model.data.exog_re_names)
+    return ["(Intercept)" if n in ("Group", "Intercept") else n for n in names]
+
+
+def _random_table(res, names, groups):
+    cov = np.asarray(res.cov_re, float)
+    rows = []
+    for i, a in enumerate(names):
+        rows.append((f"var({a})", groups, a, "", cov[i, i], np.sqrt(max(cov[i, i], 0.0))))
+    for i in range(len(names)):
+        for j in range(i + 1, len(names)):
+            denom = np.sqrt(cov[i, i] * cov[j, j])
+            corr = cov[i, j] / denom if denom > 0 else np.nan
+            rows.append((f"cov({names[i]},{names[j]})", groups, names[i], names[j], cov[i, j],
+                         corr))
+    rows.append(("residual", "Residual", "", "", float(res.scale), np.sqrt(res.scale)))
+    return pd.DataFrame(rows, columns=["component", "grp", "var1", "var2", "vcov", "sdcor"])
+
+
+def _is_singular(model, res, tol):
+    chol = res.params_object.get_packed(use_sqrt=True, has_fe=False)
+    k = model.k_re
+    lower = np.zeros((k, k))
+    lower[np.tril_indices(k)] = chol[: k * (k + 1) // 2]
+    return bool(np.min(np.abs(np.diag(lower))) < tol)
+
+
+def _build_fit(model, res, data, formula, groups, re_formula, reml, optimizer, grad, attempts,
+               boundary_tol, polish_gain):
+    terms = list(model.exog_names)
+    cov = _fe_cov(model, res)
+    names = _re_names(model)
+    k = model.k_fe + model.k_re * (model.k_re + 1) // 2 + 1
+    n_obs = int(model.nobs)
+    notes = []
+    if polish_gain > 1e-6:
+        notes.append(f"polishing raised the log-likelihood by {polish_gain:.3g} over the best "
+                     "first-round optimiser")
+    return MixedFit(
+        fixed=_fixed_table(terms, res.fe_params.to_numpy(float), cov),
+        random=_random_table(res, names, groups),
+        loglik=float(res.llf), reml=bool(reml), converged=True, optimizer=optimizer,
+        n_obs=n_obs, n_groups=int(model.n_groups), notes=notes,
+        aic=-2 * res.llf + 2 * k, bic=-2 * res.llf + np.log(n_obs) * k, grad_norm=grad,
+        singular=_is_singular(model, res, boundary_tol), attempts=attempts,
+        cov_fe=pd.DataFrame(cov, index=terms, columns=terms), formula=formula,
+        re_formula=re_formula, groups=groups, result=res,
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# the project's growth model
+# --------------------------------------------------------------------------------------------
+def growth_data(sessions, patterns, *, outcome="pss_sr", time_center="mid",
+                pattern_col="pattern"):
+    """Long analysis table for the growth model (classifiable participants, observed outcome).
+
+    Returns
+    -------
+    data : DataFrame
+        participant_id, session, time, pattern, repaired, unrepaired, ``outcome``.
+    center : float
+        The session number that ``time = 0`` stands for.
+    n_missing : int
+        Session rows of classifiable participants dropped for a missing outcome.
+    """
+    pats = patterns[["participant_id", pattern_col]].rename(columns={pattern_col: "pattern"})
+    pats = pats.assign(participant_id=pats["participant_id"].astype(str),
+                       pattern=pats["pattern"].astype(str))
+    pats = pats[pats["pattern"].isin(GROWTH_PATTERNS)]
+    ses = sessions[["participant_id", "session", outcome]].copy()
+    ses["participant_id"] = ses["participant_id"].astype(str)
+    d = ses.merge(pats, on="participant_id", how="inner", validate="many_to_one")
+    n_missing = int(d[outcome].isna().sum())
+    d = d[d[outcome].notna()].copy()
+    if d.empty:
+        raise ValueError("no observed outcome among classifiable participants")
+    d["session"] = d["session"].astype(float)
+    center = _time_center(d["session"], time_center)
+    d["time"] = d["session"] - center
+    d[outcome] = d[outcome].astype(float)
+    d["repaired"] = (d["pattern"] == "repaired").astype(float)
+    d["unrepaired"] = (d["pattern"] == "unrepaired").astype(float)
+    d = d.sort_values(["participant_id", "session"], kind="mergesort").reset_index(drop=True)
+    return d, center, n_missing
+
+
+def _time_center(session, time_center):
+    if time_center is None:
+        return 0.0
+    if isinstance(time_center, str):
+        if time_center == "mid":
+            return float((session.min() + session.max()) / 2)
+        if time_center == "mean":
+            return float(session.mean())
+        if time_center == "first":
+            return float(session.min())
+        raise ValueError(f"time_center must be a number, 'mid', 'mean', 'first' or None, "
+                         f"not {time_center!r}")
+    return float(time_center)
+
+
+def _growth_formula(outcome, interaction=True, present=("repaired", "unrepaired")):
+    pats = " + ".join(present)
+    if not present:
+        return f"{outcome} ~ time"
+    return f"{outcome} ~ time * ({pats})" if interaction else f"{outcome} ~ time + {pats}"
+
+
+def fit_growth(sessions, patterns, *, outcome="pss_sr", reml=True, time_center="mid",
+               methods=DEFAULT_METHODS, interaction=True, random_slope=True, pattern_col="pattern",
+               on_boundary="simplify", grad_tol=1e-3, boundary_tol=1e-4, warn=True) -> GrowthFit:
+    """Session-by-session growth model of the outcome by alliance pattern.
+
+    ``outcome ~ time * (repaired + unrepaired) + (1 + time | participant_id)`` on the
+    participants classified no_rupture, repaired or unrepaired (reference: no_rupture), with
+    ``time = session - time_center``; fitted by :func:`fit_mixed` (several optimisers, polish,
+    gradient-checked convergence, boundary refit with a random intercept only).
+
+    Parameters
+    ----------
+    sessions : DataFrame
+        participant_id, session and the ``outcome`` column (long).
+    patterns : DataFrame
+        participant_id and ``pattern_col``; participants not classifiable are left out.
+    outcome : str
+        Session-level outcome column (PSS-SR by default).
+    reml : bool
+    time_center : float, "mid", "mean", "first" or None
+        Session that ``time = 0`` stands for; "mid" (default) is the middle of the observed
+        session range (5.5 for sessions 1-10), which makes the intercept and slope nearly
+        uncorrelated. The intercept and pattern main effects are levels/differences at that
+        session; ``GrowthFit.fixed_at(s)`` re-expresses them at any session ``s``.
+    methods : sequence of str
+    interaction : bool
+        Include time x pattern (False gives the reduced model of :func:`lrt_interaction`).
+    random_slope : bool
+        ``(1 + time | participant)`` (default) or a random intercept only.
+    pattern_col, on_boundary, grad_tol, boundary_tol, warn
+        See :func:`fit_mixed`.
+
+    Returns
+    -------
+    GrowthFit
+
+    Raises
+    ------
+    MixedModelConvergenceError
+    """
+    d, center, n_missing = growth_data(sessions, patterns, outcome=outcome,
+                                       time_center=time_center, pattern_col=pattern_col)
+    present = tuple(p for p in ("repaired", "unrepaired") if d[p].any())
+    formula = _growth_formula(outcome, interaction, present)
+    re = "1 + time" if random_slope else "1"
+    fit = fit_mixed(d, formula, "participant_id", re, reml=reml, methods=methods,
+                    grad_tol=grad_tol, boundary_tol=boundary_tol, on_boundary=on_boundary,
+                    warn=warn)
+    counts = d.groupby("participant_id")["pattern"].first().value_counts()
+    growth = GrowthFit(**{f: getattr(fit, f) for f in MixedFit.__dataclass_fields__},
+                       outcome=outcome, time_center=center,
+                       sessions_range=(int(d["session"].min()), int(d["session"].max())),
+                       pattern_counts={p: int(counts.get(p, 0)) for p in GROWTH_PATTERNS})
+    growth.notes = list(fit.notes)
+    growth.notes.append(
+        f"time = session - {center:g}: Intercept and pattern terms are levels/differences at "
+        f"session {center:g}; slopes are per session (use fixed_at(s) for another session)")
+    missing = [p for p in ("repaired", "unrepaired") if p not in present]
+    if missing:
+        growth.notes.append(f"no participant with pattern {missing}: terms left out")
+    if n_missing:
+        growth.notes.append(f"{n_missing} session rows with missing {outcome} left out "
+                            "(the model uses every observed session)")
+    return growth
+
+
+def lrt_interaction(sessions, patterns, *, outcome="pss_sr", time_center="mid",
+                    methods=DEFAULT_METHODS, pattern_col="pattern", warn=True) -> pd.DataFrame:
+    """Likelihood-ratio test of the time x pattern interaction (ML fits).
+
+    Both models use the random structure the full model supports (the random-intercept-only
+    structure when the full random-slope fit is on the boundary), so they differ only in the
+    fixed effects.
+
+    Returns
+    -------
+    DataFrame
+        One row per model (reduced, full): model, formula, re_formula, loglik, n_params, aic,
+        bic, n_obs, n_groups, and on the full row chi2, df, p.
+    """
+    common = dict(outcome=outcome, time_center=time_center, methods=methods,
+                  pattern_col=pattern_col, reml=False, warn=warn)
+    full = fit_growth(sessions, patterns, interaction=True, **common)
+    slope = full.re_formula != "1"
+    reduced = fit_growth(sessions, patterns, interaction=False, random_slope=slope,
+                         on_boundary="keep", **common)
+    rows = []
+    for name, f in (("reduced", reduced), ("full", full)):
+        k = len(f.fixed) + len(f.random)
+        rows.append({"model": name, "formula": f.formula, "re_formula": f.re_formula,
+                     "loglik": f.loglik, "n_params": k, "aic": f.aic, "bic": f.bic,
+                     "n_obs": f.n_obs, "n_groups": f.n_groups})
+    out = pd.DataFrame(rows)
+    chi2 = max(2 * (full.loglik - reduced.loglik), 0.0)
+    df = int(out["n_params"].iloc[1] - out["n_params"].iloc[0])
+    out["chi2"] = [np.nan, chi2]
+    out["df"] = [np.nan, df]
+    out["p"] = [np.nan, stats.chi2.sf(chi2, df)]
+    out["notes"] = ["; ".join(reduced.notes), "; ".join(full.notes)]
+    return out
+
+
+def mixed_anova_prepost(patterns, participants, *, outcome="pss_sr", pattern_col="pattern",
+                        warn=True) -> pd.DataFrame:
+    """Mixed ANOVA (pingouin): pre/post (within) x alliance pattern (between).
+
+    Uses the classifiable participants with both ``{outcome}_pre`` and ``{outcome}_post``
+    (listwise deletion, as a repeated-measures ANOVA must).
+
+    Returns
+    -------
+    DataFrame
+        pingouin's table (Source, SS, DF1, DF2, MS, F, p_unc, np2, ...) plus n (listwise N),
+        n_dropped and outcome.
+    """
+    import pingouin as pg
+
+    pre, post = f"{outcome}_pre", f"{outcome}_post"
+    pats = patterns[["participant_id", pattern_col]].rename(columns={pattern_col: "pattern"})
+    pats = pats.assign(participant_id=pats["participant_id"].astype(str),
+                       pattern=pats["pattern"].astype(str))
+    pats = pats[pats["pattern"].isin(GROWTH_PATTERNS)]
+    parts = participants[["participant_id", pre, post]].assign(
+        participant_id=participants["participant_id"].astype(str))
+    d = pats.merge(parts, on="participant_id", how="left", validate="one_to_one")
+    complete = d[pre].notna() & d[post].notna()
+    n_dropped = int((~complete).sum())
+    if n_dropped and warn:
+        warnings.warn(f"mixed_anova_prepost: {n_dropped} classifiable participants without both "
+                      f"{pre} and {post} left out (listwise)", UserWarning, stacklevel=2)
+    d = d[complete]
+    long = d.melt(id_vars=["participant_id", "pattern"], value_vars=[pre, post],
+                  var_name="time", value_name="score")
+    long["time"] = long["time"].map({pre: "pre", post: "post"})
+    long["score"] = long["score"].astype(float)
+    table = pg.mixed_anova(data=long, dv="score", within="time", subject="participant_id",
+                           between="pattern")
+    table["n"] = int(complete.sum())
+    table["n_dropped"] = n_dropped
+    table["outcome"] = outcome
+    return table

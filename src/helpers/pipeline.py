@@ -1,0 +1,291 @@
+"""Run the notebooks in order with papermill: the engine behind ``make reproduce``.
+
+Usage::
+
+    python -m helpers.pipeline                         # default run (params/default.yaml)
+    python -m helpers.pipeline --params my.yaml        # override some parameters from a file
+    python -m helpers.pipeline --set seed=1 --set criterion=sd
+    python -m helpers.pipeline --only 02 03            # re-run some notebooks
+    python -m helpers.pipeline --refresh-notebooks     # also copy executed notebooks to notebooks/
+
+How a run stays safe:
+
+* Every notebook writes its outputs through :mod:`helpers.paths`. The runner points
+  ``REPLICATION_OUTPUT_ROOT`` at a fresh *staging* folder (seeded with a copy of the current
+  outputs, so a partial run sees its inputs) and executes the notebooks there. Only when every
+  notebook has succeeded are the staged files moved into ``data/processed/``, ``results/``
+  and ``figures/`` (one atomic rename per file). A failure stops the run at once, names the
+  notebook and the failing cell, exits non-zero and leaves the previous good results intact;
+  the staging folder is kept for inspection and its path printed.
+* Each notebook receives only the parameters that its ``parameters`` cell declares.
+* The kernel is the active environment's own (``JUPYTER_PATH`` is pointed at this
+  interpreter's prefix), so nothing has to be registered globally.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import yaml
+
+from helpers import paths
+
+#: Output folders (relative to the output root) that a run stages and publishes.
+OUTPUT_DIRS = ("data/processed", "results", "figures")
+
+#: Kernel name written in every committed notebook.
+KERNEL_NAME = "python3"
+
+
+class PipelineError(RuntimeError):
+    """A notebook failed; the message names the notebook and the failing cell."""
+
+
+# ----------------------------------------------------------------------------- parameters
+def load_params(params_file=None, overrides=None, *, defaults=None) -> dict:
+    """Default parameters, updated from ``params_file`` and then ``overrides``.
+
+    Parameters
+    ----------
+    params_file : path-like, optional
+        A YAML file holding some of the keys of ``params/default.yaml``.
+    overrides : list of str or dict, optional
+        ``"key=value"`` strings (the value is parsed as YAML, so ``seed=3`` is an int and
+        ``repair_window=null`` is None) or a dict.
+    defaults : path-like, optional
+        The defaults file; ``params/default.yaml`` unless given.
+
+    Raises
+    ------
+    KeyError
+        An override or params file names a key that the defaults do not have (a typo would
+        otherwise be silently ignored).
+    """
+    defaults = Path(defaults or paths.DEFAULT_PARAMS)
+    params = _read_yaml(defaults)
+    for source, update in ((params_file, _read_yaml(params_file) if params_file else {}),
+                           ("--set", _parse_overrides(overrides))):
+        unknown = sorted(set(update) - set(params))
+        if unknown:
+            raise KeyError(f"{source}: unknown parameter(s) {unknown}; known: {sorted(params)}")
+        params.update(update)
+    return params
+
+
+def _read_yaml(path) -> dict:
+    with open(path, encoding="utf-8") as fh:
+        loaded = yaml.safe_load(fh) or {}
+    if not isinstance(loaded, dict):
+        raise ValueError(f"{path}: expected a mapping of parameter: value")
+    return loaded
+
+
+def _parse_overrides(overrides) -> dict:
+    if not overrides:
+        return {}
+    if isinstance(overrides, dict):
+        return dict(overrides)
+    parsed = {}
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"--set expects key=value, got {item!r}")
+        parsed[key.strip()] = yaml.safe_load(value)
+    return parsed
+
+
+# ----------------------------------------------------------------------------- notebooks
+def list_notebooks(folder=None, only=None) -> list[Path]:
+    """The ordered notebooks ``NN_name.ipynb`` in ``folder``; ``only`` keeps those whose
+    name starts with one of the given prefixes (e.g. ``["02", "03"]``)."""
+    folder = Path(folder or paths.NOTEBOOKS)
+    found = sorted(p for p in folder.glob("[0-9][0-9]_*.ipynb"))
+    if only:
+        found = [p for p in found if any(p.name.startswith(str(o)) for o in only)]
+    if not found:
+        raise FileNotFoundError(f"no notebooks to run in {folder} (only={only})")
+    return found
+
+
+def declared_parameters(notebook) -> set[str]:
+    """Names assigned in the notebook's cell tagged ``parameters``."""
+    import papermill as pm
+
+    return set(pm.inspect_notebook(str(notebook)))
+
+
+# ----------------------------------------------------------------------------- running
+def run(params=None, *, notebooks=None, only=None, output_root=None,
+        refresh_notebooks=False, progress=True) -> list[Path]:
+    """Execute the notebooks in order and publish their outputs.
+
+    Parameters
+    ----------
+    params : dict, optional
+        Full parameter set (see :func:`load_params`); defaults when None.
+    notebooks : path-like, optional
+        Folder of notebooks (default ``notebooks/``).
+    only : list of str, optional
+        Run only notebooks whose names start with these prefixes.
+    output_root : path-like, optional
+        Where outputs are published (default: the repository root).
+    refresh_notebooks : bool
+        Also copy the executed notebooks over the committed ones in the notebooks folder.
+    progress : bool
+        Show a progress bar (notebook and cell).
+
+    Returns
+    -------
+    list of Path
+        The executed notebooks, in ``results/notebooks/``.
+
+    Raises
+    ------
+    PipelineError
+        A notebook failed; nothing was published.
+    """
+    params = load_params() if params is None else params
+    output_root = Path(output_root or os.environ.get("REPLICATION_OUTPUT_ROOT") or paths.ROOT)
+    books = list_notebooks(notebooks, only)
+    staging = _make_staging(output_root)
+    executed_dir = staging / "results" / "notebooks"
+    executed_dir.mkdir(parents=True, exist_ok=True)
+
+    env_before = {k: os.environ.get(k) for k in ("REPLICATION_OUTPUT_ROOT", "JUPYTER_PATH",
+                                                  "PYDEVD_DISABLE_FILE_VALIDATION")}
+    _prepare_kernel_env(staging)
+    logging.getLogger("papermill").setLevel(logging.WARNING)
+    executed = []
+    try:
+        for i, nb in enumerate(books, 1):
+            out = executed_dir / nb.name
+            _execute(nb, out, params, label=f"[{i}/{len(books)}] {nb.stem}", progress=progress)
+            executed.append(out)
+    except PipelineError:
+        print(f"outputs of the failed run kept for inspection in {staging}", file=sys.stderr)
+        raise
+    finally:
+        for k, v in env_before.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+    published = _publish(staging, output_root)
+    shutil.rmtree(staging, ignore_errors=True)
+    if refresh_notebooks:
+        target = Path(notebooks or paths.NOTEBOOKS)
+        for nb in published:
+            if nb.parent.name == "notebooks" and nb.suffix == ".ipynb":
+                shutil.copyfile(nb, target / nb.name)
+    return [output_root / "results" / "notebooks" / p.name for p in executed]
+
+
+def _make_staging(output_root: Path) -> Path:
+    """A staging folder next to the outputs (same file system, so renames are atomic),
+    seeded with the current outputs so that a partial run finds its inputs."""
+    output_root.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=output_root))
+    for rel in OUTPUT_DIRS:
+        src = output_root / rel
+        dst = staging / rel
+        if src.is_dir():
+            shutil.copytree(src, dst, ignore=shutil.ignore_patterns(".staging-*", ".*.tmp"))
+        else:
+            dst.mkdir(parents=True, exist_ok=True)
+    return staging
+
+
+def _prepare_kernel_env(staging: Path) -> None:
+    os.environ["REPLICATION_OUTPUT_ROOT"] = str(staging)
+    # The active environment's kernel spec first: no global kernel registration needed.
+    prefix_share = str(Path(sys.prefix) / "share" / "jupyter")
+    old = os.environ.get("JUPYTER_PATH")
+    os.environ["JUPYTER_PATH"] = prefix_share + (os.pathsep + old if old else "")
+    # Silences debugpy's frozen-modules warning printed at every kernel start.
+    os.environ["PYDEVD_DISABLE_FILE_VALIDATION"] = "1"
+
+
+def _execute(nb: Path, out: Path, params: dict, *, label: str, progress: bool) -> None:
+    import papermill as pm
+    from papermill.exceptions import PapermillExecutionError
+
+    wanted = declared_parameters(nb)
+    passed = {k: v for k, v in params.items() if k in wanted}
+    t0 = time.perf_counter()
+    try:
+        pm.execute_notebook(
+            str(nb), str(out), parameters=passed, kernel_name=KERNEL_NAME,
+            progress_bar={"desc": label, "leave": True} if progress else False,
+            log_output=False, cwd=str(nb.parent),
+        )
+    except PapermillExecutionError as exc:
+        first_line = (exc.source or "").strip().splitlines()[:1]
+        raise PipelineError(
+            f"notebook {nb.name} failed in cell {_original_cell_number(out, exc.cell_index)} "
+            f"({first_line[0] if first_line else 'empty cell'!r}): {exc.ename}: {exc.evalue}\n"
+            f"executed copy with the traceback: {out}"
+        ) from exc
+    except Exception as exc:  # kernel died, bad notebook JSON, ...: still name the notebook
+        raise PipelineError(f"notebook {nb.name} could not be run: {type(exc).__name__}: {exc}") from exc
+    if progress:
+        print(f"{label}: done in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
+
+
+def _original_cell_number(executed, cell_index) -> int:
+    """1-based number of the failing cell in the *committed* notebook: papermill's index
+    counts the injected-parameters cell, which the reader's copy does not have."""
+    import nbformat
+
+    cells = nbformat.read(str(executed), as_version=4).cells
+    injected = sum("injected-parameters" in c.metadata.get("tags", []) for c in cells[:cell_index])
+    return cell_index - injected + 1
+
+
+def _publish(staging: Path, output_root: Path) -> list[Path]:
+    """Move every staged file over its published twin (atomic rename per file)."""
+    published = []
+    for rel in OUTPUT_DIRS:
+        for src in sorted((staging / rel).rglob("*")):
+            if not src.is_file():
+                continue
+            dst = output_root / src.relative_to(staging)
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(src, dst)
+            published.append(dst)
+    return published
+
+
+# ----------------------------------------------------------------------------- CLI
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m helpers.pipeline", description=__doc__.splitlines()[0])
+    parser.add_argument("--params", help="YAML file overriding params/default.yaml")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override one parameter (repeatable); value parsed as YAML")
+    parser.add_argument("--only", nargs="+", metavar="NN", help="run only these notebooks (name prefixes)")
+    parser.add_argument("--notebooks", help="folder of notebooks (default notebooks/)")
+    parser.add_argument("--output-root", help="publish outputs here (default: repository root)")
+    parser.add_argument("--refresh-notebooks", action="store_true",
+                        help="copy the executed notebooks over the committed ones")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    args = parser.parse_args(argv)
+    try:
+        params = load_params(args.params, args.set)
+        executed = run(params, notebooks=args.notebooks, only=args.only, output_root=args.output_root,
+                       refresh_notebooks=args.refresh_notebooks, progress=not args.no_progress)
+    except (PipelineError, KeyError, ValueError, FileNotFoundError) as exc:
+        print(f"pipeline failed: {exc}", file=sys.stderr)
+        return 1
+    print(f"ran {len(executed)} notebook(s); executed copies in results/notebooks/", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,662 @@
+"""A simulated prolonged-exposure (PE) trial with known truth.
+
+The trial's raw data are not public, so the default run of the pipeline uses data drawn from
+the generative model below. It is built to agree with what McLaughlin et al. (2014) report
+(``/work/shared/study.md`` in the project notes; ``README.md`` of this repository): 116 PE
+clients, 10 sessions, 76.1 % female, 66 % Caucasian, age 36.7 (11.3), about 82 clients with
+enough alliance data, 54 / 28 / 18 % no / repaired / unrepaired rupture, and a standardised
+beta of about .45 of an unrepaired rupture on post-treatment PTSD. Agreement shows that the
+pipeline and this model agree with the paper; it is not evidence that the finding is true.
+
+Every probability and effect is a field of :class:`Knobs`; :func:`simulate_trial` takes any
+of them as a keyword argument.
+
+Generative model
+----------------
+Notation: participants ``i = 1..n``, sessions ``s = 1..S`` (``S = n_sessions``). Knob names
+are in ``code``. All draws come from one ``numpy.random.default_rng(seed)`` in a fixed order
+and with fixed shapes (mostly uniforms transformed afterwards), so changing a knob moves the
+same random numbers a little instead of reshuffling everything (common random numbers; this
+makes calibration smooth).
+
+1. **Demographics.** ``female ~ Bernoulli(p_female)``, ``caucasian ~ Bernoulli(p_caucasian)``;
+   ``age`` from a normal truncated to ``[age_min, age_max]`` whose *truncated* mean and SD are
+   ``age_mean`` / ``age_sd`` (36.7 / 11.3): the pre-truncation mean and SD (37.00 / 12.92 for
+   the defaults) are solved once with :func:`scipy.optimize.fsolve` on the moments of
+   :data:`scipy.stats.truncnorm`; age is then drawn by inverse CDF and rounded to whole years
+   (rounding adds 1/12 year² of variance: the SD moves by 0.004 year). ``mdd ~
+   Bernoulli(p_mdd)``, ``child_abuse ~ Bernoulli(p_child_abuse)``, independent of everything
+   else, in particular of the alliance pattern (the paper found no association).
+2. **True alliance pattern and episodes.** With one uniform ``u``: ``repaired`` if
+   ``u < p_repaired``, ``unrepaired`` if ``u < p_repaired + p_unrepaired``, else
+   ``no_rupture``. ``imaginal_start`` is 3 with probability ``p_imaginal_start_3``, else 2.
+   A ruptured person has one episode, or with probability ``p_second_rupture`` two (the first
+   is then always repaired, the second has the person's pattern; if the sessions leave no
+   room for two, one). Each episode has
+
+   - a length ``k ~ Uniform{1..repair_sessions_max}`` (capped at ``S - 2``): a repaired
+     episode is back by session ``r + k``; an unrepaired one regains part of the drop over
+     ``k`` sessions;
+   - a rupture session ``r``, drawn over the allowed sessions (``2..S - k`` for a repaired
+     episode, ``2..S`` for an unrepaired one; a second episode starts after the first one's
+     repair session) with weight 1 before ``imaginal_start`` and ``rupture_weight_imaginal``
+     from it on;
+   - a drop ``D ~ Normal(rupture_drop_mean, rupture_drop_sd)``, floored at
+     ``rupture_drop_min``;
+   - for an unrepaired episode, a recovered fraction ``q ~ Uniform(0, unrepaired_max_recovery)``.
+
+   Ruptures are part of the *latent* course and are drawn independently of attendance (step
+   5): a rupture at a missed session or after dropout is in ``truth`` but cannot be seen.
+3. **CALPAS alliance** (client mean item score, 1-7). Person level ``a_i ~ Normal
+   (alliance_mean, alliance_sd)``, slope ``b_i ~ Normal(alliance_slope_mean,
+   alliance_slope_sd)``; latent ``A_is = a_i + b_i (s - 1)``. Each episode, in order, changes
+   the latent course from its rupture session on, with ``P = A_{i, r-1}`` the pre-rupture
+   level:
+
+   - repaired: ``A_is = P - D (1 - (s - r) / k)`` for ``r <= s < r + k`` (a linear climb back),
+     and ``A_is = max(A_is, P) + repair_overshoot`` for ``s >= r + k``; so the latent score
+     at the repair session is ``>= P`` by construction;
+   - unrepaired: ``A_is = P - D (1 - q min(1, (s - r) / k))`` for ``s >= r``: the course
+     flattens and never regains more than ``q <= unrepaired_max_recovery`` of the drop, so it
+     stays ``<= P - D (1 - unrepaired_max_recovery) < P`` by construction.
+
+   Observed alliance = latent + ``Normal(0, alliance_noise_sd)``, clipped to [1, 7] (the
+   scale's bounds; the clipping is what produces the ceiling seen in CALPAS data) and
+   rounded to 2 decimals (a mean of 24 items scored 1-7 has steps of 1/24 = 0.04, so 2
+   decimals lose nothing and keep CSV round-trips exact).
+4. **Symptoms.** True pre-treatment PTSD severity ``T_i ~ Normal(pss_pre_mean, pss_pre_sd)``.
+   Each *attended* session (step 5) is one unit of treatment dose; a person's improvement
+   rate is ``rate_i = improvement_rate * exp(improvement_rate_sigma z - sigma^2 / 2)``
+   (log-normal, mean ``improvement_rate``). From an unrepaired rupture's session on, each
+   attended session counts ``unrepaired_dose_factor`` units instead of 1 (the unrepaired
+   rupture slows improvement after it; a negative factor means symptoms worsen). With
+   ``d_is`` the dose received before session ``s`` and ``d_i`` the total dose, latent
+   severity is ``T_i exp(-rate_i d_is)`` at session ``s`` and ``T_i exp(-rate_i d_i)`` at post.
+   Dropouts stop receiving dose after leaving.
+
+   - PSS-SR pre, every session and post: latent + ``Normal(0, pss_sr_error_sd)``;
+     PSS-I pre and post: latent + ``Normal(0, pss_i_error_sd)`` (so PSS-I and PSS-SR share
+     the true severity and correlate about .8 at pre);
+   - BDI: latent pre ``B_i = bdi_pre_mean + bdi_mdd_shift (mdd_i - p_mdd) + bdi_pre_sd
+     (bdi_ptsd_corr z_T + sqrt(1 - bdi_ptsd_corr^2) z)`` with ``z_T`` the standardised
+     ``T_i``; post ``B_i exp(-bdi_rate_ratio rate_i d_i)``; each observed with
+     ``Normal(0, bdi_error_sd)``.
+
+   All symptom scores are rounded to integers (sums of integer items) and clipped to their
+   ranges (PSS 0-51, BDI 0-63).
+5. **Missing data.** Dropout: after each session ``s < S`` a participant still in treatment
+   leaves with probability ``dropout_hazard``; ``L_i`` is the last session in treatment.
+   Each session ``2..L_i`` is missed with probability ``p_missed_session`` (session 1 is
+   always attended: it is the start of treatment). A missed session or one after ``L_i``
+   has alliance and PSS-SR missing (NaN), and gives no dose. ``dropout_after`` in ``truth``
+   is the last *attended* session. The post assessment (PSS-SR, PSS-I, BDI together) is
+   missing with probability ``p_post_missing_completer`` for completers (``L_i = S``) and
+   ``p_post_missing_dropout`` for dropouts. Pre assessments are never missing (they were
+   inclusion assessments). The missingness is independent of the alliance pattern.
+
+Calibration (recorded; reproduce with :func:`calibration_summary`)
+-----------------------------------------------------------------
+``calibration_summary(range(1000))`` with the default knobs (116 participants, 10 sessions,
+classifiable = at least 6 observed alliance scores, ``min_sessions`` of
+``params/default.yaml``):
+
+- classifiable participants: mean 82.1, SD 4.8 (target 82 of 116);
+- true pattern among classifiable: no_rupture 54.1 %, repaired 27.9 %, unrepaired 18.0 %;
+- standardised beta of the TRUE unrepaired pattern (1) vs every other classifiable
+  participant (0) on post PSS-I, controlling for pre PSS-I (all three variables z-scored,
+  complete cases among the classifiable, mean N 76.9): mean .452, SD .080; on post PSS-SR
+  controlling for pre PSS-SR: mean .435.
+
+``dropout_hazard`` (0.040) and ``unrepaired_dose_factor`` (-0.60) were set by these runs; the
+rest are fixed by the paper or stated as assumptions beside each knob. The rupture knobs are
+meant to be retuned so that the *detected* prevalence under the default rupture criterion
+matches 54 / 28 / 18 %.
+
+References
+----------
+McLaughlin, A. A., Keller, S. M., Feeny, N. C., Youngstrom, E. A., & Zoellner, L. A. (2014).
+Patterns of therapeutic alliance: Rupture-repair episodes in prolonged exposure for
+posttraumatic stress disorder. Journal of Consulting and Clinical Psychology, 82(1), 112-121.
+
+Examples
+--------
+>>> from helpers.simulate import simulate_trial
+>>> trial = simulate_trial(seed=1)
+>>> trial.sessions.shape, trial.participants.shape, trial.truth.shape
+((1160, 4), (116, 12), (116, 7))
+>>> simulate_trial(seed=1, p_second_rupture=0.2).meta["knobs"]["p_second_rupture"]
+0.2
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
+import pandas as pd
+from scipy import optimize, special, stats
+
+from helpers.contract import (
+    PARTICIPANT_COLUMNS,
+    PATTERNS,
+    SCORE_RANGES,
+    SESSION_COLUMNS,
+    TRUTH_COLUMNS,
+    Trial,
+)
+
+__all__ = ["Knobs", "default_knobs", "simulate_trial", "calibration_summary"]
+
+
+@dataclass(frozen=True)
+class Knobs:
+    """Every probability and effect of the generative model (see the module docstring).
+
+    Values marked "paper" come from McLaughlin et al. (2014) or its parent trial; "assumption"
+    marks a plausible value chosen here; "calibrated" marks a value set by simulation so that
+    a reported figure is matched on average.
+    """
+
+    # --- 1. demographics ---------------------------------------------------------------
+    p_female: float = 0.761  # P(female); paper: 76.1 % female
+    p_caucasian: float = 0.66  # P(Caucasian); paper: 66 % Caucasian
+    age_mean: float = 36.7  # mean age after truncation; paper: M = 36.7
+    age_sd: float = 11.3  # SD of age after truncation; paper: SD = 11.3
+    age_min: float = 18.0  # lowest age; parent trial inclusion 18-65
+    age_max: float = 65.0  # highest age; parent trial inclusion 18-65
+    p_mdd: float = 0.5  # P(current MDD diagnosis); assumption (paper gives no rate)
+    p_child_abuse: float = 0.45  # P(childhood abuse history); assumption (no rate given)
+
+    # --- 2. true alliance pattern and rupture episodes ---------------------------------
+    p_repaired: float = 0.28  # P(true repaired pattern); paper/press release: 28 %
+    p_unrepaired: float = 0.18  # P(true unrepaired pattern); paper/press release: 18 %
+    p_imaginal_start_3: float = 0.5  # P(imaginal exposure starts at session 3, else 2); study: "session 2-3"
+    rupture_weight_imaginal: float = 2.0  # relative odds of a rupture at a session from imaginal start on; assumption
+    rupture_drop_mean: float = 1.3  # mean alliance drop at a rupture (CALPAS points); assumption (brief: ~1.3)
+    rupture_drop_sd: float = 0.3  # SD of the drop; assumption
+    rupture_drop_min: float = 0.3  # smallest drop (floor of the normal draw); assumption
+    repair_sessions_max: int = 3  # a repaired rupture is back within 1..this many sessions; assumption
+    repair_overshoot: float = 0.2  # latent alliance above the pre-rupture level after repair; assumption (V-shape rebound)
+    unrepaired_max_recovery: float = 0.5  # largest fraction of the drop an unrepaired rupture regains; assumption
+    p_second_rupture: float = 0.0  # P(a ruptured person has a second episode); assumption (off by default)
+
+    # --- 3. CALPAS alliance ------------------------------------------------------------
+    alliance_mean: float = 5.5  # mean person level at session 1 (1-7 scale); assumption (CALPAS means ~5-6)
+    alliance_sd: float = 0.7  # between-person SD of the level; assumption
+    alliance_slope_mean: float = 0.04  # mean change per session; assumption (alliance grows slowly)
+    alliance_slope_sd: float = 0.04  # between-person SD of the slope; assumption
+    alliance_noise_sd: float = 0.25  # session-to-session noise SD; assumption
+
+    # --- 4. symptoms ---------------------------------------------------------------------
+    pss_pre_mean: float = 30.0  # mean true pre-treatment PTSD severity (PSS 0-51); assumption (brief: ~30)
+    pss_pre_sd: float = 8.0  # SD of true severity (observed SD ~9 with error); assumption
+    pss_sr_error_sd: float = 4.0  # PSS-SR measurement error SD; assumption (PSS-SR/PSS-I r ~ .8)
+    pss_i_error_sd: float = 4.0  # PSS-I measurement error SD; assumption
+    improvement_rate: float = 0.09  # mean log-improvement per attended session; assumption (PE roughly halves PSS)
+    improvement_rate_sigma: float = 0.5  # SD of the log rate between persons; assumption
+    unrepaired_dose_factor: float = -0.6  # dose per session after an unrepaired rupture (1 = no effect); calibrated to beta ~ .45
+    bdi_pre_mean: float = 24.0  # mean pre BDI; assumption (moderate depression, typical of PTSD samples)
+    bdi_pre_sd: float = 9.0  # SD of pre BDI within MDD group; assumption
+    bdi_ptsd_corr: float = 0.5  # correlation of latent BDI with PTSD severity; assumption
+    bdi_mdd_shift: float = 8.0  # BDI points higher with MDD than without; assumption
+    bdi_rate_ratio: float = 0.8  # BDI improves at this fraction of the PTSD rate; assumption
+    bdi_error_sd: float = 3.0  # BDI measurement error SD; assumption
+
+    # --- 5. missing data -----------------------------------------------------------------
+    dropout_hazard: float = 0.04  # P(leave after a session | still in treatment); calibrated to ~82 of 116 classifiable
+    p_missed_session: float = 0.10  # P(a session 2..last is missed); assumption
+    p_post_missing_completer: float = 0.05  # P(no post assessment | completed); assumption
+    p_post_missing_dropout: float = 0.5  # P(no post assessment | dropped out); assumption
+
+
+_PROBABILITY_KNOBS = (
+    "p_female",
+    "p_caucasian",
+    "p_mdd",
+    "p_child_abuse",
+    "p_repaired",
+    "p_unrepaired",
+    "p_imaginal_start_3",
+    "p_second_rupture",
+    "dropout_hazard",
+    "p_missed_session",
+    "p_post_missing_completer",
+    "p_post_missing_dropout",
+    "unrepaired_max_recovery",
+)
+_NONNEGATIVE_KNOBS = (
+    "rupture_weight_imaginal",
+    "rupture_drop_sd",
+    "rupture_drop_min",
+    "repair_overshoot",
+    "alliance_sd",
+    "alliance_slope_sd",
+    "alliance_noise_sd",
+    "pss_pre_sd",
+    "pss_sr_error_sd",
+    "pss_i_error_sd",
+    "improvement_rate_sigma",
+    "bdi_pre_sd",
+    "bdi_error_sd",
+    "bdi_rate_ratio",
+)
+
+
+def default_knobs() -> Knobs:
+    """The default knobs of the generative model (see :class:`Knobs`)."""
+    return Knobs()
+
+
+def _make_knobs(overrides: dict) -> Knobs:
+    """Default knobs with ``overrides`` applied; reject unknown names and impossible values."""
+    names = {f.name for f in dataclasses.fields(Knobs)}
+    unknown = sorted(set(overrides) - names)
+    if unknown:
+        raise TypeError(
+            f"simulate_trial() got unknown knob(s) {', '.join(map(repr, unknown))}; "
+            f"known knobs: {', '.join(sorted(names))}"
+        )
+    knobs = dataclasses.replace(Knobs(), **overrides)
+    for name in _PROBABILITY_KNOBS:
+        value = getattr(knobs, name)
+        if not 0.0 <= value <= 1.0:
+            raise ValueError(f"knob {name!r} must be a probability in [0, 1], got {value!r}")
+    for name in _NONNEGATIVE_KNOBS:
+        value = getattr(knobs, name)
+        if not value >= 0.0:
+            raise ValueError(f"knob {name!r} must be >= 0, got {value!r}")
+    if knobs.p_repaired + knobs.p_unrepaired > 1.0:
+        raise ValueError("knobs 'p_repaired' + 'p_unrepaired' must not exceed 1")
+    if int(knobs.repair_sessions_max) != knobs.repair_sessions_max or knobs.repair_sessions_max < 1:
+        raise ValueError("knob 'repair_sessions_max' must be a positive integer")
+    if not knobs.age_min < knobs.age_mean < knobs.age_max or knobs.age_sd <= 0:
+        raise ValueError("knobs 'age_*' need age_min < age_mean < age_max and age_sd > 0")
+    if not -1.0 <= knobs.bdi_ptsd_corr <= 1.0:
+        raise ValueError("knob 'bdi_ptsd_corr' must lie in [-1, 1]")
+    return knobs
+
+
+# --- 1. demographics --------------------------------------------------------------------
+
+
+@lru_cache(maxsize=32)
+def _untruncated_normal(mean: float, sd: float, lo: float, hi: float) -> tuple[float, float]:
+    """Mean and SD of the normal whose truncation to [lo, hi] has the given mean and SD."""
+
+    def gap(params):
+        mu, log_sigma = params
+        sigma = np.exp(log_sigma)
+        m, v = stats.truncnorm.stats((lo - mu) / sigma, (hi - mu) / sigma, mu, sigma, "mv")
+        return [m - mean, np.sqrt(v) - sd]
+
+    solution, info, ier, msg = optimize.fsolve(gap, [mean, np.log(sd)], full_output=True)
+    if ier != 1 or np.max(np.abs(gap(solution))) > 1e-8:
+        raise ValueError(
+            f"no normal truncated to [{lo}, {hi}] has mean {mean} and SD {sd} ({msg})"
+        )
+    return float(solution[0]), float(np.exp(solution[1]))
+
+
+def _truncated_normal(u, mean, sd, lo, hi):
+    """Inverse-CDF draw from the truncated normal with truncated moments ``mean``/``sd``."""
+    mu, sigma = _untruncated_normal(float(mean), float(sd), float(lo), float(hi))
+    p_lo, p_hi = special.ndtr((lo - mu) / sigma), special.ndtr((hi - mu) / sigma)
+    return np.clip(mu + sigma * special.ndtri(p_lo + u * (p_hi - p_lo)), lo, hi)
+
+
+def _demographics(rng, n, kn):
+    u = rng.random((n, 5))
+    age = np.round(_truncated_normal(u[:, 2], kn.age_mean, kn.age_sd, kn.age_min, kn.age_max))
+    return {
+        "female": u[:, 0] < kn.p_female,
+        "caucasian": u[:, 1] < kn.p_caucasian,
+        "age": age,
+        "mdd": u[:, 3] < kn.p_mdd,
+        "child_abuse": u[:, 4] < kn.p_child_abuse,
+    }
+
+
+# --- 2. patterns and episodes -------------------------------------------------------------
+
+
+def _draw_sessions(u, lo, hi, imaginal_start, weight_imaginal, n_sessions):
+    """One session per row from ``lo..hi`` (inclusive), weighted up from imaginal start on.
+
+    Rows whose range is empty get 0.
+    """
+    s = np.arange(1, n_sessions + 1)
+    allowed = (s >= lo[:, None]) & (s <= hi[:, None])
+    w = allowed * np.where(s >= imaginal_start[:, None], weight_imaginal, 1.0)
+    cum = np.cumsum(w, axis=1)
+    total = cum[:, -1]
+    idx = np.minimum((cum < (u * total)[:, None]).sum(axis=1), n_sessions - 1)
+    return np.where(total > 0, idx + 1, 0)
+
+
+def _episodes(rng, n, S, kn):
+    """True pattern, imaginal start and up to two episodes per participant.
+
+    Returns a dict of arrays; an episode slot is unused where its session is 0.
+    Slot "a" is the first episode of a two-episode person (always repaired); slot "b" is the
+    episode carrying the person's pattern (the only one for a one-episode person).
+    """
+    u = rng.random((n, 12))
+    pattern = np.where(
+        u[:, 0] < kn.p_repaired,
+        1,
+        np.where(u[:, 0] < kn.p_repaired + kn.p_unrepaired, 2, 0),
+    )
+    imaginal = np.where(u[:, 1] < kn.p_imaginal_start_3, 3, 2)
+    ruptured = pattern > 0
+    k_max = int(min(kn.repair_sessions_max, S - 2))
+    k_a = 1 + np.floor(u[:, 2] * k_max).astype(int)
+    k_b = 1 + np.floor(u[:, 3] * k_max).astype(int)
+    repaired_b = pattern == 1
+    # last session the final episode may start at: a repaired one needs room for its repair
+    hi_b = np.where(repaired_b, S - k_b, S)
+
+    # a first (repaired) episode, where wanted and where it fits before the final one
+    two = ruptured & (u[:, 4] < kn.p_second_rupture)
+    hi_a = np.where(two, hi_b - k_a - 1, 0)
+    r_a = _draw_sessions(u[:, 5], np.full(n, 2), hi_a, imaginal, kn.rupture_weight_imaginal, S)
+    lo_b = np.where(r_a > 0, r_a + k_a + 1, 2)
+    r_b = _draw_sessions(u[:, 6], lo_b, hi_b, imaginal, kn.rupture_weight_imaginal, S)
+    r_b = np.where(ruptured, r_b, 0)
+
+    z = special.ndtri(u[:, 7:9].clip(1e-12, 1 - 1e-12))
+    drops = np.maximum(kn.rupture_drop_mean + kn.rupture_drop_sd * z, kn.rupture_drop_min)
+    return {
+        "pattern": pattern,
+        "imaginal_start": imaginal,
+        "r_a": r_a,
+        "k_a": k_a,
+        "d_a": drops[:, 0],
+        "r_b": r_b,
+        "k_b": k_b,
+        "d_b": drops[:, 1],
+        "repaired_b": repaired_b,
+        "q_b": u[:, 9] * kn.unrepaired_max_recovery,
+    }
+
+
+# --- 3. alliance --------------------------------------------------------------------------
+
+
+def _apply_episode(latent, r, k, drop, repaired, q, overshoot):
+    """Latent alliance with one episode per row applied (rows with ``r == 0`` unchanged)."""
+    n, S = latent.shape
+    has = r > 0
+    rows = np.arange(n)
+    pre = latent[rows, np.clip(r - 2, 0, S - 1)][:, None]  # level at session r - 1
+    rel = np.arange(1, S + 1)[None, :] - r[:, None]  # sessions since the rupture
+    k, drop, q = k[:, None], drop[:, None], q[:, None]
+    rep = (has & repaired)[:, None]
+    unrep = (has & ~repaired)[:, None]
+    climbing = pre - drop * (1 - rel / k)
+    back = np.maximum(latent, pre) + overshoot
+    flat = pre - drop * (1 - q * np.minimum(1.0, rel / k))
+    out = np.where(rep & (rel >= 0) & (rel < k), climbing, latent)
+    out = np.where(rep & (rel >= k), back, out)
+    return np.where(unrep & (rel >= 0), flat, out)
+
+
+def _latent_alliance(rng, n, S, kn, ep):
+    z = rng.standard_normal((n, 2))
+    level = kn.alliance_mean + kn.alliance_sd * z[:, 0]
+    slope = kn.alliance_slope_mean + kn.alliance_slope_sd * z[:, 1]
+    latent = level[:, None] + slope[:, None] * np.arange(S)[None, :]
+    latent = _apply_episode(
+        latent, ep["r_a"], ep["k_a"], ep["d_a"], np.ones(n, bool), np.zeros(n),
+        kn.repair_overshoot,
+    )
+    return _apply_episode(
+        latent, ep["r_b"], ep["k_b"], ep["d_b"], ep["repaired_b"], ep["q_b"],
+        kn.repair_overshoot,
+    )
+
+
+# --- 5. attendance (needed before symptoms: dose comes from attended sessions) -------------
+
+
+def _attendance(rng, n, S, kn):
+    u = rng.random((n, 2 * S + 1))
+    leaves = u[:, : S - 1] < kn.dropout_hazard  # leave after session s = 1..S-1
+    last_in = np.where(leaves.any(axis=1), leaves.argmax(axis=1) + 1, S)
+    s = np.arange(1, S + 1)
+    missed = u[:, S : 2 * S] < kn.p_missed_session
+    missed[:, 0] = False  # session 1 starts treatment
+    attended = (s[None, :] <= last_in[:, None]) & ~missed
+    dropout_after = S - np.argmax(attended[:, ::-1], axis=1)
+    completer = last_in == S
+    p_post_missing = np.where(completer, kn.p_post_missing_completer, kn.p_post_missing_dropout)
+    post_missing = u[:, 2 * S] < p_post_missing
+    return attended, dropout_after, post_missing
+
+
+# --- 4. symptoms ----------------------------------------------------------------------------
+
+
+def _symptoms(rng, n, S, kn, ep, attended, mdd):
+    z = rng.standard_normal((n, 3))
+    e = rng.standard_normal((n, S + 7))
+    severity = kn.pss_pre_mean + kn.pss_pre_sd * z[:, 0]
+    sig = kn.improvement_rate_sigma
+    rate = kn.improvement_rate * np.exp(sig * z[:, 1] - sig**2 / 2)
+
+    s = np.arange(1, S + 1)
+    r_unrep = np.where((ep["pattern"] == 2) & (ep["r_b"] > 0), ep["r_b"], S + 1)
+    per_session = np.where(s[None, :] >= r_unrep[:, None], kn.unrepaired_dose_factor, 1.0)
+    dose = np.cumsum(attended * per_session, axis=1)
+    dose_before = np.hstack([np.zeros((n, 1)), dose[:, :-1]])
+    dose_total = dose[:, -1]
+
+    pss_session = severity[:, None] * np.exp(-rate[:, None] * dose_before)
+    pss_post = severity * np.exp(-rate * dose_total)
+    bdi_pre = (
+        kn.bdi_pre_mean
+        + kn.bdi_mdd_shift * (mdd - kn.p_mdd)
+        + kn.bdi_pre_sd * (kn.bdi_ptsd_corr * z[:, 0] + np.sqrt(1 - kn.bdi_ptsd_corr**2) * z[:, 2])
+    )
+    bdi_post = bdi_pre * np.exp(-kn.bdi_rate_ratio * rate * dose_total)
+
+    def score(latent, noise, sd, column):
+        lo, hi = SCORE_RANGES[column]
+        return np.clip(np.round(latent + sd * noise), lo, hi)
+
+    return {
+        "pss_sr": score(pss_session, e[:, :S], kn.pss_sr_error_sd, "pss_sr"),
+        "pss_sr_pre": score(severity, e[:, S], kn.pss_sr_error_sd, "pss_sr_pre"),
+        "pss_sr_post": score(pss_post, e[:, S + 1], kn.pss_sr_error_sd, "pss_sr_post"),
+        "pss_i_pre": score(severity, e[:, S + 2], kn.pss_i_error_sd, "pss_i_pre"),
+        "pss_i_post": score(pss_post, e[:, S + 3], kn.pss_i_error_sd, "pss_i_post"),
+        "bdi_pre": score(bdi_pre, e[:, S + 4], kn.bdi_error_sd, "bdi_pre"),
+        "bdi_post": score(bdi_post, e[:, S + 5], kn.bdi_error_sd, "bdi_post"),
+    }
+
+
+# --- tables ---------------------------------------------------------------------------------
+
+
+def _join_sessions(first, second):
+    """';'-joined session numbers of up to two slots (0 = unused) as strings, '' if none."""
+    a = np.where(first > 0, first.astype(str), "")
+    b = np.where(second > 0, second.astype(str), "")
+    sep = np.where((first > 0) & (second > 0), ";", "")
+    return np.char.add(np.char.add(a, sep), b).tolist()
+
+
+def _simulate_arrays(n, S, rng, kn):
+    """Every generated array, latent ones included (used by the tables and by tests)."""
+    demo = _demographics(rng, n, kn)
+    ep = _episodes(rng, n, S, kn)
+    latent = _latent_alliance(rng, n, S, kn, ep)
+    noise = rng.standard_normal((n, S))
+    attended, dropout_after, post_missing = _attendance(rng, n, S, kn)
+    sym = _symptoms(rng, n, S, kn, ep, attended, demo["mdd"])
+    lo, hi = SCORE_RANGES["alliance"]
+    alliance = np.round(np.clip(latent + kn.alliance_noise_sd * noise, lo, hi), 2)
+    alliance = np.where(attended, alliance, np.nan)
+    sym["pss_sr"] = np.where(attended, sym["pss_sr"], np.nan)
+    for col in ("pss_sr_post", "pss_i_post", "bdi_post"):
+        sym[col] = np.where(post_missing, np.nan, sym[col])
+    return {
+        **demo,
+        **ep,
+        **sym,
+        "latent_alliance": latent,
+        "alliance": alliance,
+        "attended": attended,
+        "dropout_after": dropout_after,
+        "post_missing": post_missing,
+    }
+
+
+def _tables(arr, n, S):
+    width = max(3, len(str(n)))
+    ids = np.array([f"P{i:0{width}d}" for i in range(1, n + 1)], dtype=object)
+    sessions = pd.DataFrame(
+        {
+            "participant_id": np.repeat(ids, S),
+            "session": np.tile(np.arange(1, S + 1, dtype=np.int64), n),
+            "alliance": arr["alliance"].ravel().astype(float),
+            "pss_sr": arr["pss_sr"].ravel().astype(float),
+        },
+        columns=SESSION_COLUMNS,
+    )
+    participants = pd.DataFrame({"participant_id": ids})
+    for col in PARTICIPANT_COLUMNS[1:]:
+        values = arr[col]
+        participants[col] = values.astype(bool) if values.dtype == bool else values.astype(float)
+    participants = participants[PARTICIPANT_COLUMNS]
+
+    two = arr["r_a"] > 0
+    repair_b = np.where(arr["repaired_b"] & (arr["r_b"] > 0), arr["r_b"] + arr["k_b"], 0)
+    truth = pd.DataFrame(
+        {
+            "participant_id": ids,
+            "true_pattern": np.array(PATTERNS, dtype=object)[arr["pattern"]],
+            "n_true_ruptures": (two.astype(np.int64) + (arr["r_b"] > 0)).astype(np.int64),
+            "rupture_sessions": _join_sessions(arr["r_a"], arr["r_b"]),
+            "repair_sessions": _join_sessions(np.where(two, arr["r_a"] + arr["k_a"], 0), repair_b),
+            "imaginal_start": arr["imaginal_start"].astype(np.int64),
+            "dropout_after": arr["dropout_after"].astype(np.int64),
+        },
+        columns=TRUTH_COLUMNS,
+    )
+    return sessions, participants, truth
+
+
+def simulate_trial(n_participants=116, n_sessions=10, seed=None, **knobs) -> Trial:
+    """Simulate one prolonged-exposure trial with known alliance patterns.
+
+    Parameters
+    ----------
+    n_participants : int, default 116
+        Number of PE clients (116 in the paper).
+    n_sessions : int, default 10
+        Number of PE sessions (10 in the paper); at least 3.
+    seed : int, optional
+        Seed of :func:`numpy.random.default_rng`; the same seed gives identical tables.
+    **knobs
+        Any field of :class:`Knobs` (e.g. ``p_unrepaired=0.2``). An unknown name raises
+        ``TypeError``; an impossible value (a probability outside [0, 1]) ``ValueError``.
+
+    Returns
+    -------
+    Trial
+        ``sessions`` (one row for every participant x session 1..n_sessions, NaN where the
+        session was missed or came after dropout), ``participants``, ``truth``; ``source`` is
+        ``"simulated (seed=...)"`` and ``meta`` holds ``seed``, ``n_sessions``,
+        ``n_participants`` and ``knobs`` (a dict of every knob used).
+
+    Notes
+    -----
+    The generative model is described step by step in the module docstring
+    (``help(helpers.simulate)``). ``truth`` describes the latent course: a rupture that falls
+    on a missed session or after ``dropout_after`` is listed but cannot be observed.
+
+    Examples
+    --------
+    >>> trial = simulate_trial(seed=20131106)
+    >>> list(trial.truth["true_pattern"].unique()) # doctest: +SKIP
+    ['no_rupture', 'unrepaired', 'repaired']
+    """
+    n, S = int(n_participants), int(n_sessions)
+    if n != n_participants or n < 1:
+        raise ValueError(f"n_participants must be a positive integer, got {n_participants!r}")
+    if S != n_sessions or S < 3:
+        raise ValueError(f"n_sessions must be an integer >= 3, got {n_sessions!r}")
+    kn = _make_knobs(knobs)
+    rng = np.random.default_rng(seed)
+    arr = _simulate_arrays(n, S, rng, kn)
+    sessions, participants, truth = _tables(arr, n, S)
+    return Trial(
+        sessions=sessions,
+        participants=participants,
+        truth=truth,
+        source=f"simulated (seed={seed})",
+        meta={
+            "seed": seed,
+            "n_sessions": S,
+            "n_participants": n,
+            "knobs": dataclasses.asdict(kn),
+        },
+    )
+
+
+# --- calibration ----------------------------------------------------------------------------
+
+
+def _standardised_beta(y, x, group):
+    """Standardised coefficient of ``group`` in ``z(y) ~ z(x) + z(group)`` (OLS)."""
+    z = [(v - v.mean()) / v.std(ddof=1) for v in (y, x, group.astype(float))]
+    design = np.column_stack([np.ones_like(z[0]), z[1], z[2]])
+    return float(np.linalg.lstsq(design, z[0], rcond=None)[0][2])
+
+
+def calibration_summary(seeds, n_participants=116, n_sessions=10, min_sessions=6, **knobs):
+    """Per-seed figures the default knobs are calibrated against (on the TRUE pattern).
+
+    Parameters
+    ----------
+    seeds : iterable of int
+        Seeds to simulate.
+    n_participants, n_sessions : int
+        Passed to :func:`simulate_trial`.
+    min_sessions : int, default 6
+        Fewer observed alliance scores make a participant unclassifiable
+        (``min_sessions`` of ``params/default.yaml``).
+    **knobs
+        Passed to :func:`simulate_trial`.
+
+    Returns
+    -------
+    DataFrame
+        One row per seed: ``seed``, ``n_classifiable``, the share of each true pattern among
+        the classifiable (``pct_no_rupture``, ``pct_repaired``, ``pct_unrepaired``), ``n_beta``
+        (classifiable with pre and post PSS-I) and the standardised betas of the true
+        unrepaired pattern (vs all other classifiable) on post PSS-I controlling for pre PSS-I
+        (``beta_pss_i``) and on post PSS-SR controlling for pre PSS-SR (``beta_pss_sr``).
+    """
+    rows = []
+    for seed in seeds:
+        t = simulate_trial(n_participants, n_sessions, seed, **knobs)
+        n_obs = t.sessions.groupby("participant_id", sort=False)["alliance"].count().to_numpy()
+        ok = n_obs >= min_sessions
+        pattern = t.truth["true_pattern"].to_numpy()[ok]
+        p = t.participants[ok]
+        unrep = (pattern == "unrepaired").astype(float)
+        row = {"seed": seed, "n_classifiable": int(ok.sum())}
+        for name in PATTERNS:
+            row[f"pct_{name}"] = 100.0 * float(np.mean(pattern == name)) if ok.any() else np.nan
+        for tag, pre, post in (("pss_i", "pss_i_pre", "pss_i_post"), ("pss_sr", "pss_sr_pre", "pss_sr_post")):
+            cc = p[[pre, post]].notna().all(axis=1).to_numpy()
+            if tag == "pss_i":
+                row["n_beta"] = int(cc.sum())
+            row[f"beta_{tag}"] = _standardised_beta(
+                p[post].to_numpy()[cc], p[pre].to_numpy()[cc], unrep[cc]
+            )
+        rows.append(row)
+    return pd.DataFrame(rows)

@@ -1,0 +1,111 @@
+"""The papermill runner: parameters, ordering, failure handling, safe publishing."""
+
+import json
+
+import nbformat
+import pytest
+
+from helpers import pipeline
+
+
+def _notebook(path, *cells, parameters=None):
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    if parameters is not None:
+        cell = nbformat.v4.new_code_cell(parameters)
+        cell.metadata["tags"] = ["parameters"]
+        nb.cells.append(cell)
+    nb.cells += [nbformat.v4.new_code_cell(src) for src in cells]
+    nbformat.write(nb, path)
+    return path
+
+
+WRITE_TABLE = """
+from helpers import paths
+paths.TABLES.mkdir(parents=True, exist_ok=True)
+(paths.TABLES / "{name}").write_text({text})
+"""
+
+
+@pytest.fixture
+def books(tmp_path):
+    d = tmp_path / "notebooks"
+    d.mkdir()
+    _notebook(d / "01_first.ipynb", WRITE_TABLE.format(name="first.csv", text="f'seed={seed}'"),
+              parameters="seed = 0")
+    return d
+
+
+@pytest.fixture
+def published(tmp_path):
+    out = tmp_path / "out"
+    (out / "results" / "tables").mkdir(parents=True)
+    (out / "results" / "tables" / "first.csv").write_text("previous good result")
+    return out
+
+
+def test_load_params_defaults_file_and_overrides(tmp_path):
+    f = tmp_path / "p.yaml"
+    f.write_text("n_participants: 50\n")
+    p = pipeline.load_params(f, ["seed=7", "repair_window=null", "criterion=sd"])
+    assert (p["n_participants"], p["seed"], p["repair_window"], p["criterion"]) == (50, 7, None, "sd")
+    assert p["n_sessions"] == 10  # untouched default
+
+
+@pytest.mark.parametrize("override", [["sede=7"], {"sede": 7}])
+def test_unknown_parameter_is_an_error(override):
+    with pytest.raises(KeyError, match="sede"):
+        pipeline.load_params(None, override)
+
+
+def test_malformed_set_is_an_error():
+    with pytest.raises(ValueError, match="key=value"):
+        pipeline.load_params(None, ["seed"])
+
+
+def test_each_notebook_gets_only_its_declared_parameters_and_outputs_are_published(books, published):
+    _notebook(books / "02_second.ipynb",
+              "assert 'seed' not in globals()",
+              WRITE_TABLE.format(name="second.csv", text="str(n_sessions)"),
+              parameters="n_sessions = 1")
+    executed = pipeline.run({"seed": 42, "n_sessions": 10, "criterion": "rci"},
+                            notebooks=books, output_root=published, progress=False)
+    tables = published / "results" / "tables"
+    assert (tables / "first.csv").read_text() == "seed=42"
+    assert (tables / "second.csv").read_text() == "10"
+    assert [p.name for p in executed] == ["01_first.ipynb", "02_second.ipynb"]
+    assert all(p.is_file() for p in executed)
+    assert not list(published.glob(".staging-*"))  # staging removed after success
+
+
+def test_failing_notebook_exits_nonzero_names_the_cell_and_keeps_previous_results(books, published, capsys):
+    _notebook(books / "02_broken.ipynb", "x = 1", "raise RuntimeError('boom in the second cell')",
+              parameters="seed = 0")
+    _notebook(books / "03_never.ipynb", WRITE_TABLE.format(name="third.csv", text="'x'"))
+    rc = pipeline.main(["--notebooks", str(books), "--output-root", str(published), "--no-progress"])
+    err = capsys.readouterr().err
+    assert rc == 1
+    assert "02_broken.ipynb" in err and "cell 3" in err and "boom in the second cell" in err
+    tables = published / "results" / "tables"
+    # notebook 01 ran fine, but nothing is published from a failed run
+    assert (tables / "first.csv").read_text() == "previous good result"
+    assert not (tables / "third.csv").exists()
+    assert len(list(published.glob(".staging-*"))) == 1  # kept for inspection
+
+
+def test_only_runs_selected_notebooks_against_existing_outputs(books, published):
+    _notebook(books / "02_reader.ipynb",
+              "from helpers import paths\n"
+              "prev = (paths.TABLES / 'first.csv').read_text()\n"
+              "(paths.TABLES / 'copy.csv').write_text(prev)")
+    pipeline.run({}, notebooks=books, output_root=published, only=["02"], progress=False)
+    tables = published / "results" / "tables"
+    assert (tables / "copy.csv").read_text() == "previous good result"
+    assert (tables / "first.csv").read_text() == "previous good result"
+
+
+def test_refresh_notebooks_copies_executed_outputs_back(books, published):
+    pipeline.run({"seed": 3}, notebooks=books, output_root=published, progress=False,
+                 refresh_notebooks=True)
+    nb = json.loads((books / "01_first.ipynb").read_text())
+    assert any(c.get("execution_count") for c in nb["cells"] if c["cell_type"] == "code")
