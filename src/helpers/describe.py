@@ -1,0 +1,155 @@
+"""Descriptive tables: the sample (Table 1) beside the paper, missingness, prevalences.
+
+Every estimate comes with its N and a 95% confidence interval: Wilson intervals for
+proportions (Wilson, 1927; recommended over the Wald interval for small N by Brown, Cai &
+DasGupta, 2001) and t intervals for means.
+
+References
+----------
+Brown, L. D., Cai, T. T., & DasGupta, A. (2001). Interval estimation for a binomial
+proportion. Statistical Science, 16(2), 101-133.
+McLaughlin, A. A., Keller, S. M., Feeny, N. C., Youngstrom, E. A., & Zoellner, L. A. (2014).
+Journal of Consulting and Clinical Psychology, 82(1), 112-121.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+#: What the paper reports about its sample (abstract; see README). None = not reported.
+PAPER_SAMPLE = {
+    "N": 116,
+    "female_pct": 76.1,
+    "caucasian_pct": 66.0,
+    "age_mean": 36.7,
+    "age_sd": 11.3,
+}
+
+#: What the paper reports about the alliance patterns (percent of classifiable clients).
+PAPER_PATTERNS = {"no_rupture": 54.0, "repaired": 28.0, "unrepaired": 18.0, "any_rupture": 46.0}
+
+SUMMARY_COLUMNS = ["quantity", "paper", "estimate", "ci_low", "ci_high", "n", "unit", "interval"]
+
+
+def proportion_ci(successes, n, level=0.95) -> tuple[float, float, float]:
+    """Proportion with its Wilson score interval, all in percent.
+
+    Parameters
+    ----------
+    successes, n : int
+    level : float
+
+    Returns
+    -------
+    (estimate, low, high) in percent; NaNs when ``n == 0``.
+
+    Examples
+    --------
+    >>> [round(v, 2) for v in proportion_ci(23, 82)]
+    [28.05, 19.48, 38.59]
+    """
+    if n == 0:
+        return (np.nan, np.nan, np.nan)
+    z = stats.norm.ppf(0.5 + level / 2)
+    p = successes / n
+    denom = 1 + z**2 / n
+    centre = (p + z**2 / (2 * n)) / denom
+    half = z * np.sqrt(p * (1 - p) / n + z**2 / (4 * n**2)) / denom
+    return (float(100 * p), float(100 * (centre - half)), float(100 * (centre + half)))
+
+
+def mean_ci(values, level=0.95) -> tuple[float, float, float, float, int]:
+    """Mean, t-interval, SD and N of the non-missing ``values``."""
+    x = pd.to_numeric(pd.Series(values), errors="coerce").dropna().to_numpy(float)
+    n = len(x)
+    if n < 2:
+        return (float(x.mean()) if n else np.nan, np.nan, np.nan, np.nan, n)
+    m, sd = x.mean(), x.std(ddof=1)
+    half = stats.t.ppf(0.5 + level / 2, n - 1) * sd / np.sqrt(n)
+    return (m, m - half, m + half, sd, n)
+
+
+def _prop_row(quantity, flags, paper=None):
+    s = pd.Series(flags).dropna().astype(bool)
+    est, lo, hi = proportion_ci(int(s.sum()), len(s))
+    return [quantity, paper, est, lo, hi, len(s), "%", "Wilson 95% CI"]
+
+
+def _mean_row(quantity, values, paper=None, unit=""):
+    m, lo, hi, _, n = mean_ci(values)
+    return [quantity, paper, m, lo, hi, n, unit, "t 95% CI"]
+
+
+def sample_table(participants: pd.DataFrame) -> pd.DataFrame:
+    """Table 1: the sample's characteristics beside the paper's.
+
+    Parameters
+    ----------
+    participants : DataFrame
+        The contract's participants table.
+
+    Returns
+    -------
+    DataFrame
+        One row per quantity with ``SUMMARY_COLUMNS``: the paper's value (NaN where the
+        paper's abstract does not report it), this sample's estimate, 95% CI, N.
+    """
+    p = participants
+    _, _, _, age_sd, _ = mean_ci(p["age"])
+    rows = [
+        ["N (PE clients)", PAPER_SAMPLE["N"], len(p), np.nan, np.nan, len(p), "clients", ""],
+        _prop_row("female", p["female"], PAPER_SAMPLE["female_pct"]),
+        _prop_row("Caucasian", p["caucasian"], PAPER_SAMPLE["caucasian_pct"]),
+        _mean_row("age, mean", p["age"], PAPER_SAMPLE["age_mean"], "years"),
+        ["age, SD", PAPER_SAMPLE["age_sd"], age_sd, np.nan, np.nan, int(p["age"].notna().sum()), "years", ""],
+        _mean_row("PSS-SR pre, mean", p["pss_sr_pre"], unit="points (0-51)"),
+        _mean_row("PSS-I pre, mean", p["pss_i_pre"], unit="points (0-51)"),
+        _mean_row("BDI pre, mean", p["bdi_pre"], unit="points (0-63)"),
+        _prop_row("co-occurring MDD", p["mdd"]),
+        _prop_row("childhood abuse history", p["child_abuse"]),
+    ]
+    out = pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
+    out["paper"] = out["paper"].astype(float)
+    return out
+
+
+def missingness(sessions: pd.DataFrame, columns=("alliance", "pss_sr")) -> pd.DataFrame:
+    """Observed and missing counts per session for each score column (tidy, long).
+
+    Returns
+    -------
+    DataFrame with session, measure, n_participants, n_observed, pct_missing.
+    """
+    rows = []
+    n_participants = sessions["participant_id"].nunique()
+    for col in columns:
+        observed = sessions.loc[sessions[col].notna()].groupby("session")["participant_id"].nunique()
+        for s in sorted(sessions["session"].unique()):
+            n_obs = int(observed.get(s, 0))
+            rows.append([int(s), col, n_participants, n_obs, 100 * (1 - n_obs / n_participants)])
+    return pd.DataFrame(rows, columns=["session", "measure", "n_participants", "n_observed", "pct_missing"])
+
+
+def observed_per_participant(sessions: pd.DataFrame, column="alliance") -> pd.Series:
+    """Number of observed ``column`` scores per participant (0 for none)."""
+    return sessions[column].notna().groupby(sessions["participant_id"]).sum().astype(int)
+
+
+def prevalence_table(patterns: pd.DataFrame, *, pattern_col="pattern",
+                     exclude=("insufficient_data",)) -> pd.DataFrame:
+    """Prevalence of each alliance pattern among classifiable participants, beside the paper.
+
+    Returns
+    -------
+    DataFrame with ``SUMMARY_COLUMNS``; rows no_rupture, repaired, unrepaired, any_rupture.
+    """
+    classified = patterns.loc[~patterns[pattern_col].isin(exclude), pattern_col]
+    rows = []
+    for name in ("no_rupture", "repaired", "unrepaired", "any_rupture"):
+        hit = classified.isin(["repaired", "unrepaired"]) if name == "any_rupture" else classified == name
+        rows.append(_prop_row(name, hit, PAPER_PATTERNS[name]))
+    out = pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
+    out["paper"] = out["paper"].astype(float)
+    return out
