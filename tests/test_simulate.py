@@ -1,0 +1,369 @@
+"""Tests of helpers.simulate.
+
+Expected values come from the paper (76.1 % female, 66 % Caucasian, age 36.7 / 11.3, about 82
+of 116 classifiable, beta ~ .45), from the knob values and hand-worked consequences of the
+generative model (module docstring of helpers.simulate), never from the simulator's own output.
+Tolerances are multiples of a standard error computed in the test.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats
+
+from helpers.contract import (
+    BOOL_COLUMNS,
+    PARTICIPANT_COLUMNS,
+    PATTERNS,
+    SCORE_RANGES,
+    SESSION_COLUMNS,
+    TRUTH_COLUMNS,
+    Trial,
+)
+from helpers.simulate import Knobs, default_knobs, simulate_trial
+
+MIN_SESSIONS = 6  # params/default.yaml: min_sessions
+Z = 4.0  # tolerance in standard errors for single sampling checks (two-sided p ~ 6e-5)
+
+
+@pytest.fixture(scope="module")
+def big():
+    """One large trial for distributional checks (20,000 participants)."""
+    return simulate_trial(n_participants=20_000, seed=2014)
+
+
+@pytest.fixture(scope="module")
+def many():
+    """100 default-size trials on seeds not used for the calibration in the docstring."""
+    return [simulate_trial(seed=s) for s in range(5000, 5100)]
+
+
+def _split(text):
+    return [int(x) for x in text.split(";")] if text else []
+
+
+def _n_observed(trial):
+    return trial.sessions.groupby("participant_id", sort=False)["alliance"].count()
+
+
+# --- reproducibility and API ----------------------------------------------------------------
+
+
+def test_same_seed_gives_identical_tables():
+    a, b = simulate_trial(seed=7), simulate_trial(seed=7)
+    for name in ("sessions", "participants", "truth"):
+        pd.testing.assert_frame_equal(getattr(a, name), getattr(b, name))
+    assert a.meta == b.meta
+    assert a.source == b.source == "simulated (seed=7)"
+
+
+def test_different_seeds_give_different_tables():
+    a, b = simulate_trial(seed=7), simulate_trial(seed=8)
+    assert not a.sessions["alliance"].equals(b.sessions["alliance"])
+    assert not a.participants["pss_i_post"].equals(b.participants["pss_i_post"])
+    assert not a.truth["true_pattern"].equals(b.truth["true_pattern"])
+
+
+def test_meta_records_seed_sessions_and_knobs():
+    t = simulate_trial(n_participants=30, n_sessions=8, seed=3, p_unrepaired=0.3)
+    assert isinstance(t, Trial) and t.simulated
+    assert t.meta["seed"] == 3 and t.meta["n_sessions"] == 8 and t.n_sessions == 8
+    assert t.meta["knobs"]["p_unrepaired"] == 0.3
+    expected = dataclasses.asdict(Knobs()) | {"p_unrepaired": 0.3}
+    assert t.meta["knobs"] == expected
+
+
+def test_default_knobs_is_the_dataclass_default_and_frozen():
+    k = default_knobs()
+    assert k == Knobs()
+    assert (k.p_female, k.p_caucasian, k.age_mean, k.age_sd) == (0.761, 0.66, 36.7, 11.3)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        k.p_female = 0.5
+
+
+def test_unknown_knob_raises_type_error_naming_it():
+    with pytest.raises(TypeError, match="p_unrepiared"):
+        simulate_trial(seed=1, p_unrepiared=0.2)
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"p_female": 1.5},
+        {"dropout_hazard": -0.1},
+        {"p_repaired": 0.7, "p_unrepaired": 0.4},
+        {"alliance_noise_sd": -1.0},
+        {"n_sessions": 2},
+        {"n_participants": 0},
+    ],
+)
+def test_impossible_values_raise_value_error(kwargs):
+    with pytest.raises(ValueError):
+        simulate_trial(seed=1, **kwargs)
+
+
+def test_knob_changes_the_simulation():
+    t = simulate_trial(n_participants=500, seed=1, p_unrepaired=0.0, p_repaired=0.0)
+    assert set(t.truth["true_pattern"]) == {"no_rupture"}
+    assert (t.truth["n_true_ruptures"] == 0).all()
+
+
+# --- shape, dtypes and ranges -------------------------------------------------------------------
+
+
+def test_columns_and_dtypes_follow_the_contract():
+    t = simulate_trial(seed=11)
+    assert list(t.sessions.columns) == SESSION_COLUMNS
+    assert list(t.participants.columns) == PARTICIPANT_COLUMNS
+    assert list(t.truth.columns) == TRUTH_COLUMNS
+    for df in (t.sessions, t.participants, t.truth):
+        assert pd.api.types.is_string_dtype(df["participant_id"])
+    assert t.sessions["session"].dtype == np.int64
+    assert t.sessions["alliance"].dtype == np.float64
+    assert t.sessions["pss_sr"].dtype == np.float64
+    for col in PARTICIPANT_COLUMNS[1:]:
+        expected = np.bool_ if col in BOOL_COLUMNS else np.float64
+        assert t.participants[col].dtype == expected, col
+    for col in ("n_true_ruptures", "imaginal_start", "dropout_after"):
+        assert t.truth[col].dtype == np.int64, col
+    for col in ("true_pattern", "rupture_sessions", "repair_sessions"):
+        assert pd.api.types.is_string_dtype(t.truth[col]), col
+    assert t.participants["participant_id"].tolist()[:3] == ["P001", "P002", "P003"]
+    assert set(t.truth["true_pattern"]) <= set(PATTERNS)
+
+
+def test_every_participant_has_every_session_row():
+    for n, S in ((116, 10), (40, 12), (1000, 3)):
+        t = simulate_trial(n_participants=n, n_sessions=S, seed=5)
+        ids = t.participants["participant_id"]
+        assert ids.is_unique and ids.is_monotonic_increasing and len(ids) == n
+        assert ids.tolist() == t.truth["participant_id"].tolist()
+        assert len(t.sessions) == n * S
+        counts = t.sessions.groupby("participant_id")["session"].agg(["count", "min", "max", "nunique"])
+        assert (counts["count"] == S).all() and (counts["nunique"] == S).all()
+        assert (counts["min"] == 1).all() and (counts["max"] == S).all()
+        assert set(t.sessions["participant_id"]) == set(ids)
+
+
+def test_scores_within_contract_ranges_and_rounded_like_the_instruments(big):
+    extreme = simulate_trial(n_participants=3000, seed=9, alliance_mean=6.8, alliance_sd=1.5,
+                             pss_pre_mean=45, pss_pre_sd=15, bdi_pre_sd=25)
+    for t in (big, extreme):
+        for df in (t.sessions, t.participants):
+            for col, (lo, hi) in SCORE_RANGES.items():
+                if col in df:
+                    v = df[col].dropna()
+                    assert v.between(lo, hi).all(), col
+    # the extreme run reaches the bounds, so the clipping is really exercised
+    assert extreme.sessions["alliance"].max() == 7.0
+    assert extreme.participants["pss_sr_pre"].max() == 51.0
+    for col in ("pss_sr_pre", "pss_sr_post", "pss_i_pre", "pss_i_post", "bdi_pre", "bdi_post"):
+        v = big.participants[col].dropna()
+        assert (v == np.round(v)).all(), col
+    v = big.sessions["pss_sr"].dropna()
+    assert (v == np.round(v)).all()
+    a = big.sessions["alliance"].dropna()
+    assert np.allclose(a, np.round(a, 2), atol=1e-12, rtol=0)
+
+
+# --- missing data ------------------------------------------------------------------------------
+
+
+def test_nothing_observed_after_dropout(big):
+    s = big.sessions.merge(big.truth[["participant_id", "dropout_after"]], on="participant_id")
+    after = s["session"] > s["dropout_after"]
+    assert s.loc[after, ["alliance", "pss_sr"]].isna().all().all()
+    # dropout_after is the last attended session: observed, and session 1 always is
+    at = s["session"] == s["dropout_after"]
+    assert s.loc[at, "alliance"].notna().all()
+    assert s.loc[s["session"] == 1, "alliance"].notna().all()
+    # a missed session loses both session measures
+    assert (s["alliance"].isna() == s["pss_sr"].isna()).all()
+    # post assessments are missing together, pre ones never
+    p = big.participants
+    post = p[["pss_sr_post", "pss_i_post", "bdi_post"]].isna()
+    assert post.nunique(axis=1).eq(1).all()
+    assert p[["pss_sr_pre", "pss_i_pre", "bdi_pre"]].notna().all().all()
+
+
+def test_dropout_hazard_matches_its_knob(big):
+    # Hand-worked: P(still in treatment at the last session) = (1 - h) ** (S - 1); a
+    # completer misses session S with probability p_missed, so
+    # P(dropout_after == S) = (1 - h) ** 9 * (1 - p_missed).
+    k = default_knobs()
+    p = (1 - k.dropout_hazard) ** 9 * (1 - k.p_missed_session)
+    n = len(big.truth)
+    observed = (big.truth["dropout_after"] == 10).mean()
+    assert abs(observed - p) < Z * np.sqrt(p * (1 - p) / n)
+
+
+def test_classifiable_count_near_82_of_116(many):
+    n_ok = np.array([(_n_observed(t) >= MIN_SESSIONS).sum() for t in many])
+    assert abs(n_ok.mean() - 82) <= 3
+
+
+def test_true_prevalence_among_classifiable_near_targets(many):
+    patterns = pd.concat(
+        [t.truth["true_pattern"][(_n_observed(t) >= MIN_SESSIONS).to_numpy()] for t in many]
+    )
+    n = len(patterns)
+    for name, target in (("no_rupture", 0.54), ("repaired", 0.28), ("unrepaired", 0.18)):
+        share = (patterns == name).mean()
+        assert abs(share - target) < Z * np.sqrt(target * (1 - target) / n), name
+
+
+# --- demographics and symptoms ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "column, p", [("female", 0.761), ("caucasian", 0.66), ("mdd", 0.5), ("child_abuse", 0.45)]
+)
+def test_binary_demographics_within_sampling_error(big, column, p):
+    n = len(big.participants)
+    share = big.participants[column].mean()
+    assert abs(share - p) < Z * np.sqrt(p * (1 - p) / n)
+
+
+def test_age_within_sampling_error(big):
+    age = big.participants["age"]
+    n = len(age)
+    assert age.between(18, 65).all()
+    assert (age == np.round(age)).all()
+    assert abs(age.mean() - 36.7) < Z * 11.3 / np.sqrt(n)
+    # SE of an SD under normality, sd / sqrt(2(n - 1)); a truncated normal has lighter tails,
+    # so this is conservative. Rounding to whole years adds 1/12 to the variance.
+    sd_expected = np.sqrt(11.3**2 + 1 / 12)
+    assert abs(age.std() - sd_expected) < Z * 11.3 / np.sqrt(2 * (n - 1))
+
+
+def test_pre_treatment_symptoms_match_hand_worked_moments(big):
+    # PSS-SR pre = T + e with T ~ N(30, 8), e ~ N(0, 4): SD sqrt(64 + 16); r(PSS-SR, PSS-I) =
+    # 64 / 80 = .8 (rounding and the rare clip at 51 move these by < 0.05 points / .005).
+    p = big.participants
+    n = len(p)
+    sd = np.sqrt(8**2 + 4**2)
+    for col in ("pss_sr_pre", "pss_i_pre"):
+        assert abs(p[col].mean() - 30) < Z * sd / np.sqrt(n) + 0.05, col
+        assert abs(p[col].std() - sd) < Z * sd / np.sqrt(2 * (n - 1)) + 0.05, col
+    r = np.corrcoef(p["pss_sr_pre"], p["pss_i_pre"])[0, 1]
+    assert abs(r - 0.8) < Z * (1 - 0.8**2) / np.sqrt(n) + 0.005
+
+
+def test_symptoms_improve_and_unrepaired_improve_less(big):
+    p = big.participants.merge(big.truth[["participant_id", "true_pattern"]])
+    change = p["pss_i_post"] - p["pss_i_pre"]
+    assert change.mean() < -5
+    by = change.groupby(p["true_pattern"]).mean()
+    assert by["unrepaired"] > by["no_rupture"] + 3
+    assert by["unrepaired"] > by["repaired"] + 3
+    sessions = big.sessions.groupby("session")["pss_sr"].mean()
+    assert sessions.iloc[-1] < sessions.iloc[0] - 5
+
+
+def test_mdd_and_child_abuse_independent_of_pattern(big):
+    data = big.participants.merge(big.truth[["participant_id", "true_pattern"]])
+    for col in ("mdd", "child_abuse"):
+        table = pd.crosstab(data["true_pattern"], data[col])
+        assert table.shape == (3, 2)
+        assert stats.chi2_contingency(table)[1] > 0.001, col
+
+
+def _std_beta(y, x, g):
+    """Standardised coefficient of g in z(y) ~ z(x) + z(g), by least squares (test's own)."""
+    zs = [(v - v.mean()) / v.std() for v in (y, x, g)]
+    design = np.column_stack([np.ones(len(y)), zs[1], zs[2]])
+    coef, *_ = np.linalg.lstsq(design, zs[0], rcond=None)
+    return coef[2]
+
+
+def test_true_unrepaired_beta_on_post_pss_i_is_about_045(many):
+    betas = []
+    for t in many:
+        ok = (_n_observed(t) >= MIN_SESSIONS).to_numpy()
+        p = t.participants[ok]
+        g = (t.truth["true_pattern"][ok] == "unrepaired").to_numpy(float)
+        cc = p[["pss_i_pre", "pss_i_post"]].notna().all(axis=1).to_numpy()
+        betas.append(_std_beta(p["pss_i_post"].to_numpy()[cc], p["pss_i_pre"].to_numpy()[cc], g[cc]))
+    assert abs(np.mean(betas) - 0.45) <= 0.05
+
+
+# --- truth consistent with the model, by construction -------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def two_episodes():
+    return simulate_trial(n_participants=5000, seed=21, p_second_rupture=0.5)
+
+
+def test_truth_fields_consistent(two_episodes, big):
+    kmax = default_knobs().repair_sessions_max
+    for t in (big, two_episodes):
+        tr = t.truth
+        assert tr["imaginal_start"].isin([2, 3]).all()
+        assert tr["dropout_after"].between(1, 10).all()
+        last = t.sessions.dropna(subset=["alliance"]).groupby("participant_id")["session"].max()
+        assert (last.reindex(tr["participant_id"]).to_numpy() == tr["dropout_after"]).all()
+        for row in tr.itertuples():
+            ruptures, repairs = _split(row.rupture_sessions), _split(row.repair_sessions)
+            assert len(ruptures) == row.n_true_ruptures
+            assert ruptures == sorted(ruptures) and all(2 <= r <= 10 for r in ruptures)
+            if row.true_pattern == "no_rupture":
+                assert ruptures == [] and repairs == []
+            elif row.true_pattern == "repaired":
+                assert len(repairs) == len(ruptures) >= 1
+            else:
+                assert len(repairs) == len(ruptures) - 1 and len(ruptures) >= 1
+            for r, rep in zip(ruptures, repairs):  # a repair follows its rupture in 1..kmax
+                assert 1 <= rep - r <= kmax and rep <= 10
+            if len(ruptures) == 2:  # a second rupture starts after the first repair
+                assert ruptures[1] > repairs[0]
+    assert (two_episodes.truth["n_true_ruptures"] == 2).sum() > 500
+
+
+def test_rupture_timing_weighted_from_imaginal_start(big):
+    # Hand-worked: an unrepaired single rupture is drawn over sessions 2..10 with weight 1
+    # before imaginal start and w = 2 from it on; with imaginal_start = 3,
+    # P(r = 2) = 1 / (1 + 8 w) = 1/17; with imaginal_start = 2 no session has weight 1.
+    tr = big.truth
+    sel = (tr["true_pattern"] == "unrepaired") & (tr["imaginal_start"] == 3)
+    r = tr.loc[sel, "rupture_sessions"].astype(int)
+    p = 1 / 17
+    assert abs((r == 2).mean() - p) < Z * np.sqrt(p * (1 - p) / len(r))
+    # and every later session is equally likely: P(r = 3) = 2/17
+    assert abs((r == 3).mean() - 2 / 17) < Z * np.sqrt(2 / 17 * 15 / 17 / len(r))
+
+
+def test_noise_free_alliance_shows_the_episodes_exactly():
+    # With alliance noise switched off and levels far from the bounds, the observed alliance
+    # is the latent one rounded to 2 decimals, so the model's construction must show:
+    # a drop of at least rupture_drop_min at the rupture session (minus the slope, which is
+    # fixed at 0 here), a repaired episode back to >= the pre-rupture level at its repair
+    # session, an unrepaired one below the pre-rupture level for every later session.
+    k = default_knobs()
+    t = simulate_trial(n_participants=3000, seed=4, alliance_noise_sd=0.0, alliance_mean=4.0,
+                       alliance_sd=0.3, alliance_slope_sd=0.0, alliance_slope_mean=0.0,
+                       p_second_rupture=0.3, p_missed_session=0.0, dropout_hazard=0.0)
+    wide = t.sessions.pivot(index="participant_id", columns="session", values="alliance")
+    eps = 0.0051  # two roundings to 2 decimals
+    checked = {"drop": 0, "repaired": 0, "unrepaired": 0}
+    for row in t.truth.itertuples():
+        a = wide.loc[row.participant_id]
+        ruptures, repairs = _split(row.rupture_sessions), _split(row.repair_sessions)
+        for i, r in enumerate(ruptures):
+            pre = a[r - 1]
+            assert pre - a[r] >= k.rupture_drop_min - eps
+            checked["drop"] += 1
+            if i < len(repairs):
+                assert a[repairs[i]] >= pre - eps
+                checked["repaired"] += 1
+            else:
+                later = a.loc[r:]
+                assert (later < pre - k.rupture_drop_min * (1 - k.unrepaired_max_recovery) + eps).all()
+                checked["unrepaired"] += 1
+        if not ruptures:  # without a rupture the course is flat (slope 0, no noise)
+            assert a.max() - a.min() < eps
+    assert min(checked.values()) > 300
