@@ -126,7 +126,7 @@ def test_columns_and_dtypes_follow_the_contract():
     assert t.sessions["alliance"].dtype == np.float64
     assert t.sessions["pss_sr"].dtype == np.float64
     for col in PARTICIPANT_COLUMNS[1:]:
-        expected = np.bool_ if col in BOOL_COLUMNS else np.float64
+        expected = pd.BooleanDtype() if col in BOOL_COLUMNS else np.float64
         assert t.participants[col].dtype == expected, col
     for col in ("n_true_ruptures", "imaginal_start", "dropout_after"):
         assert t.truth[col].dtype == np.int64, col

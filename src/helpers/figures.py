@@ -92,11 +92,11 @@ def plot_trajectories(sessions: pd.DataFrame, column: str, *, patterns: pd.DataF
         ax.plot(summary.index, summary["mean"], color=color, lw=2, label=label)
         ax.fill_between(summary.index, summary["mean"] - half, summary["mean"] + half, color=color, alpha=0.25)
     ax.set_xlabel("session")
-    ax.set_ylabel(MEASURE_LABELS.get(column, column))
+    ax.set_ylabel(MEASURE_LABELS.get(column, column).replace(" (", "\n("))
     ax.set_xticks(sorted(sessions["session"].unique()))
     ax.legend(frameon=False, fontsize=7)
     n = sessions.loc[sessions[column].notna(), "participant_id"].nunique()
-    ax.set_title(f"{MEASURE_LABELS.get(column, column).split(' (')[0]}: individual trajectories "
-                 f"and mean with 95% CI (N = {n}){caption}", fontsize=8)
+    ax.set_title(f"{MEASURE_LABELS.get(column, column).split(' (')[0]}: individual trajectories and\n"
+                 f"mean per session with 95% CI (N = {n}){caption}", fontsize=8)
     fig.tight_layout()
     return fig

@@ -225,6 +225,8 @@ def _execute(nb: Path, out: Path, params: dict, *, label: str, progress: bool) -
             str(nb), str(out), parameters=passed, kernel_name=KERNEL_NAME,
             progress_bar={"desc": label, "leave": True} if progress else False,
             log_output=False, cwd=str(nb.parent),
+            # Kernel start-up chatter (e.g. the TCP transport notice) is not for the user.
+            extra_arguments=["--IPKernelApp.log_level=ERROR"],
         )
     except PapermillExecutionError as exc:
         first_line = (exc.source or "").strip().splitlines()[:1]

@@ -2,7 +2,7 @@
 
 The trial's raw data are not public, so the default run of the pipeline uses data drawn from
 the generative model below. It is built to agree with what McLaughlin et al. (2014) report
-(``/work/shared/study.md`` in the project notes; ``README.md`` of this repository): 116 PE
+(see ``README.md`` of this repository): 116 PE
 clients, 10 sessions, 76.1 % female, 66 % Caucasian, age 36.7 (11.3), about 82 clients with
 enough alliance data, 54 / 28 / 18 % no / repaired / unrepaired rupture, and a standardised
 beta of about .45 of an unrepaired rupture on post-treatment PTSD. Agreement shows that the
@@ -534,7 +534,8 @@ def _tables(arr, n, S):
     participants = pd.DataFrame({"participant_id": ids})
     for col in PARTICIPANT_COLUMNS[1:]:
         values = arr[col]
-        participants[col] = values.astype(bool) if values.dtype == bool else values.astype(float)
+        # Nullable "boolean", the type the loader gives real data (which can have missing flags).
+        participants[col] = pd.array(values, dtype="boolean") if values.dtype == bool else values.astype(float)
     participants = participants[PARTICIPANT_COLUMNS]
 
     two = arr["r_a"] > 0
