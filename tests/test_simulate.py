@@ -15,6 +15,7 @@ import pandas as pd
 import pytest
 from scipy import stats
 
+from helpers import simulate
 from helpers.contract import (
     BOOL_COLUMNS,
     PARTICIPANT_COLUMNS,
@@ -206,12 +207,18 @@ def test_classifiable_count_near_82_of_116(many):
     assert abs(n_ok.mean() - 82) <= 3
 
 
-def test_true_prevalence_among_classifiable_near_targets(many):
+def test_true_prevalence_among_classifiable_matches_the_knobs(many):
+    # Missingness is independent of the pattern, so among the classifiable the true pattern
+    # shares are the knob probabilities (the paper's 54/28/18 targets the DETECTED shares:
+    # tests/test_calibration.py).
+    kn = simulate.default_knobs()
     patterns = pd.concat(
         [t.truth["true_pattern"][(_n_observed(t) >= MIN_SESSIONS).to_numpy()] for t in many]
     )
     n = len(patterns)
-    for name, target in (("no_rupture", 0.54), ("repaired", 0.28), ("unrepaired", 0.18)):
+    targets = {"no_rupture": 1 - kn.p_repaired - kn.p_unrepaired, "repaired": kn.p_repaired,
+               "unrepaired": kn.p_unrepaired}
+    for name, target in targets.items():
         share = (patterns == name).mean()
         assert abs(share - target) < Z * np.sqrt(target * (1 - target) / n), name
 
@@ -280,7 +287,9 @@ def _std_beta(y, x, g):
     return coef[2]
 
 
-def test_true_unrepaired_beta_on_post_pss_i_is_about_045(many):
+def test_true_unrepaired_beta_is_positive_and_at_least_the_papers(many):
+    # The knobs are calibrated so that the DETECTED beta averages .45 (tests/test_calibration.py);
+    # detection errors attenuate, so the TRUE pattern's beta must be at least that large.
     betas = []
     for t in many:
         ok = (_n_observed(t) >= MIN_SESSIONS).to_numpy()
@@ -288,7 +297,7 @@ def test_true_unrepaired_beta_on_post_pss_i_is_about_045(many):
         g = (t.truth["true_pattern"][ok] == "unrepaired").to_numpy(float)
         cc = p[["pss_i_pre", "pss_i_post"]].notna().all(axis=1).to_numpy()
         betas.append(_std_beta(p["pss_i_post"].to_numpy()[cc], p["pss_i_pre"].to_numpy()[cc], g[cc]))
-    assert abs(np.mean(betas) - 0.45) <= 0.05
+    assert np.mean(betas) >= 0.45
 
 
 # --- truth consistent with the model, by construction -------------------------------------------
