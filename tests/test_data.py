@@ -781,3 +781,15 @@ def test_property_any_valid_table_round_trips(tmp_path, df, dialect):
     pd.testing.assert_series_equal(grid["alliance"], grid["alliance_long"], check_names=False)
     pd.testing.assert_series_equal(grid["pss_sr"], grid["pss_sr_long"], check_names=False)
     assert len(from_wide) == len(ids) * df["session"].nunique()
+
+
+def test_save_trial_without_truth_removes_a_stale_truth_table(tmp_path):
+    from helpers import simulate
+
+    sim = simulate.simulate_trial(n_participants=5, seed=1)
+    data.save_trial(sim, tmp_path)
+    assert (tmp_path / "truth.csv").exists()
+    real = data.Trial(sim.sessions, sim.participants, truth=None)
+    written = data.save_trial(real, tmp_path)
+    assert not (tmp_path / "truth.csv").exists()
+    assert [p.name for p in written] == ["sessions.csv", "participants.csv"]

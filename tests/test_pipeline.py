@@ -109,3 +109,15 @@ def test_refresh_notebooks_copies_executed_outputs_back(books, published):
                  refresh_notebooks=True)
     nb = json.loads((books / "01_first.ipynb").read_text())
     assert any(c.get("execution_count") for c in nb["cells"] if c["cell_type"] == "code")
+
+
+def test_a_file_the_run_removes_is_removed_from_the_published_outputs(books, published):
+    (published / "data" / "processed").mkdir(parents=True)
+    (published / "data" / "processed" / "truth.csv").write_text("stale truth of a simulated run")
+    (published / "data" / "processed" / ".gitkeep").write_text("")
+    _notebook(books / "02_real_data.ipynb",
+              "from helpers import paths\n(paths.PROCESSED / 'truth.csv').unlink()")
+    pipeline.run({}, notebooks=books, output_root=published, progress=False)
+    assert not (published / "data" / "processed" / "truth.csv").exists()
+    assert (published / "data" / "processed" / ".gitkeep").exists()
+    assert (published / "results" / "tables" / "first.csv").read_text() == "seed=0"

@@ -1092,7 +1092,8 @@ def save_trial(trial: Trial, folder) -> dict:
     ----------
     trial : Trial
     folder : path-like
-        Created if needed; existing files of these names are replaced atomically.
+        Created if needed; existing files of these names are replaced atomically, and a
+        stale ``truth.csv`` is removed when the trial has no truth (real data).
 
     Returns
     -------
@@ -1111,4 +1112,7 @@ def save_trial(trial: Trial, folder) -> dict:
     ]
     if trial.truth is not None:
         out.append(write_table(trial.truth, folder / "truth.csv", columns=TRUTH_COLUMNS))
+    else:
+        # A truth table left by an earlier simulated run would label real data as simulated.
+        (folder / "truth.csv").unlink(missing_ok=True)
     return out

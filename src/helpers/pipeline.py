@@ -252,17 +252,27 @@ def _original_cell_number(executed, cell_index) -> int:
 
 
 def _publish(staging: Path, output_root: Path) -> list[Path]:
-    """Move every staged file over its published twin (atomic rename per file)."""
+    """Make the published output folders mirror the staged ones: move every staged file over
+    its published twin (atomic rename per file), then remove published files that the run
+    removed (staging started as a copy of them, so a file missing there was deleted on
+    purpose, e.g. a simulated run's truth.csv when real data are loaded)."""
     published = []
     for rel in OUTPUT_DIRS:
-        for src in sorted((staging / rel).rglob("*")):
-            if not src.is_file():
-                continue
-            dst = output_root / src.relative_to(staging)
+        staged = {p.relative_to(staging) for p in (staging / rel).rglob("*") if p.is_file()}
+        for name in sorted(staged):
+            dst = output_root / name
             dst.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(src, dst)
+            os.replace(staging / name, dst)
             published.append(dst)
+        for old in sorted((output_root / rel).rglob("*")):
+            if old.is_file() and old.relative_to(output_root) not in staged and not _is_scratch(old):
+                old.unlink()
     return published
+
+
+def _is_scratch(path: Path) -> bool:
+    """Files the runner never publishes nor deletes: dot-files (.gitkeep, temporaries)."""
+    return path.name.startswith(".")
 
 
 # ----------------------------------------------------------------------------- CLI
