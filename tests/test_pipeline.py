@@ -63,6 +63,11 @@ def test_malformed_set_is_an_error():
         pipeline.load_params(None, ["seed"])
 
 
+def test_declared_parameters_include_none_valued_ones(tmp_path):
+    nb = _notebook(tmp_path / "01_x.ipynb", "y = 2", parameters="a = None  # comment\nb: int = 3\nc, d = 1, 2")
+    assert pipeline.declared_parameters(nb) == {"a", "b"}
+
+
 def test_each_notebook_gets_only_its_declared_parameters_and_outputs_are_published(books, published):
     _notebook(books / "02_second.ipynb",
               "assert 'seed' not in globals()",

@@ -100,3 +100,100 @@ def plot_trajectories(sessions: pd.DataFrame, column: str, *, patterns: pd.DataF
                  f"mean per session with 95% CI (N = {n}){caption}", fontsize=8)
     fig.tight_layout()
     return fig
+
+
+def plot_prevalence(prev: pd.DataFrame, *, caption: str = "", ax=None):
+    """Detected prevalence of each pattern with 95% CI beside the paper's value
+    (from describe.prevalence_table)."""
+    if ax is None:
+        fig, ax = plt.subplots(figsize=(5, 3))
+    else:
+        fig = ax.figure
+    prev = prev.reset_index(drop=True)
+    x = np.arange(len(prev))
+    colors = [PATTERN_COLORS.get(q, "#CC79A7") for q in prev["quantity"]]
+    ax.bar(x, prev["estimate"], color=colors, alpha=0.85, label="this run")
+    ax.errorbar(x, prev["estimate"], yerr=[prev["estimate"] - prev["ci_low"], prev["ci_high"] - prev["estimate"]],
+                fmt="none", ecolor="black", capsize=3, lw=1)
+    ax.scatter(x, prev["paper"], marker="D", color="black", zorder=3, label="paper (McLaughlin et al., 2014)")
+    ax.set_xticks(x, [q.replace("_", " ") for q in prev["quantity"]])
+    ax.set_ylabel("% of classifiable clients")
+    ax.set_ylim(0, 100)
+    ax.legend(frameon=False, fontsize=7)
+    n = int(prev["n"].iloc[0]) if len(prev) else 0
+    ax.set_title(f"Alliance patterns: this run (bars, 95% Wilson CI) and the paper\n(N = {n} classifiable){caption}",
+                 fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def plot_rupture_timing(episodes: pd.DataFrame, imaginal_start, *, n_sessions: int, caption: str = ""):
+    """Number of ruptures by session, relative to the start of imaginal exposure.
+
+    ``imaginal_start`` is a session number, or a Series of per-participant start sessions
+    (simulated data); the x axis is then rupture session minus that participant's start."""
+    fig, ax = plt.subplots(figsize=(5, 3))
+    if isinstance(imaginal_start, pd.Series):
+        rel = episodes["rupture_session"] - episodes["participant_id"].map(imaginal_start)
+        ax.hist(rel, bins=np.arange(rel.min() - 0.5, rel.max() + 1.5) if len(rel) else 1,
+                color=PATTERN_COLORS["unrepaired"], alpha=0.85)
+        ax.axvline(-0.5, color="black", ls="--", lw=1)
+        ax.set_xlabel("rupture session − session imaginal exposure started")
+    else:
+        ax.hist(episodes["rupture_session"], bins=np.arange(0.5, n_sessions + 1.5),
+                color=PATTERN_COLORS["unrepaired"], alpha=0.85)
+        ax.axvline(imaginal_start - 0.5, color="black", ls="--", lw=1, label="imaginal exposure starts")
+        ax.set_xticks(range(1, n_sessions + 1))
+        ax.set_xlabel("session of the rupture")
+        ax.legend(frameon=False, fontsize=7)
+    ax.set_ylabel("number of ruptures")
+    ax.set_title(f"When ruptures happen ({len(episodes)} ruptures in "
+                 f"{episodes['participant_id'].nunique()} clients){caption}", fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def plot_example_trajectories(sessions: pd.DataFrame, episodes: pd.DataFrame, patterns: pd.DataFrame,
+                              *, n_per_pattern: int = 3, caption: str = ""):
+    """Alliance of a few clients per pattern, ruptures (▼) and repairs (▲) marked.
+
+    Examples are the first ``n_per_pattern`` classified clients of each pattern in id order,
+    so the choice is reproducible and does not cherry-pick."""
+    shown = ["no_rupture", "repaired", "unrepaired"]
+    fig, axes = plt.subplots(1, len(shown), figsize=(9, 3), sharey=True)
+    for ax, name in zip(axes, shown):
+        ids = sorted(patterns.loc[patterns["pattern"] == name, "participant_id"])[:n_per_pattern]
+        for pid in ids:
+            person = sessions[(sessions["participant_id"] == pid) & sessions["alliance"].notna()]
+            line, = ax.plot(person["session"], person["alliance"], marker="o", ms=3, lw=1, label=pid)
+            eps = episodes[episodes["participant_id"] == pid]
+            score = person.set_index("session")["alliance"]
+            ax.scatter(eps["rupture_session"], score.reindex(eps["rupture_session"]), marker="v", s=50,
+                       color=PATTERN_COLORS["unrepaired"], zorder=3)
+            rep = eps.loc[eps["repaired"].astype(bool), "repair_session"].astype(int)
+            ax.scatter(rep, score.reindex(rep), marker="^", s=50, color=PATTERN_COLORS["repaired"], zorder=3)
+        n = int((patterns["pattern"] == name).sum())
+        ax.set_title(f"{name.replace('_', ' ')} (showing {len(ids)} of {n})", fontsize=8,
+                     color=PATTERN_COLORS[name])
+        ax.set_xlabel("session")
+        ax.legend(frameon=False, fontsize=6)
+    axes[0].set_ylabel("CALPAS-P alliance\n(mean item, 1-7)")
+    fig.suptitle(f"Example alliance trajectories: ▼ rupture, ▲ repair{caption}", fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def plot_confusion(table: pd.DataFrame, *, caption: str = ""):
+    """Detected versus true pattern counts (simulated data)."""
+    fig, ax = plt.subplots(figsize=(4, 3.2))
+    m = table.to_numpy()
+    ax.imshow(m, cmap="Blues")
+    for (i, j), v in np.ndenumerate(m):
+        ax.text(j, i, str(v), ha="center", va="center", color="white" if v > m.max() / 2 else "black")
+    ax.set_xticks(range(m.shape[1]), [c.replace("_", " ") for c in table.columns])
+    ax.set_yticks(range(m.shape[0]), [c.replace("_", " ") for c in table.index])
+    ax.set_xlabel("detected pattern")
+    ax.set_ylabel("true pattern")
+    ax.set_title(f"Detected vs true pattern (N = {int(m.sum())}){caption}", fontsize=8)
+    fig.tight_layout()
+    return fig

@@ -115,10 +115,23 @@ def list_notebooks(folder=None, only=None) -> list[Path]:
 
 
 def declared_parameters(notebook) -> set[str]:
-    """Names assigned in the notebook's cell tagged ``parameters``."""
-    import papermill as pm
+    """Names assigned in the notebook's cell tagged ``parameters``.
 
-    return set(pm.inspect_notebook(str(notebook)))
+    Read with :mod:`ast` rather than ``papermill.inspect_notebook``, which cannot infer a
+    type for ``x = None`` and then leaves such a parameter out.
+    """
+    import ast
+
+    import nbformat
+
+    names = set()
+    for cell in nbformat.read(str(notebook), as_version=4).cells:
+        if cell.cell_type == "code" and "parameters" in cell.metadata.get("tags", []):
+            for node in ast.parse(cell.source).body:
+                targets = node.targets if isinstance(node, ast.Assign) else (
+                    [node.target] if isinstance(node, ast.AnnAssign) else [])
+                names |= {t.id for t in targets if isinstance(t, ast.Name)}
+    return names
 
 
 # ----------------------------------------------------------------------------- running
@@ -161,7 +174,9 @@ def run(params=None, *, notebooks=None, only=None, output_root=None,
     env_before = {k: os.environ.get(k) for k in ("REPLICATION_OUTPUT_ROOT", "JUPYTER_PATH",
                                                   "PYDEVD_DISABLE_FILE_VALIDATION")}
     _prepare_kernel_env(staging)
-    logging.getLogger("papermill").setLevel(logging.WARNING)
+    # Parameters are matched by declared_parameters(); papermill's own type-inference notices
+    # about them ("Passed unknown parameter" for `x = None`) are noise here.
+    logging.getLogger("papermill").setLevel(logging.ERROR)
     executed = []
     try:
         for i, nb in enumerate(books, 1):
