@@ -18,17 +18,11 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-#: What the paper reports about its sample (abstract; see README). None = not reported.
-PAPER_SAMPLE = {
-    "N": 116,
-    "female_pct": 76.1,
-    "caucasian_pct": 66.0,
-    "age_mean": 36.7,
-    "age_sd": 11.3,
-}
+from helpers import paper
 
-#: What the paper reports about the alliance patterns (percent of classifiable clients).
-PAPER_PATTERNS = {"no_rupture": 54.0, "repaired": 28.0, "unrepaired": 18.0, "any_rupture": 46.0}
+#: The paper's sample and pattern figures (see helpers.paper, the single source of targets).
+PAPER_SAMPLE = paper.SAMPLE
+PAPER_PATTERNS = paper.PATTERNS
 
 SUMMARY_COLUMNS = ["quantity", "paper", "estimate", "ci_low", "ci_high", "n", "unit", "interval"]
 

@@ -197,3 +197,50 @@ def plot_confusion(table: pd.DataFrame, *, caption: str = ""):
     ax.set_title(f"Detected vs true pattern (N = {int(m.sum())}){caption}", fontsize=8)
     fig.tight_layout()
     return fig
+
+
+def plot_growth(predicted: pd.DataFrame, sessions: pd.DataFrame, patterns: pd.DataFrame, *,
+                outcome: str = "pss_sr", caption: str = ""):
+    """Model-predicted trajectories per pattern (line, 95% CI band) over observed means
+    (points, 95% CI bars). ``predicted`` comes from GrowthFit.predicted_trajectories()."""
+    fig, ax = plt.subplots(figsize=(5.5, 3.5))
+    lab = patterns.set_index("participant_id")["pattern"]
+    obs = sessions[["participant_id", "session", outcome]].dropna()
+    obs = obs.assign(pattern=obs["participant_id"].map(lab))
+    for name, grp in predicted.groupby("pattern", sort=False):
+        color = PATTERN_COLORS.get(name, "#555555")
+        n = int((patterns["pattern"] == name).sum())
+        ax.plot(grp["session"], grp["estimate"], color=color, lw=2, label=f"{name.replace('_', ' ')} (n = {n})")
+        ax.fill_between(grp["session"], grp["ci_low"], grp["ci_high"], color=color, alpha=0.2)
+        means = obs[obs["pattern"] == name].groupby("session")[outcome].agg(["mean", "std", "count"])
+        half = 1.96 * means["std"] / np.sqrt(means["count"])
+        ax.errorbar(means.index + 0.08 * (list(PATTERN_COLORS).index(name) - 1), means["mean"], yerr=half,
+                    fmt="o", ms=3, color=color, lw=0.8, capsize=2)
+    ax.set_xlabel("session")
+    ax.set_ylabel(MEASURE_LABELS.get(outcome, outcome).replace(" (", "\n("))
+    ax.set_xticks(sorted(predicted["session"].unique()))
+    ax.legend(frameon=False, fontsize=7)
+    ax.set_title("PTSD severity by alliance pattern: mixed-model prediction (line, 95% CI)\n"
+                 f"over observed means (points, 95% CI){caption}", fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def plot_residuals(fitted, residuals, *, caption: str = ""):
+    """Residual diagnostics of a fitted model: residuals vs fitted, and a normal Q-Q plot."""
+    from scipy import stats
+
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(8, 3))
+    a1.scatter(fitted, residuals, s=6, alpha=0.4, color="#0072B2")
+    a1.axhline(0, color="black", lw=0.8)
+    a1.set_xlabel("fitted value")
+    a1.set_ylabel("residual")
+    a1.set_title(f"Residuals vs fitted (n = {len(residuals)}){caption}", fontsize=8)
+    (osm, osr), (slope, intercept, _) = stats.probplot(np.asarray(residuals), dist="norm")
+    a2.scatter(osm, osr, s=6, alpha=0.4, color="#0072B2")
+    a2.plot(osm, slope * np.asarray(osm) + intercept, color="black", lw=0.8)
+    a2.set_xlabel("normal quantile")
+    a2.set_ylabel("ordered residual")
+    a2.set_title("Normal Q-Q plot of residuals", fontsize=8)
+    fig.tight_layout()
+    return fig
