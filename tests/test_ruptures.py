@@ -1,0 +1,657 @@
+"""Tests of helpers.ruptures: hand-worked series, suddengains parity, properties.
+
+Anchors are independent of the code under test: answers worked out by hand (written in each
+test), the published results of the R package suddengains 0.7.2 on its example data
+(tests/data/suddengains_sgdata.csv, see tests/data/README.md), and a plain per-participant
+loop implementation (benchmarks/bench_ruptures.py) used as an oracle on random data.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
+
+from helpers import ruptures
+from helpers.contract import DataValidationError
+
+ROOT = Path(__file__).resolve().parents[1]
+SGDATA = ROOT / "tests" / "data" / "suddengains_sgdata.csv"
+
+
+def _load_reference():
+    spec = importlib.util.spec_from_file_location(
+        "bench_ruptures", ROOT / "benchmarks" / "bench_ruptures.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+REF = _load_reference()
+
+
+def long(series: dict, n_sessions=None) -> pd.DataFrame:
+    """{participant: [scores by session 1..]} -> contract long table (NaN = missing)."""
+    rows = []
+    for pid, scores in series.items():
+        for s, a in enumerate(scores, start=1):
+            rows.append((pid, s, a))
+    return pd.DataFrame(rows, columns=["participant_id", "session", "alliance"]).astype(
+        {"participant_id": "str", "session": "int64", "alliance": "float64"})
+
+
+def only(df, **kw):
+    return df.query(" and ".join(f"{k} == {v!r}" for k, v in kw.items()))
+
+
+ABS1 = {"criterion": "absolute", "cutoff": 1.0}
+
+
+# --------------------------------------------------------------------------------------------
+# Hand-worked series (absolute cutoff 1 point unless stated)
+# --------------------------------------------------------------------------------------------
+def test_clean_v():
+    # 6, 6, 4.5, 5, 6, 6: drop 1.5 at session 3 (from session 2), back to 6 at session 5.
+    s = long({"a": [6, 6, 4.5, 5, 6, 6]})
+    e = ruptures.detect_episodes(s, **ABS1)
+    assert len(e) == 1
+    row = e.iloc[0]
+    assert (row.pre_session, row.rupture_session) == (2, 3)
+    assert (row.pre_score, row.rupture_score, row["drop"]) == (6.0, 4.5, 1.5)
+    assert row.threshold == 1.0
+    assert row.repaired and row.repair_session == 5 and row.sessions_to_repair == 2
+    assert not row.censored
+    p = ruptures.classify_participants(e, s)
+    assert p.iloc[0].pattern == "repaired"
+    assert (p.iloc[0].n_ruptures, p.iloc[0].n_repaired, p.iloc[0].n_unrepaired) == (1, 1, 0)
+    assert p.iloc[0].first_rupture_session == 3
+
+
+def test_drop_that_never_returns():
+    # 6, 6, 6, 4.5, 4.5, 5, 5, 5: rupture at 4, the series never gets back to 6.
+    s = long({"a": [6, 6, 6, 4.5, 4.5, 5, 5, 5]})
+    e = ruptures.detect_episodes(s, **ABS1)
+    assert e["rupture_session"].tolist() == [4]
+    assert not e.iloc[0].repaired and pd.isna(e.iloc[0].repair_session)
+    assert pd.isna(e.iloc[0].sessions_to_repair)
+    assert not e.iloc[0].censored  # sessions 5-8 were observed: it could have repaired
+    assert ruptures.classify_participants(e, s).iloc[0].pattern == "unrepaired"
+
+
+def test_two_ruptures_one_repaired():
+    # 6, 4.5, 6, 6, 4.5, 5, 5: rupture at 2 (repaired at 3), rupture at 5 (never back to 6).
+    s = long({"a": [6, 4.5, 6, 6, 4.5, 5, 5]})
+    e = ruptures.detect_episodes(s, **ABS1)
+    assert e["rupture_session"].tolist() == [2, 5]
+    assert e["repaired"].tolist() == [True, False]
+    assert e["repair_session"].tolist()[0] == 3
+    p = ruptures.classify_participants(e, s).iloc[0]
+    assert (p.n_ruptures, p.n_repaired, p.n_unrepaired, p.pattern) == (2, 1, 1, "unrepaired")
+    assert p.first_rupture_session == 2
+
+
+def test_rupture_in_last_session_is_censored():
+    s = long({"a": [6, 6, 6, 6, 6, 4.5]})
+    e = ruptures.detect_episodes(s, **ABS1)
+    assert e["rupture_session"].tolist() == [6]
+    assert not e.iloc[0].repaired and e.iloc[0].censored
+    assert ruptures.classify_participants(e, s).iloc[0].pattern == "unrepaired"
+
+
+def test_missing_sessions_before_inside_and_after():
+    # s1 NA | 6 6 | s4 NA | 4.5 5 | s7 NA | 6 6 | s10 NA
+    # The drop is measured from the last observed session (3) to the next observed one (5):
+    # 6 -> 4.5 = 1.5. Repair at session 8 (first observed >= 6), 3 sessions after the rupture.
+    scores = [np.nan, 6, 6, np.nan, 4.5, 5, np.nan, 6, 6, np.nan]
+    s = long({"a": scores})
+    e = ruptures.detect_episodes(s, **ABS1)
+    assert len(e) == 1
+    row = e.iloc[0]
+    assert (row.pre_session, row.rupture_session, row["drop"]) == (3, 5, 1.5)
+    assert (row.repair_session, row.sessions_to_repair) == (8, 3)
+    p = ruptures.classify_participants(e, s).iloc[0]
+    assert (p.n_sessions_observed, p.pattern) == (6, "repaired")
+    # rows absent altogether are the same as rows with a missing score
+    e2 = ruptures.detect_episodes(s.dropna(subset=["alliance"]), **ABS1)
+    pd.testing.assert_frame_equal(e.reset_index(drop=True), e2.reset_index(drop=True))
+    # the session after the rupture missing, and a window of 1 session: nothing observed
+    # inside the window -> not repaired and censored
+    s3 = long({"a": [6, 6, 4.5, np.nan, 6, 6]})
+    e3 = ruptures.detect_episodes(s3, **ABS1, repair_window=1)
+    assert not e3.iloc[0].repaired and e3.iloc[0].censored
+    # window 2 reaches session 5 (6 >= 6): repaired
+    e4 = ruptures.detect_episodes(s3, **ABS1, repair_window=2)
+    assert e4.iloc[0].repaired and e4.iloc[0].repair_session == 5
+
+
+def test_repair_window_observed_but_not_back():
+    # 6, 4.5, 5, 6: with a window of 1 only session 3 (5 < 6) counts: not repaired, not censored
+    s = long({"a": [6, 4.5, 5, 6]})
+    e = ruptures.detect_episodes(s, **ABS1, repair_window=1)
+    assert not e.iloc[0].repaired and not e.iloc[0].censored
+    assert ruptures.detect_episodes(s, **ABS1).iloc[0].repair_session == 4
+
+
+def test_tolerance():
+    # back to 5.8 after a drop from 6: repaired only when tolerance >= 0.2
+    s = long({"a": [6, 4.5, 5.8, 5.8]})
+    assert not ruptures.detect_episodes(s, **ABS1).iloc[0].repaired
+    e = ruptures.detect_episodes(s, **ABS1, tolerance=0.25)
+    assert e.iloc[0].repaired and e.iloc[0].repair_session == 3
+
+
+def test_flat_series_has_no_rupture_under_any_criterion():
+    s = long({"a": [5.0] * 10, "b": [4.0] * 10, "c": [6.0] * 10})
+    for name, kw in ruptures.presets().items():
+        e = ruptures.detect_episodes(s, **kw)
+        assert e.empty, name
+        p = ruptures.classify_participants(e, s)
+        assert (p.pattern == "no_rupture").all(), name
+
+
+def test_floor_and_ceiling():
+    # from the ceiling (7) to the floor (1): drop 6; back to the ceiling at session 6
+    s = long({"a": [7, 7, 7, 1, 1, 7, 7], "b": [7, 1, 1, 1, 1, 1, 1], "c": [7] * 7,
+              "d": [1] * 7})
+    e = ruptures.detect_episodes(s, **ABS1)
+    assert e["participant_id"].tolist() == ["a", "b"]
+    assert e["drop"].tolist() == [6.0, 6.0]
+    assert e["repair_session"].tolist()[0] == 6 and not e.iloc[1].repaired
+    p = ruptures.classify_participants(e, s).set_index("participant_id")["pattern"]
+    assert p.to_dict() == {"a": "repaired", "b": "unrepaired", "c": "no_rupture",
+                           "d": "no_rupture"}
+
+
+def test_drop_of_exactly_the_threshold():
+    # 6 -> 5 is exactly 1 point: a rupture; 6 -> 5.01 is not; 5.3 -> 4.3 (not exact in
+    # binary floating point) still counts as exactly 1 point.
+    s = long({"a": [6, 5, 6], "b": [6, 5.01, 6], "c": [5.3, 4.3, 5.3]})
+    e = ruptures.detect_episodes(s, **ABS1)
+    assert e["participant_id"].tolist() == ["a", "c"]
+    e2 = ruptures.detect_episodes(s, criterion="absolute", cutoff=1.5)
+    assert e2.empty
+
+
+def test_consecutive_drops_are_two_ruptures():
+    # 6 -> 5 -> 4 -> 5 -> 6: ruptures at 2 (pre 6) and 3 (pre 5); 3 repairs at 4, 2 at 5.
+    s = long({"a": [6, 5, 4, 5, 6]})
+    e = ruptures.detect_episodes(s, **ABS1)
+    assert e["rupture_session"].tolist() == [2, 3]
+    assert e["pre_score"].tolist() == [6.0, 5.0]
+    assert e["repair_session"].tolist() == [5, 4]
+
+
+def test_insufficient_data_and_every_participant_listed():
+    s = long({"a": [6, 4.5, 6, np.nan, np.nan, np.nan], "b": [5.0] * 6, "c": [6, 4.5, 6, 6, 6, 6]})
+    e = ruptures.detect_episodes(s, **ABS1)
+    p = ruptures.classify_participants(e, s, min_sessions=6).set_index("participant_id")
+    assert p.loc["a", "pattern"] == "insufficient_data"
+    assert p.loc["a", "n_sessions_observed"] == 3 and p.loc["a", "n_ruptures"] == 1
+    assert p.loc["b", "pattern"] == "no_rupture" and pd.isna(p.loc["b", "first_rupture_session"])
+    assert p.loc["c", "pattern"] == "repaired"
+    p3 = ruptures.classify_participants(e, s, min_sessions=3).set_index("participant_id")
+    assert p3.loc["a", "pattern"] == "repaired"
+    assert list(ruptures.classify_participants(e, s).columns) == ruptures.PATTERN_COLUMNS
+    assert (p["criterion"] == "absolute").all()
+
+
+# --------------------------------------------------------------------------------------------
+# SD and RCI criteria, worked by hand
+# --------------------------------------------------------------------------------------------
+def test_within_sd_misses_a_clean_step_that_rci_finds():
+    # 6,6,6,6,6,4,4,4,4,4: a step of 2. Within SD = sqrt(10 / 9) = 1.0541 (deviations +-1).
+    # k = 2: threshold 2.108 > 2 -> nothing; k = 1: 1.054 <= 2 -> one unrepaired rupture.
+    step = [6.0] * 5 + [4.0] * 5
+    s = long({"a": step, "b": [5.0] * 10, "c": [7.0] * 10})
+    e2 = ruptures.detect_episodes(s, criterion="sd", k=2, scale="within")
+    assert e2.empty
+    e1 = ruptures.detect_episodes(s, criterion="sd", k=1, scale="within")
+    assert e1["rupture_session"].tolist() == [6]
+    assert e1.iloc[0].threshold == pytest.approx(math.sqrt(10 / 9))
+    # RCI with the SD of first scores (6, 5, 7) = 1: 1.96 * sqrt(2 * .17) = 1.142867 <= 2
+    er = ruptures.detect_episodes(s)  # default criterion
+    assert er.iloc[0].threshold == pytest.approx(1.96 * math.sqrt(0.34))
+    assert er["rupture_session"].tolist() == [6] and not er.iloc[0].repaired
+    assert er.iloc[0].criterion == "rci"
+
+
+def test_between_and_stricter_sd():
+    # a: 6, 4, 6, 6 (changes -2, +2, 0); b: 5, 5, 5, 5 (0, 0, 0).
+    # All 6 changes: -2, 2, 0, 0, 0, 0 -> SD = sqrt(8 / 5) = 1.2649.
+    # a's within SD: values 6,4,6,6 -> mean 5.5, SS = .25+2.25+.25+.25 = 3 -> sqrt(1) = 1.
+    s = long({"a": [6, 4, 6, 6], "b": [5, 5, 5, 5]})
+    between = math.sqrt(8 / 5)
+    e = ruptures.detect_episodes(s, criterion="sd", k=1, scale="between")
+    assert e.iloc[0].threshold == pytest.approx(between)
+    assert "between_sd=1.26491" in e.iloc[0].params
+    e = ruptures.detect_episodes(s, criterion="sd", k=1, scale="stricter")
+    assert e.iloc[0].threshold == pytest.approx(between)  # max(1, 1.2649)
+    e = ruptures.detect_episodes(s, criterion="sd", k=1, scale="within")
+    assert e.iloc[0].threshold == pytest.approx(1.0)
+    # k = 2 stricter: 2.53 > 2 -> no rupture; k = 2 within: 2 >= 2 -> rupture
+    assert ruptures.detect_episodes(s, criterion="sd", k=2, scale="stricter").empty
+    assert len(ruptures.detect_episodes(s, criterion="sd", k=2, scale="within")) == 1
+
+
+def test_rci_uses_first_observed_score_and_given_sd():
+    # first observed scores: a -> 5 (session 2, session 1 missing), b -> 6, c -> 7: SD 1.
+    s = long({"a": [np.nan, 5, 3.8, 5], "b": [6, 6, 4.9, 6], "c": [7, 7, 7, 7]})
+    e = ruptures.detect_episodes(s, criterion="rci")
+    rci = 1.96 * math.sqrt(2 * (1 - 0.83))  # 1.142867
+    assert rci == pytest.approx(1.142867, abs=1e-6)
+    assert e["participant_id"].tolist() == ["a"]  # drop 1.2 >= 1.1429; b's 1.1 is not
+    assert "sd_source=first_observed" in e.iloc[0].params
+    e = ruptures.detect_episodes(s, criterion="rci", sd=0.5, reliability=0.5)
+    # 1.96 * 0.5 * 1 = 0.98: both drops count
+    assert e["participant_id"].tolist() == ["a", "b"]
+    assert e.iloc[0].threshold == pytest.approx(0.98)
+    assert "sd_source=given" in e.iloc[0].params
+
+
+def test_define_crit1_cutoff_matches_suddengains_readme():
+    sg = pd.read_csv(SGDATA)
+    sd = sg["bdi_s0"].std()
+    assert sd == pytest.approx(6.396073, abs=1e-6)
+    out = ruptures.define_crit1_cutoff(sd, 0.931)
+    assert out["standard_error_measurement"] == pytest.approx(1.680111, abs=1e-6)
+    assert out["standard_error_difference"] == pytest.approx(2.376036, abs=1e-6)
+    assert out["reliable_change_value"] == pytest.approx(4.65703, abs=1e-5)
+    out = ruptures.define_crit1_cutoff(10.5, 0.961)
+    assert out["standard_error_measurement"] == pytest.approx(2.073584, abs=1e-6)
+    assert out["standard_error_difference"] == pytest.approx(2.93249, abs=1e-5)
+    assert out["reliable_change_value"] == pytest.approx(5.747681, abs=1e-6)
+    assert ruptures.rci_threshold(10.5, 0.961) == out["reliable_change_value"]
+    with pytest.raises(ValueError, match="reliability"):
+        ruptures.define_crit1_cutoff(1.0, 1.0)
+
+
+# --------------------------------------------------------------------------------------------
+# suddengains parity
+# --------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def sg_wide():
+    sg = pd.read_csv(SGDATA).set_index("id")
+    wide = sg[[f"bdi_s{i}" for i in range(1, 13)]]
+    wide.columns = range(1, 13)
+    return wide
+
+
+PUBLISHED_GAINS = ("1_3 1_7 3_8 4_3 5_3 5_8 9_3 10_2 10_4 12_3 13_3 13_8 14_2 18_3 39_3 40_2 "
+                   "40_5 40_8 41_6 41_9 42_5 42_8 43_5 43_7").split()
+
+
+def test_suddengains_parity_bysg(sg_wide):
+    assert sg_wide.shape == (43, 12)
+    c = ruptures.sudden_changes(sg_wide, direction="decrease", cutoff=7, pct=0.25, crit3=True,
+                                crit3_adjust=True, crit3_alpha=0.05)
+    assert list(c.columns) == ruptures.SUDDEN_COLUMNS
+    got = [f"{p}_{s}" for p, s in zip(c["participant_id"], c["pre_session"])]
+    assert got == PUBLISHED_GAINS
+    assert (c["post_session"] == c["pre_session"] + 1).all()
+    # describe_sg(bysg): mean magnitude 11 (SD 3.43), 4 of 24 reversed (16.67%)
+    assert round(c["magnitude"].mean(), 2) == 11.0
+    assert round(c["magnitude"].std(), 2) == 3.43
+    assert c["reversed"].sum() == 4
+    assert round(100 * c["reversed"].mean(), 2) == 16.67
+    # per-gain values from suddengains' own create_bysg test (test-create_bysg.R):
+    # id_sg, sg_bdi_n, sg_bdi_n1, sg_magnitude, sg_reversal_value, sg_reversal
+    expected = {
+        "1_3": (34, 23, 11, 28.5, 1), "1_7": (29, 17, 12, 23, 0), "3_8": (35, 26, 9, 30.5, 0),
+        "4_3": (32, 22, 10, 27, 1), "5_3": (36, 26, 10, 31, 0), "5_8": (19, 6, 13, 12.5, 0),
+        "9_3": (32, 23, 9, 27.5, 0), "10_2": (35, 25, 10, 30, 0), "10_4": (25, 17, 8, 21, 0),
+        "12_3": (31, 23, 8, 27, 1), "13_3": (36, 23, 13, 29.5, 0), "13_8": (18, 10, 8, 14, 0),
+        "14_2": (37, 23, 14, 30, 0), "18_3": (35, 24, 11, 29.5, 0),
+    }
+    idx = c.assign(key=got).set_index("key")
+    for key, (pre, post, mag, rv, rev) in expected.items():
+        row = idx.loc[key]
+        assert (row.pre_score, row.post_score, row.magnitude) == (pre, post, mag), key
+        assert row.reversal_value == rv and bool(row.reversed) == bool(rev), key
+    # critical values by available scores: 3 + 3 -> 2.776, 2 + 3 -> 3.182, 2 + 2 -> 4.303
+    assert idx.loc["1_3", "critical_value"] == pytest.approx(2.776, abs=5e-4)
+    assert (idx.loc["10_2", "n_pre"], idx.loc["10_2", "n_post"]) == (2, 3)
+    assert idx.loc["10_2", "critical_value"] == pytest.approx(3.182, abs=5e-4)
+    assert (idx.loc["14_2", "n_pre"], idx.loc["14_2", "n_post"]) == (2, 2)
+    assert idx.loc["14_2", "critical_value"] == pytest.approx(4.303, abs=5e-4)
+
+
+def test_suddengains_parity_byperson(sg_wide):
+    c = ruptures.sudden_changes(sg_wide, cutoff=7)
+    bp = ruptures.byperson(c, sg_wide.index, select="first")
+    assert len(bp) == 43 and bp["participant_id"].tolist() == list(range(1, 44))
+    has = bp[bp["n_changes"] > 0]
+    # describe_sg(byperson): 15 people (34.88%), 8 with more than one, first gain
+    # mean magnitude 11.4 (SD 3.98), 3 of 15 reversed (20%)
+    assert len(has) == 15 and round(100 * len(has) / 43, 2) == 34.88
+    assert (bp["n_changes"] > 1).sum() == 8
+    assert round(has["magnitude"].mean(), 2) == 11.4
+    assert round(has["magnitude"].std(), 2) == 3.98
+    assert int(has["reversed"].sum()) == 3
+    assert bp["n_changes"].sum() == 24
+    # first / last / largest / smallest for participant 40 (gains at 2, 5, 8)
+    for sel in ("first", "last", "largest", "smallest"):
+        b = ruptures.byperson(c, select=sel).set_index("participant_id")
+        mine = c[c["participant_id"] == 40]
+        if sel == "first":
+            want = mine["pre_session"].min()
+        elif sel == "last":
+            want = mine["pre_session"].max()
+        elif sel == "largest":
+            want = mine.loc[mine["magnitude"] == mine["magnitude"].max(), "pre_session"].min()
+        else:
+            want = mine.loc[mine["magnitude"] == mine["magnitude"].min(), "pre_session"].min()
+        assert b.loc[40, "pre_session"] == want, sel
+        assert b.loc[40, "n_changes"] == 3
+
+
+def test_check_interval_example_and_increase():
+    # suddengains' check_interval example: pre 32, 31, 33 -> post 5, 6, 7 is a gain
+    w = pd.DataFrame([[32, 31, 33, 5, 6, 7]], index=["x"], columns=range(1, 7))
+    c = ruptures.sudden_changes(w, cutoff=7)
+    assert c["pre_session"].tolist() == [3] and c.iloc[0].magnitude == 28
+    # only criterion 3
+    assert len(ruptures.sudden_changes(w, cutoff=None, pct=None)) == 1
+    # increase: 10, 10, 10 -> 20, 21, 20: change 10 >= 7 and >= .25 * 10; crit 3 holds
+    up = pd.DataFrame([[10, 10, 10, 20, 21, 20, 20]], index=["y"], columns=range(1, 8))
+    c = ruptures.sudden_changes(up, direction="increase", cutoff=7)
+    assert c["pre_session"].tolist() == [3]
+    assert c.iloc[0].magnitude == 10 and c.iloc[0].reversal_value == 15
+    assert not c.iloc[0].reversed
+    assert ruptures.sudden_changes(up, direction="decrease", cutoff=7).empty
+    # the relative criterion is mirrored: 20 -> 24 is +20% < 25%: not a sudden increase
+    small = pd.DataFrame([[20, 20, 20, 24, 24, 24]], index=["z"], columns=range(1, 7))
+    assert ruptures.sudden_changes(small, direction="increase", cutoff=3).empty
+    assert len(ruptures.sudden_changes(small, direction="increase", cutoff=3, pct=0.2)) == 1
+
+
+def test_sudden_criterion_in_detect_episodes():
+    # 6,6,6,3,3,3,6,6: a drop of 3 at 3 -> 4 (pre sessions 1..3 vs 4..6); repaired at 7.
+    s = long({"a": [6, 6, 6, 3, 3, 3, 6, 6], "b": [5] * 8, "c": [6.5] * 8})
+    e = ruptures.detect_episodes(s, criterion="sudden")
+    assert e["rupture_session"].tolist() == [4]
+    assert e.iloc[0].repair_session == 7
+    # threshold = the RCI from the first scores (6, 5, 6.5): SD .7638 -> 0.8730
+    sd_first = np.std([6, 5, 6.5], ddof=1)
+    assert e.iloc[0].threshold == pytest.approx(1.96 * sd_first * math.sqrt(0.34))
+    assert "pct=0.25" in e.iloc[0].params and "crit3=True" in e.iloc[0].params
+
+
+# --------------------------------------------------------------------------------------------
+# Output shape, validation, presets
+# --------------------------------------------------------------------------------------------
+def test_empty_result_has_columns_and_dtypes():
+    s = long({"a": [5.0] * 6, "b": [6.0] * 6})
+    empty = ruptures.detect_episodes(s, **ABS1)
+    full = ruptures.detect_episodes(long({"a": [6, 4.5, 6], "b": [6, 6, 6]}), **ABS1)
+    assert list(empty.columns) == ruptures.EPISODE_COLUMNS == list(full.columns)
+    assert empty.dtypes.to_dict() == full.dtypes.to_dict()
+    assert str(full["repair_session"].dtype) == "Int64"
+    assert full["repaired"].dtype == bool and full["censored"].dtype == bool
+    c = ruptures.sudden_changes(pd.DataFrame([[5.0] * 6], columns=range(1, 7)), cutoff=1)
+    assert c.empty and list(c.columns) == ruptures.SUDDEN_COLUMNS
+    p = ruptures.classify_participants(empty, s)
+    assert (p["criterion"] == "absolute").all()  # taken from the episode table's attrs
+
+
+def test_params_recorded():
+    s = long({"a": [6, 4.5, 6]})
+    e = ruptures.detect_episodes(s, criterion="absolute", cutoff=1.0, repair_window=2,
+                                 tolerance=0.1)
+    assert e.iloc[0].params == "cutoff=1;repair_window=2;tolerance=0.1"
+    assert e.attrs["params"]["repair_window"] == 2
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"criterion": "nonsense"}, "unknown criterion"),
+    ({"criterion": "sd", "k": 0}, "k must be positive"),
+    ({"criterion": "sd", "k": -1}, "k must be positive"),
+    ({"criterion": "sd", "scale": "both"}, "unknown scale"),
+    ({"criterion": "rci", "reliability": 1.0}, "reliability"),
+    ({"criterion": "rci", "reliability": 0.0}, "reliability"),
+    ({"criterion": "rci", "sd": -1.0}, "sd must be"),
+    ({"criterion": "absolute", "cutoff": 0}, "cutoff"),
+    ({"criterion": "absolute", "pct": 0.25}, "only apply to criterion='sudden'"),
+    ({"repair_window": 0}, "repair_window"),
+    ({"repair_window": 1.5}, "repair_window"),
+    ({"tolerance": -0.1}, "tolerance"),
+])
+def test_invalid_arguments(kwargs, match):
+    s = long({"a": [6, 4.5, 6], "b": [5, 5, 5]})
+    with pytest.raises(ValueError, match=match):
+        ruptures.detect_episodes(s, **kwargs)
+
+
+def test_invalid_data():
+    s = long({"a": [6, 4.5, 6]})
+    dup = pd.concat([s, s.iloc[[1]]], ignore_index=True)
+    with pytest.raises(DataValidationError, match="once"):
+        ruptures.detect_episodes(dup)
+    with pytest.raises(DataValidationError, match="missing"):
+        ruptures.detect_episodes(s.drop(columns="alliance"))
+    with pytest.raises(DataValidationError, match="whole number"):
+        ruptures.detect_episodes(s.assign(session=[1.0, 1.5, 2.0]))
+    with pytest.raises(DataValidationError, match="numeric"):
+        ruptures.detect_episodes(s.assign(alliance=["6", "4", "6"]))
+    with pytest.raises(TypeError, match="unexpected keyword"):
+        ruptures.detect_episodes(s, criterion="sudden", bogus=1)
+    with pytest.raises(ValueError, match="direction"):
+        ruptures.sudden_changes(pd.DataFrame([[1.0] * 5]), direction="down", cutoff=1)
+    with pytest.raises(ValueError, match="at least one"):
+        ruptures.sudden_changes(pd.DataFrame([[1.0] * 5]), cutoff=None, pct=None, crit3=False)
+
+
+def test_warnings_recorded():
+    s = long({"a": [6, 4, 6], "b": [5, 5, 5]})
+    with pytest.warns(UserWarning, match="at least 4 sessions"):
+        e = ruptures.detect_episodes(s, criterion="sudden")
+    assert e.empty and "at least 4 sessions" in e.attrs["warnings"][0]
+    one = long({"a": [6, 4]})
+    with pytest.warns(UserWarning, match="between-client SD is undefined"):
+        e = ruptures.detect_episodes(one, criterion="sd", scale="between")
+    assert e.empty and e.attrs["warnings"]
+    with pytest.warns(UserWarning, match="no sudden change can be found"):
+        ruptures.sudden_changes(pd.DataFrame([[1.0, 2.0, 3.0]]), cutoff=1)
+
+
+def test_presets():
+    p = ruptures.presets()
+    assert set(p) == {"absolute_1", "sd_k1_within", "sd_k1_between", "sd_k1_stricter",
+                      "sd_k2_within", "sd_k2_between", "sd_k2_stricter", "rci", "sudden"}
+    assert ruptures.DEFAULT_CRITERION == "rci" == p["rci"]["criterion"]
+    assert p["rci"]["reliability"] == 0.83 and p["absolute_1"]["cutoff"] == 1.0
+    p["rci"]["reliability"] = 0.5
+    assert ruptures.presets()["rci"]["reliability"] == 0.83  # a fresh copy each call
+    s = long({"a": [6, 6, 6, 3, 3, 3, 6, 6], "b": [5, 5, 5, 5, 4, 5, 5, 5], "c": [6.5] * 8})
+    for name, kw in p.items():
+        e = ruptures.detect_episodes(s, **kw)
+        assert (e["criterion"] == kw["criterion"]).all(), name
+
+
+# --------------------------------------------------------------------------------------------
+# Properties (hypothesis)
+# --------------------------------------------------------------------------------------------
+GRID = [1 + 0.25 * i for i in range(25)]  # exact in binary floating point
+
+
+@st.composite
+def panels(draw, min_participants=1, max_participants=7, min_sessions=3, max_sessions=9):
+    n = draw(st.integers(min_participants, max_participants))
+    T = draw(st.integers(min_sessions, max_sessions))
+    value = st.one_of(st.sampled_from(GRID), st.just(np.nan))
+    series = {}
+    for i in range(n):
+        scores = draw(st.lists(st.one_of(value, st.sampled_from(GRID)), min_size=T, max_size=T))
+        series[f"p{i:02d}"] = scores
+    s = long(series)
+    # sometimes drop rows instead of leaving a NaN score
+    if draw(st.booleans()):
+        s = s.dropna(subset=["alliance"]).reset_index(drop=True)
+    return s
+
+
+def criterion_kwargs():
+    return st.one_of(
+        st.builds(dict, criterion=st.just("absolute"), cutoff=st.sampled_from([0.5, 1.0, 1.5])),
+        st.builds(dict, criterion=st.just("sd"), k=st.sampled_from([1.0, 2.0]),
+                  scale=st.sampled_from(ruptures.SD_SCALES)),
+        st.builds(dict, criterion=st.just("rci"), reliability=st.sampled_from([0.5, 0.83]),
+                  sd=st.sampled_from([None, None, 0.75])),
+    ).flatmap(lambda kw: st.builds(
+        lambda w, t: {**kw, "repair_window": w, "tolerance": t},
+        st.sampled_from([None, None, 1, 3]), st.sampled_from([0.0, 0.0, 0.25])))
+
+
+def _enough_first_scores(s, kw):
+    if kw["criterion"] not in ("rci", "sudden") or kw.get("sd") is not None:
+        return True
+    return s.dropna(subset=["alliance"])["participant_id"].nunique() >= 2 and \
+        s.dropna(subset=["alliance"]).groupby("participant_id")["alliance"].first().std() > 0
+
+
+KEY = ["participant_id", "pre_session", "rupture_session", "pre_score", "rupture_score",
+       "repaired", "repair_session", "censored"]
+PROP = settings(max_examples=120, deadline=None,
+                suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
+# Tiny random panels legitimately hit these two warnings (tested in test_warnings_recorded).
+EDGE_WARNINGS = [
+    pytest.mark.filterwarnings("ignore:criterion='sudden' needs at least 4:UserWarning"),
+    pytest.mark.filterwarnings("ignore:fewer than 2 session-to-session changes:UserWarning"),
+]
+
+
+def edge_warnings(fn):
+    for mark in EDGE_WARNINGS:
+        fn = mark(fn)
+    return fn
+
+
+@edge_warnings
+@PROP
+@given(s=panels(), kw=criterion_kwargs(), shift=st.sampled_from([-2.0, -0.75, 0.5, 3.0]))
+def test_adding_a_constant_changes_nothing(s, kw, shift):
+    assume(_enough_first_scores(s, kw))
+    a = ruptures.detect_episodes(s, **kw)
+    b = ruptures.detect_episodes(s.assign(alliance=s["alliance"] + shift), **kw)
+    cols = ["participant_id", "pre_session", "rupture_session", "repaired", "repair_session",
+            "censored"]
+    pd.testing.assert_frame_equal(a[cols], b[cols])
+    np.testing.assert_allclose(a["drop"], b["drop"])
+    np.testing.assert_allclose(a["pre_score"] + shift, b["pre_score"])
+
+
+@edge_warnings
+@PROP
+@given(s=panels(min_participants=2), kw=criterion_kwargs(), seed=st.integers(0, 2**16))
+def test_reordering_participants_changes_nothing(s, kw, seed):
+    assume(_enough_first_scores(s, kw))
+    shuffled = s.sample(frac=1, random_state=seed).reset_index(drop=True)
+    a = ruptures.detect_episodes(s, **kw)
+    b = ruptures.detect_episodes(shuffled, **kw)
+    pd.testing.assert_frame_equal(a, b)
+    pa = ruptures.classify_participants(a, s)
+    pb = ruptures.classify_participants(b, shuffled)
+    pd.testing.assert_frame_equal(pa, pb)
+
+
+@edge_warnings
+@PROP
+@given(s=panels(), kw=criterion_kwargs())
+def test_series_that_never_drops_has_no_rupture(s, kw):
+    # make every participant's observed series non-decreasing
+    s = s.sort_values(["participant_id", "session"]).copy()
+    s["alliance"] = s.groupby("participant_id")["alliance"].cummax()
+    assume(_enough_first_scores(s, kw))
+    assert ruptures.detect_episodes(s, **kw).empty
+    assert ruptures.detect_episodes(s, criterion="sudden", sd=0.5).empty
+
+
+@edge_warnings
+@PROP
+@given(s=panels(), kw=criterion_kwargs())
+def test_repair_comes_after_rupture(s, kw):
+    assume(_enough_first_scores(s, kw))
+    e = ruptures.detect_episodes(s, **kw)
+    rep = e[e["repaired"]]
+    assert (rep["repair_session"] > rep["rupture_session"]).all()
+    assert (rep["sessions_to_repair"] >= 1).all()
+    if kw["repair_window"] is not None:
+        assert (rep["sessions_to_repair"] <= kw["repair_window"]).all()
+    lookup = s.set_index(["participant_id", "session"])["alliance"]
+    for row in rep.itertuples():
+        assert lookup[(row.participant_id, row.repair_session)] >= row.pre_score - kw[
+            "tolerance"] - 1e-9
+    assert not (e["repaired"] & e["censored"]).any()
+    assert (e["pre_session"] < e["rupture_session"]).all()
+    assert (e["drop"] > 0).all() and (e["drop"] >= e["threshold"] - 1e-9).all()
+
+
+def _compare_with_loop(s, kw):
+    vec = ruptures.detect_episodes(s, **kw)
+    loop = REF.loop_detect_episodes(s, **kw)
+    assert len(vec) == len(loop)
+    v = vec[KEY].reset_index(drop=True)
+    lp = loop[KEY].reset_index(drop=True)
+    for col in KEY:
+        a = v[col].astype(object).where(v[col].notna(), None).tolist()
+        b = lp[col].astype(object).where(lp[col].notna(), None).tolist()
+        assert a == b, col
+    np.testing.assert_allclose(vec["threshold"].to_numpy(dtype=float),
+                               loop["threshold"].to_numpy(dtype=float), rtol=1e-12)
+
+
+@edge_warnings
+@PROP
+@given(s=panels(max_participants=9, max_sessions=10), kw=criterion_kwargs())
+def test_vectorised_equals_loop_oracle(s, kw):
+    assume(_enough_first_scores(s, kw))
+    _compare_with_loop(s, kw)
+
+
+@edge_warnings
+@PROP
+@given(s=panels(max_participants=9, min_sessions=4, max_sessions=10),
+       sudden=st.fixed_dictionaries({
+           "pct": st.sampled_from([None, 0.1, 0.25]),
+           "crit3": st.booleans(),
+           "crit3_adjust": st.booleans(),
+       }),
+       sd=st.sampled_from([0.1, 0.5]),
+       window=st.sampled_from([None, 2]))
+def test_sudden_criterion_equals_loop_oracle(s, sudden, sd, window):
+    kw = {"criterion": "sudden", "sd": sd, "reliability": 0.83, "repair_window": window,
+          "tolerance": 0.0, **sudden}
+    _compare_with_loop(s, kw)
+
+
+@edge_warnings
+@PROP
+@given(data=st.data(), direction=st.sampled_from(["decrease", "increase"]),
+       cutoff=st.sampled_from([None, 0.5, 1.0, 2.0]), pct=st.sampled_from([None, 0.1, 0.25]),
+       crit3=st.booleans(), adjust=st.booleans())
+def test_sudden_changes_equals_loop_oracle(data, direction, cutoff, pct, crit3, adjust):
+    assume(cutoff is not None or pct is not None or crit3)
+    n = data.draw(st.integers(1, 8))
+    T = data.draw(st.integers(4, 12))
+    cells = data.draw(st.lists(st.one_of(st.sampled_from(GRID), st.just(np.nan)),
+                               min_size=n * T, max_size=n * T))
+    wide = pd.DataFrame(np.array(cells, dtype=float).reshape(n, T),
+                        index=[f"q{i}" for i in range(n)], columns=range(1, T + 1))
+    kw = dict(direction=direction, cutoff=cutoff, pct=pct, crit3=crit3, crit3_adjust=adjust)
+    vec = ruptures.sudden_changes(wide, **kw)
+    loop = REF.loop_sudden_changes(wide, **kw)
+    cols = ["participant_id", "pre_session", "post_session", "reversed"]
+    assert vec[cols].astype(str).values.tolist() == loop[cols].astype(str).values.tolist()
+    np.testing.assert_array_equal(vec["magnitude"].to_numpy(), loop["magnitude"].to_numpy())
+
+
+def test_docstring_examples():
+    import doctest
+
+    result = doctest.testmod(ruptures, optionflags=doctest.NORMALIZE_WHITESPACE)
+    assert result.attempted >= 10 and result.failed == 0
