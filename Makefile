@@ -42,7 +42,7 @@ reproduce: $(STAMP)
 	$(PY) -m helpers.pipeline
 
 test: $(STAMP)
-	$(PY) -m pytest tests notebooks $(NBVAL) $(PYTEST_ARGS)
+	$(PY) -m pytest tests notebooks src/helpers --doctest-modules $(NBVAL) $(PYTEST_ARGS)
 
 lab: $(STAMP)
 	$(PY) -m jupyter lab notebooks/

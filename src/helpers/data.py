@@ -1017,10 +1017,13 @@ def load_trial(sessions, participants=None, *, layout="auto", mapping=None, n_se
 
     Examples
     --------
-    >>> from helpers.data import load_trial                       # doctest: +SKIP
-    >>> trial = load_trial("data/raw/example/")                    # doctest: +SKIP
-    >>> trial = load_trial("trial.sav", "trial.sav", mapping={"ID": "participant_id",
-    ...                    "calpas": "alliance"})                  # doctest: +SKIP
+    >>> from helpers import paths
+    >>> trial = load_trial(paths.EXAMPLE)          # a folder with sessions.* and participants.*
+    >>> trial.participants.shape, trial.truth is None
+    ((116, 12), True)
+
+    A wide SPSS file with other column names would be read with, e.g.,
+    ``load_trial("trial.sav", "trial.sav", mapping={"ID": "participant_id", "calpas": "alliance"})``.
     """
     s_path = Path(sessions)
     truth_path = None
@@ -1102,8 +1105,11 @@ def save_trial(trial: Trial, folder) -> dict:
 
     Examples
     --------
-    >>> from helpers.data import save_trial, load_trial          # doctest: +SKIP
-    >>> save_trial(trial, "data/raw/example")                     # doctest: +SKIP
+    >>> import tempfile
+    >>> from helpers import paths
+    >>> folder = tempfile.mkdtemp()
+    >>> [p.name for p in save_trial(load_trial(paths.EXAMPLE), folder)]
+    ['sessions.csv', 'participants.csv']
     """
     folder = Path(folder)
     out = [

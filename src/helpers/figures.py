@@ -9,15 +9,14 @@ from __future__ import annotations
 
 import io
 
-import matplotlib
+# No backend is forced: notebooks use the inline backend (figures shown under their cell),
+# scripts and tests without a display fall back to Agg by themselves.
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
 
-matplotlib.use("Agg")  # no display needed; notebooks still show figures inline
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-
-from helpers import paths  # noqa: E402
-from helpers.tables import atomic_write_bytes  # noqa: E402
+from helpers import paths
+from helpers.tables import atomic_write_bytes
 
 #: Okabe & Ito (2008) colour-blind-safe colours, one per alliance pattern.
 PATTERN_COLORS = {

@@ -284,8 +284,14 @@ def fit_mixed(data, formula, groups, re_formula="1", *, reml=True, methods=DEFAU
 
     Examples
     --------
-    >>> fit = fit_mixed(sleepstudy, "Reaction ~ Days", "Subject", "1 + Days")  # doctest: +SKIP
-    >>> fit.fixed[["term", "estimate", "se"]]  # doctest: +SKIP
+    lme4's sleepstudy (shipped with the tests): lme4 gives 251.405 (SE 6.825) and 10.467 (1.546).
+
+    >>> import pandas as pd
+    >>> from helpers import paths
+    >>> sleepstudy = pd.read_csv(paths.ROOT / "tests" / "data" / "lme4_sleepstudy.csv")
+    >>> fit = fit_mixed(sleepstudy, "Reaction ~ Days", "Subject", "1 + Days")
+    >>> fit.fixed[["estimate", "se"]].round(3).values.tolist()
+    [[251.405, 6.825], [10.467, 1.546]]
     """
     if on_boundary not in ("simplify", "keep"):
         raise ValueError(f"on_boundary must be 'simplify' or 'keep', not {on_boundary!r}")

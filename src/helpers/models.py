@@ -199,7 +199,17 @@ def pattern_chi2(patterns, participants, by="mdd", *, pattern_col="pattern",
 
     Examples
     --------
-    >>> pattern_chi2(patterns, participants, by="mdd")  # doctest: +SKIP
+    >>> import pandas as pd
+    >>> patterns = pd.DataFrame({"participant_id": list("abcdefghijkl"),
+    ...     "pattern": ["no_rupture"] * 6 + ["repaired"] * 3 + ["unrepaired"] * 3})
+    >>> participants = pd.DataFrame({"participant_id": list("abcdefghijkl"),
+    ...     "mdd": [True, False] * 6})
+    >>> res = pattern_chi2(patterns, participants, by="mdd", warn=False)
+    >>> res[["n", "dof"]].values.tolist(), round(float(res["chi2"].iloc[0]), 4)
+    ([[12, 2]], 0.6667)
+
+    (By hand: MDD yes/no is 3/3, 2/1, 1/2 by pattern, expected 3/3, 1.5/1.5, 1.5/1.5, so
+    chi2 = 4 x 0.5^2 / 1.5 = 0.6667.)
     """
     d = _pattern_by(patterns, participants, by, pattern_col, exclude)
     missing = d[by].isna()
