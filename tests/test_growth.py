@@ -102,17 +102,28 @@ def test_nonconvergence_is_an_error(sleepstudy):
 # --------------------------------------------------------------------------------------------
 # growth model parity with lme4 on the simulated reference dataset
 # --------------------------------------------------------------------------------------------
+# Two reference datasets: the tests' own generator (make_growth_input.py) and the project's
+# default simulated trial as the committed default run detects it (make_default_growth_input.py).
+REFERENCE_SETS = {"generator": ("growth_input.csv", "growth_lme4.csv"),
+                  "default_run": ("default_growth_input.csv", "default_growth_lme4.csv")}
+
+
+@pytest.fixture(scope="module", params=sorted(REFERENCE_SETS))
+def reference_set(request):
+    return REFERENCE_SETS[request.param]
+
+
 @pytest.fixture(scope="module")
-def growth_input():
-    d = pd.read_csv(REFERENCE / "growth_input.csv", dtype={"participant_id": str})
+def growth_input(reference_set):
+    d = pd.read_csv(REFERENCE / reference_set[0], dtype={"participant_id": str})
     sessions = d[["participant_id", "session", "pss_sr"]]
     patterns = d.groupby("participant_id", as_index=False)["pattern"].first()
     return sessions, patterns
 
 
 @pytest.fixture(scope="module")
-def lme4_growth():
-    ref = pd.read_csv(REFERENCE / "growth_lme4.csv")
+def lme4_growth(reference_set):
+    ref = pd.read_csv(REFERENCE / reference_set[1])
     return {s: g.set_index("name") for s, g in ref.groupby("section")}
 
 
@@ -275,3 +286,15 @@ def test_convergence_stress_never_worse_than_statsmodels_default():
             gaps.append(full.loglik - default.llf)
             assert full.loglik >= default.llf - 1e-6, f"seed {1000 + seed}"
     assert len(gaps) >= 45
+
+
+def test_default_run_reference_input_is_what_the_current_code_produces():
+    # The lme4 table for the default run is only a parity check of *this* code's default
+    # dataset if its input is still what simulate + the default rupture criterion give.
+    from helpers import ruptures, simulate
+
+    trial = simulate.simulate_trial(seed=20131106)
+    pats = ruptures.classify_participants(ruptures.detect_episodes(trial.sessions), trial.sessions)
+    now = trial.sessions[["participant_id", "session", "pss_sr"]].merge(pats[["participant_id", "pattern"]])
+    ref = pd.read_csv(REFERENCE / "default_growth_input.csv", dtype={"participant_id": str})
+    pd.testing.assert_frame_equal(now.reset_index(drop=True), ref, check_dtype=False)
