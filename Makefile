@@ -1,6 +1,7 @@
 # One-command reproduction of the McLaughlin et al. (2014) replication.
 #   make reproduce   run every notebook with params/default.yaml (outputs: data/processed, results, figures)
 #   make test        unit tests + notebook tests (pytest + nbval)
+#   make verify      re-run the default pipeline in a temp folder, compare with results/manifest.json
 #   make lab         JupyterLab on notebooks/
 #   make lock        re-resolve dependencies -> requirements.lock + environment.yml
 #   make notebooks   default run, then refresh the committed notebooks/ with its outputs
@@ -26,7 +27,7 @@ endif
 PYTEST_ARGS ?=
 NBVAL := --nbval --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.cfg
 
-.PHONY: install reproduce test lab lock notebooks example benchmark clean
+.PHONY: install reproduce test verify lab lock notebooks example benchmark clean
 
 install: $(STAMP)
 
@@ -40,6 +41,9 @@ $(STAMP): requirements.lock pyproject.toml
 
 reproduce: $(STAMP)
 	$(PY) -m helpers.pipeline
+
+verify: $(STAMP)
+	$(PY) -m helpers.pipeline --verify
 
 test: $(STAMP)
 	$(PY) -m pytest tests notebooks src/helpers --doctest-modules $(NBVAL) $(PYTEST_ARGS)

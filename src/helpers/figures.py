@@ -243,3 +243,24 @@ def plot_residuals(fitted, residuals, *, caption: str = ""):
     a2.set_title("Normal Q-Q plot of residuals", fontsize=8)
     fig.tight_layout()
     return fig
+
+
+def plot_forest(betas: pd.DataFrame, *, paper_beta: float, default: str = "rci", caption: str = ""):
+    """Forest plot of the unrepaired-rupture beta (95% CI) under every rupture criterion
+    preset (from multiverse.beta_by_preset), with the paper's value as a dashed line."""
+    d = betas.dropna(subset=["beta"]).reset_index(drop=True)
+    fig, ax = plt.subplots(figsize=(5.5, 0.35 * len(d) + 1.3))
+    y = np.arange(len(d))[::-1]
+    for yi, (_, r) in zip(y, d.iterrows()):
+        color = PATTERN_COLORS["unrepaired"] if r["preset"] == default else "#555555"
+        ax.plot([r["beta_ci_low"], r["beta_ci_high"]], [yi, yi], color=color, lw=1.5)
+        ax.plot(r["beta"], yi, "s", color=color, ms=5)
+    ax.axvline(paper_beta, color="black", ls="--", lw=1, label=f"paper: β = {paper_beta:.2f}")
+    ax.axvline(0, color="#999999", lw=0.8)
+    ax.set_yticks(y, [f"{r.preset}{' (default)' if r.preset == default else ''}  n = {int(r.n)}, "
+                      f"{int(r.n_unrepaired)} unrepaired" for r in d.itertuples()], fontsize=7)
+    ax.set_xlabel("standardised β of unrepaired rupture on post-treatment PTSD (95% CI)")
+    ax.legend(frameon=False, fontsize=7, loc="lower right")
+    ax.set_title(f"How the paper's test depends on the rupture criterion{caption}", fontsize=8)
+    fig.tight_layout()
+    return fig

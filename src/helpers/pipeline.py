@@ -193,14 +193,67 @@ def run(params=None, *, notebooks=None, only=None, output_root=None,
             else:
                 os.environ[k] = v
 
+    _finish_outputs(staging, params)
     published = _publish(staging, output_root)
     shutil.rmtree(staging, ignore_errors=True)
+    if output_root.resolve() == paths.ROOT.resolve() and params == load_params():
+        _update_readme(output_root)
     if refresh_notebooks:
         target = Path(notebooks or paths.NOTEBOOKS)
         for nb in published:
             if nb.parent.name == "notebooks" and nb.suffix == ".ipynb":
-                shutil.copyfile(nb, target / nb.name)
+                _write_committable(nb, target / nb.name)
     return [output_root / "results" / "notebooks" / p.name for p in executed]
+
+
+REPORT_NOTEBOOK = "04_replication_report.ipynb"
+
+
+def _finish_outputs(staging: Path, params: dict) -> None:
+    """Steps after the notebooks: the static HTML report (when the report notebook ran) and
+    the manifest of every generated file (always, over the complete staged output tree)."""
+    from helpers import report
+
+    executed_report = staging / "results" / "notebooks" / REPORT_NOTEBOOK
+    if executed_report.is_file():
+        report.export_html(executed_report, staging / "results" / "report.html")
+    report.write_manifest(staging, params)
+
+
+def _update_readme(output_root: Path) -> None:
+    """Splice the default run's results fragment into the README (between its markers)."""
+    from helpers import report
+
+    fragment = output_root / "results" / "readme_results.md"
+    if fragment.is_file() and report.update_readme(fragment.read_text(encoding="utf-8")):
+        print("README.md results section updated from this default run", file=sys.stderr)
+
+
+def verify(manifest=None, *, progress=True) -> list[str]:
+    """Re-run the default pipeline in a temporary folder and compare with the manifest.
+
+    Returns the list of files that differ (empty = the committed outputs are what the code
+    produces). Used by ``make verify``.
+    """
+    from helpers import report
+
+    manifest = Path(manifest or paths.ROOT / report.MANIFEST)
+    with tempfile.TemporaryDirectory(prefix="replication-verify-") as tmp:
+        run(load_params(), output_root=tmp, progress=progress)
+        return report.compare_with_manifest(manifest, tmp)
+
+
+def _write_committable(executed: Path, target: Path) -> None:
+    """Copy an executed notebook for committing, without the run's clock: papermill's and
+    Jupyter's per-cell timings and the staging paths, so that re-running the default
+    changes nothing in git. The parameters used are kept."""
+    import nbformat
+
+    from helpers.notebook import strip_run_metadata
+    from helpers.tables import atomic_write_text
+
+    nb = strip_run_metadata(nbformat.read(str(executed), as_version=4))
+    atomic_write_text(target, nbformat.writes(nb) + "\n")
 
 
 def _make_staging(output_root: Path) -> Path:
@@ -302,7 +355,21 @@ def main(argv=None) -> int:
     parser.add_argument("--refresh-notebooks", action="store_true",
                         help="copy the executed notebooks over the committed ones")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--verify", action="store_true",
+                        help="re-run the default pipeline in a temporary folder and compare with "
+                             "results/manifest.json (make verify)")
     args = parser.parse_args(argv)
+    if args.verify:
+        try:
+            problems = verify(progress=not args.no_progress)
+        except (PipelineError, FileNotFoundError) as exc:
+            print(f"verify failed: {exc}", file=sys.stderr)
+            return 1
+        for line in problems:
+            print(f"DIFFERS: {line}", file=sys.stderr)
+        print("verify: " + ("all generated files match results/manifest.json" if not problems
+                            else f"{len(problems)} file(s) differ from results/manifest.json"), file=sys.stderr)
+        return 1 if problems else 0
     try:
         params = load_params(args.params, args.set)
         executed = run(params, notebooks=args.notebooks, only=args.only, output_root=args.output_root,
