@@ -24,24 +24,9 @@ def _default_mode() -> int:
     return 0o666 & ~umask
 
 
-def atomic_write_text(path, text: str) -> Path:
-    """Write ``text`` to ``path`` atomically (temporary file in the same folder, then rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as fh:
-            fh.write(text)
-        os.chmod(tmp, _default_mode())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
-
-
 def atomic_write_bytes(path, data: bytes) -> Path:
-    """Binary twin of :func:`atomic_write_text` (figures, HTML)."""
+    """Write ``data`` to ``path`` atomically: a temporary file in the same folder, then a
+    rename over the target, so a reader never sees a half-written file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -54,6 +39,11 @@ def atomic_write_bytes(path, data: bytes) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def atomic_write_text(path, text: str) -> Path:
+    """:func:`atomic_write_bytes` of ``text`` as UTF-8 with ``\\n`` line endings."""
+    return atomic_write_bytes(path, text.encode("utf-8"))
 
 
 def write_table(df: pd.DataFrame, path, *, columns=None, sort_by=None) -> Path:
