@@ -126,3 +126,10 @@ def test_a_file_the_run_removes_is_removed_from_the_published_outputs(books, pub
     assert not (published / "data" / "processed" / "truth.csv").exists()
     assert (published / "data" / "processed" / ".gitkeep").exists()
     assert (published / "results" / "tables" / "first.csv").read_text() == "seed=0"
+
+
+def test_cli_makes_user_data_paths_absolute(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    p = pipeline._absolute_data_paths({"data_source": "mytrial", "participants_path": None, "seed": 1})
+    assert p["data_source"] == str(tmp_path / "mytrial") and p["participants_path"] is None
+    assert pipeline._absolute_data_paths({"data_source": "simulate"})["data_source"] == "simulate"

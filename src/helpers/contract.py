@@ -76,7 +76,8 @@ class DataValidationError(ValueError):
         self.column = column
         self.rule = rule
         self.rows = rows
-        msg = f"{self.file}: column {column!r}: {rule}"
+        # File-level problems (empty, unreadable, wrong encoding) have no column.
+        msg = f"{self.file}: column {column!r}: {rule}" if column is not None else f"{self.file}: {rule}"
         if n_bad is not None:
             msg += f" ({n_bad} offending row{'s' if n_bad != 1 else ''})"
         if rows is not None and len(rows):

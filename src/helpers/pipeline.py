@@ -343,6 +343,21 @@ def _is_scratch(path: Path) -> bool:
     return path.name.startswith(".")
 
 
+#: Parameters holding a user's file or folder (relative to where the command is run).
+PATH_PARAMS = ("data_source", "participants_path")
+
+
+def _absolute_data_paths(params: dict) -> dict:
+    """Make the user's data paths absolute, relative to the working directory of the command:
+    the notebooks run in notebooks/, where a relative path would point elsewhere."""
+    out = dict(params)
+    for key in PATH_PARAMS:
+        value = out.get(key)
+        if isinstance(value, str) and value != "simulate" and not Path(value).is_absolute():
+            out[key] = str(Path(value).resolve())
+    return out
+
+
 # ----------------------------------------------------------------------------- CLI
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m helpers.pipeline", description=__doc__.splitlines()[0])
@@ -371,7 +386,7 @@ def main(argv=None) -> int:
                             else f"{len(problems)} file(s) differ from results/manifest.json"), file=sys.stderr)
         return 1 if problems else 0
     try:
-        params = load_params(args.params, args.set)
+        params = _absolute_data_paths(load_params(args.params, args.set))
         executed = run(params, notebooks=args.notebooks, only=args.only, output_root=args.output_root,
                        refresh_notebooks=args.refresh_notebooks, progress=not args.no_progress)
     except (PipelineError, KeyError, ValueError, FileNotFoundError) as exc:

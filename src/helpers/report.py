@@ -192,7 +192,7 @@ def readme_fragment(table: pd.DataFrame, *, simulated: bool, source: str, criter
             if simulated else f"**real data** ({source})")
     n_ok = int((table["verdict"] == "consistent").sum())
     return (
-        f"Last default run: {source}, rupture criterion `{criterion}`. These numbers come from {kind}. "
+        f"Data: {source}; rupture criterion `{criterion}`. These numbers come from {kind}. "
         f"{n_ok} of {len(table)} targets are consistent with the paper under the rules stated in each row "
         "(fixed before the numbers; see `helpers.report`).\n\n"
         + markdown_table(format_replication_table(table)) + "\n"
