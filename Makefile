@@ -60,6 +60,7 @@ example: $(STAMP)
 benchmark: $(STAMP)
 	$(PY) benchmarks/bench_ruptures.py
 	$(PY) benchmarks/bench_growth.py
+	$(PY) benchmarks/bench_power.py
 
 # Resolve the newest versions allowed by pyproject.toml in a throw-away venv and pin them.
 lock:

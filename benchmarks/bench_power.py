@@ -1,0 +1,128 @@
+"""Speed of the power study (``helpers.power``): stage times per replication and Dask scaling.
+
+Run:  .venv/bin/python benchmarks/bench_power.py [--replications 100] [--workers 1 2] [--stage-reps 30]
+
+1. **Stages of one replication** (in this process, no Dask): ``simulate_stage`` (one trial),
+   ``detect_stage`` (the 9 criterion presets: detect episodes and classify) and ``fit_stage``
+   (agreement with the truth and the paper's regression for the 9 presets and the oracle),
+   each timed with ``time.perf_counter`` over ``--stage-reps`` replications at every sample
+   size; mean milliseconds per replication.
+2. **Throughput**: the study's replications (sample sizes 60, 116, 200, 400; ``--replications``
+   per size; the reference trial shrunk to 2,000 clients so that it does not dominate) on a
+   LocalCluster with 1 and with 2 workers. Cluster start-up and shut-down are timed apart
+   (an empty cluster opened and closed); replications per minute = replications / (run time
+   - start-up time). The scaling ratio is rate(2 workers) / rate(1 worker). The tables of
+   the two runs are checked to be identical.
+
+The markdown table is printed and written to ``benchmarks/results_power.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import sys
+import time
+from contextlib import ExitStack
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent / "src"))
+
+from helpers import power  # noqa: E402
+
+SIZES = (60, 116, 200, 400)
+
+
+def stage_times(reps: int, seed: int = 20140101) -> list[dict]:
+    design = power.StudyDesign(sample_sizes=SIZES, replications=reps, seed=seed)
+    rows = []
+    for n in SIZES:
+        t = {"simulate": [], "detect": [], "fit": []}
+        for r in range(reps):
+            s = power.replication_seed(seed, n, r)
+            t0 = time.perf_counter()
+            trial = power.simulate_stage(design, n, s)
+            t1 = time.perf_counter()
+            patterns, messages = power.detect_stage(design, trial.sessions)
+            t2 = time.perf_counter()
+            power.fit_stage(design, trial, patterns, n_participants=n, rep=r, seed=s, messages=messages)
+            t3 = time.perf_counter()
+            t["simulate"].append(t1 - t0)
+            t["detect"].append(t2 - t1)
+            t["fit"].append(t3 - t2)
+        total = sum(np.mean(v) for v in t.values())
+        rows.append({"n": n, **{k: 1000 * float(np.mean(v)) for k, v in t.items()}, "total": 1000 * total})
+    return rows
+
+
+def startup_time(n_workers: int) -> float:
+    t0 = time.perf_counter()
+    with ExitStack() as stack:
+        client = power._open_client(stack, None, n_workers)
+        client.wait_for_workers(n_workers, timeout=120)
+    return time.perf_counter() - t0
+
+
+def throughput(replications: int, n_workers: int) -> dict:
+    design = power.StudyDesign(sample_sizes=SIZES, replications=replications, reference_n=2000)
+    startup = min(startup_time(n_workers) for _ in range(2))
+    t0 = time.perf_counter()
+    reps, failures, _ = power.run_replications(design, n_workers=n_workers, progress=False)
+    total = time.perf_counter() - t0
+    n = len(power.replication_keys(design))
+    return {"workers": n_workers, "replications": n, "failed": len(failures), "startup_s": startup,
+            "total_s": total, "rate_per_min": 60 * n / (total - startup), "table": reps}
+
+
+def markdown(stages, runs, args) -> str:
+    lines = [
+        "# Benchmark: helpers.power (simulation study on Dask)",
+        "",
+        f"Machine: {platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}. "
+        f"Command: `.venv/bin/python benchmarks/bench_power.py --replications {args.replications} "
+        f"--stage-reps {args.stage_reps}`.",
+        "",
+        "## Stages of one replication (milliseconds, mean over "
+        f"{args.stage_reps} replications per N; 9 presets + the oracle)",
+        "",
+        "| N enrolled | simulate | detect (9 presets) | fit (agreement + regression, 10 criteria) | total |",
+        "|---|---|---|---|---|",
+    ]
+    for r in stages:
+        lines.append(f"| {r['n']} | {r['simulate']:.1f} | {r['detect']:.1f} | {r['fit']:.1f} | {r['total']:.1f} |")
+    lines += [
+        "",
+        f"## Throughput (sample sizes {', '.join(map(str, SIZES))}; {args.replications} replications each)",
+        "",
+        "| workers | replications | cluster start + stop (s) | run incl. start-up (s) | replications / minute | scaling vs 1 worker |",
+        "|---|---|---|---|---|---|",
+    ]
+    base = runs[0]["rate_per_min"]
+    for r in runs:
+        lines.append(f"| {r['workers']} | {r['replications']} | {r['startup_s']:.1f} | {r['total_s']:.1f} | "
+                     f"{r['rate_per_min']:.0f} | {r['rate_per_min'] / base:.2f}x |")
+    same = all(r["table"].equals(runs[0]["table"]) for r in runs)
+    lines += ["", f"Replication tables identical across worker counts: {'yes' if same else 'NO'}."]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--replications", type=int, default=100)
+    parser.add_argument("--stage-reps", type=int, default=30)
+    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    args = parser.parse_args(argv)
+    stages = stage_times(args.stage_reps)
+    runs = [throughput(args.replications, w) for w in args.workers]
+    text = markdown(stages, runs, args)
+    print(text)
+    (HERE / "results_power.md").write_text(text, encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,266 @@
+"""Tests of the power study (helpers.power, helpers.power_summary).
+
+Independent checks: seeds against numpy's own SeedSequence.spawn; the lean regression and
+agreement statistics against statsmodels / helpers.models / helpers.agreement; the
+performance measures on a hand-worked table and on a fake replication with a known normal
+distribution (exact bias, coverage and power); N for 80% power on an exact normal power
+curve. Dask: 1 vs 2 local workers give byte-identical tables, a real external cluster
+(`dask scheduler` + two `dask worker` processes on 127.0.0.1) gives the same tables as the
+in-process run, and a failing replication is reported with its seed and counted.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import subprocess
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import cloudpickle
+import numpy as np
+import pandas as pd
+import pytest
+import statsmodels.api as sm
+from scipy import stats
+
+from helpers import agreement, models, power, power_summary, ruptures, simulate
+from helpers.tables import write_table
+
+# The fake replication functions below run on Dask workers, which cannot import this test
+# module: ship them by value.
+cloudpickle.register_pickle_by_value(sys.modules[__name__])
+
+TINY = dict(sample_sizes=[40, 80], replications=4, reference_n=3000, seed=7,
+            presets={"rci": {"criterion": "rci"}, "absolute_1": {"criterion": "absolute", "cutoff": 1.0}})
+DASK_BIN = Path(sys.executable).with_name("dask")
+
+
+def _write_all(study, folder) -> dict:
+    out = {}
+    for stem, (table, sort) in study.tables().items():
+        path = write_table(table, Path(folder) / f"{stem}.csv", sort_by=sort)
+        out[stem] = path.read_bytes()
+    return out
+
+
+# ------------------------------------------------------------------------------------ seeds
+def test_replication_seed_is_the_spawned_child_and_independent_of_order():
+    root = 20140101
+    for n, r in [(60, 0), (116, 3), (400, 19)]:
+        child = np.random.SeedSequence(root).spawn(n + 1)[n].spawn(r + 1)[r]
+        assert power.replication_seed(root, n, r) == int(child.generate_state(1, dtype=np.uint64)[0])
+    keys = [(n, r) for n in (60, 116, 200) for r in range(10)]
+    forward = {k: power.replication_seed(root, *k) for k in keys}
+    shuffled = keys[:]
+    random.Random(1).shuffle(shuffled)
+    assert {k: power.replication_seed(root, *k) for k in shuffled} == forward
+    assert len(set(forward.values())) == len(keys)
+    # R = 20 is the first 20 replications of R = 1000; a new size leaves the others alone.
+    small = power.replication_keys(power.StudyDesign(sample_sizes=[60], replications=3, seed=root))
+    big = power.replication_keys(power.StudyDesign(sample_sizes=[30, 60], replications=5, seed=root))
+    assert set(small) <= set(big)
+
+
+# ------------------------------------------------------------------------ lean statistics
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_lean_ols_matches_models_outcome_regression_and_statsmodels_hc3(seed):
+    trial = simulate.simulate_trial(116, 10, seed=seed)
+    pats = ruptures.classify_participants(ruptures.detect_episodes(trial.sessions), trial.sessions)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ref = models.outcome_regression(pats, trial.participants, models=("A",))
+    ref = ref[ref["term"] == "unrepaired"].iloc[0]
+    d, _ = models.regression_data(pats, trial.participants)
+    lean = power.ols_unrepaired(d["post"], d["pre"], d["unrepaired"])
+    for key in ("b", "se", "p", "beta", "beta_ci_low", "beta_ci_high"):
+        assert lean[key] == pytest.approx(ref[key], rel=1e-9, abs=1e-12), key
+    assert lean["n"] == ref["n"] and lean["df"] == ref["df"]
+    assert (lean["b_ci_low"], lean["b_ci_high"]) == pytest.approx((ref["ci_low"], ref["ci_high"]), rel=1e-9)
+    hc3 = sm.OLS(d["post"].to_numpy(), sm.add_constant(d[["pre", "unrepaired"]].to_numpy())).fit(cov_type="HC3")
+    assert lean["se_hc3"] == pytest.approx(hc3.bse[2], rel=1e-9)
+    assert lean["p_hc3"] == pytest.approx(2 * stats.t.sf(abs(hc3.params[2] / hc3.bse[2]), hc3.df_resid), rel=1e-9)
+
+
+def test_lean_ols_not_estimable_when_flag_is_constant():
+    res = power.ols_unrepaired([1.0, 2.0, 3.0, 5.0], [1.0, 2.0, 2.5, 4.0], [0, 0, 0, 0])
+    assert res["estimable"] is False and math.isnan(res["beta"])
+
+
+@pytest.mark.parametrize("seed", [4, 5])
+def test_agreement_stats_match_the_agreement_module(seed):
+    trial = simulate.simulate_trial(116, 10, seed=seed)
+    pats = ruptures.classify_participants(ruptures.detect_episodes(trial.sessions), trial.sessions)
+    det = pats.set_index("participant_id")["pattern"]
+    true = trial.truth.set_index("participant_id")["true_pattern"]
+    table = agreement.confusion(det, true)
+    acc = agreement.pattern_accuracy(table).set_index("pattern")
+    lean = power.agreement_stats(true.reindex(det.index).to_numpy(), det.to_numpy())
+    assert lean["kappa"] == pytest.approx(agreement.cohen_kappa(table)["kappa"], rel=1e-12)
+    for pattern in acc.index:
+        assert 100 * lean[f"sens_{pattern}"] == pytest.approx(acc.loc[pattern, "sensitivity"], rel=1e-12)
+        assert 100 * lean[f"spec_{pattern}"] == pytest.approx(acc.loc[pattern, "specificity"], rel=1e-12)
+
+
+# --------------------------------------------------------------- performance measures
+def _hand_table():
+    """Four replications of one criterion at N = 50, theta = 0.5 (worked by hand below)."""
+    design = power.StudyDesign(sample_sizes=[50], replications=5, presets={"x": {"criterion": "rci"}})
+    base = dict(n_participants=50, preset="x", n_classifiable=40, n_analysed=30, n_unrepaired=5,
+                estimable=True, b=np.nan, b_ci_low=np.nan, b_ci_high=np.nan, p_hc3=1.0,
+                b_hc3_ci_low=np.nan, b_hc3_ci_high=np.nan, beta_se=0.1)
+    betas = [0.3, 0.5, 0.6, 0.8]
+    lows = [0.1, 0.45, 0.55, 0.35]      # CIs: [.1,.5] yes, [.45,.55] yes, [.55,.65] no, [.35,1.25] yes
+    highs = [0.5, 0.55, 0.65, 1.25]
+    ps = [0.2, 0.01, 0.04, 0.001]
+    rows = [{**base, "rep": i, "seed": i, "beta": b, "beta_ci_low": lo, "beta_ci_high": hi, "p": p}
+            for i, (b, lo, hi, p) in enumerate(zip(betas, lows, highs, ps))]
+    rows.append({**base, "rep": 4, "seed": 4, "estimable": False, "beta": np.nan, "beta_ci_low": np.nan,
+                 "beta_ci_high": np.nan, "p": np.nan})
+    failures = pd.DataFrame([{"n_participants": 50, "rep": 5, "seed": 5, "error": "boom"}])
+    return design, pd.DataFrame(rows), failures
+
+
+def test_summarise_beta_on_a_hand_worked_case():
+    design, reps, failures = _hand_table()
+    out = power_summary.summarise_beta(reps, failures, design, theta=0.5)
+    row = out[out["preset"] == "x"].iloc[0]
+    # 5 successful + 1 failed replication; 4 estimable betas .3 .5 .6 .8: mean .55, SD sqrt(.0433...)
+    assert (row["n_replications"], row["n_failed"], row["n_not_estimable"]) == (6, 1, 1)
+    sd = math.sqrt(((0.3 - .55) ** 2 + (0.5 - .55) ** 2 + (0.6 - .55) ** 2 + (0.8 - .55) ** 2) / 3)
+    assert row["beta_mean"] == pytest.approx(0.55)
+    assert row["bias"] == pytest.approx(0.05)
+    assert row["bias_mcse"] == pytest.approx(sd / 2)
+    assert row["emp_se"] == pytest.approx(sd)
+    assert row["emp_se_mcse"] == pytest.approx(sd / math.sqrt(6))
+    assert row["diff_vs_paper"] == pytest.approx(0.55 - 0.45)
+    assert row["rmse"] == pytest.approx(math.sqrt((0.04 + 0 + 0.01 + 0.09) / 4))
+    assert row["coverage"] == pytest.approx(0.75)
+    assert row["coverage_mcse"] == pytest.approx(math.sqrt(0.75 * 0.25 / 4))
+    # power over the 5 successful replications; the non-estimable one counts as not significant
+    assert row["power"] == pytest.approx(3 / 5)
+    assert row["power_mcse"] == pytest.approx(math.sqrt(0.6 * 0.4 / 5))
+
+
+def fake_normal(design, n_participants, rep, seed):
+    """beta ~ Normal(theta, sigma), sigma = 1 / sqrt(n); 95% CI and two-sided p from z."""
+    theta, sigma = 0.3, 1 / math.sqrt(n_participants)
+    rng = np.random.default_rng(seed)
+    beta = theta if rep < 0 else rng.normal(theta, sigma)
+    z = stats.norm.ppf(0.975)
+    row = dict(n_participants=n_participants, rep=rep, seed=seed, n_classifiable=n_participants,
+               n_analysed=n_participants, n_unrepaired=1, estimable=True, b=beta, se=sigma,
+               b_ci_low=beta - z * sigma, b_ci_high=beta + z * sigma, p=2 * stats.norm.sf(abs(beta) / sigma),
+               se_hc3=sigma, b_hc3_ci_low=beta - z * sigma, b_hc3_ci_high=beta + z * sigma,
+               p_hc3=2 * stats.norm.sf(abs(beta) / sigma), beta=beta, beta_se=sigma,
+               beta_ci_low=beta - z * sigma, beta_ci_high=beta + z * sigma, kappa=1.0, agreement=1.0,
+               n_warnings=0, warnings="")
+    return [{**row, "preset": name} for name in design.criteria]
+
+
+def test_performance_measures_on_a_known_normal_distribution():
+    study = power.run_study(sample_sizes=[50, 100], replications=3000, seed=11, reference_n=10,
+                            presets={"fake": {}}, replicate=fake_normal, scheduler="synchronous",
+                            progress=False)
+    assert study.theta == 0.3
+    for row in study.beta.itertuples():
+        sigma = 1 / math.sqrt(row.n_participants)
+        exact_power = stats.norm.cdf(0.3 / sigma - 1.96) + stats.norm.cdf(-0.3 / sigma - 1.96)
+        assert abs(row.bias) < 4 * row.bias_mcse
+        assert abs(row.emp_se - sigma) < 4 * row.emp_se_mcse
+        assert abs(row.coverage - 0.95) < 4 * row.coverage_mcse
+        assert abs(row.power - exact_power) < 4 * math.sqrt(exact_power * (1 - exact_power) / 3000)
+
+
+def test_interpolated_n_recovers_an_exact_normal_power_curve():
+    delta, za = 0.25, stats.norm.ppf(0.975)
+    exact = ((stats.norm.ppf(0.8) + za) / delta) ** 2          # 125.6
+    sizes = np.array([60, 116, 200, 400])
+    curve = stats.norm.cdf(delta * np.sqrt(sizes) - za)
+    n, status, lo, hi = power_summary.interpolate_n(sizes, curve, [10**9] * 4)
+    assert (status, lo, hi) == ("interpolated", 116, 200) and n == pytest.approx(exact, rel=1e-9)
+    n, status, _, _ = power_summary.interpolate_n(sizes[2:], curve[2:], [10**9] * 2)
+    assert status == "extrapolated below smallest N" and n == pytest.approx(exact, rel=1e-9)
+    n, status, _, _ = power_summary.interpolate_n(sizes[:1], curve[:1], [10**9])
+    assert status == "extrapolated above largest N" and n == pytest.approx(exact, rel=1e-9)
+
+
+# ------------------------------------------------------------------------------- Dask
+def test_one_and_two_local_workers_give_byte_identical_tables(tmp_path):
+    one = power.run_study(**TINY, n_workers=1, chunk_size=1, progress=False)
+    two = power.run_study(**TINY, n_workers=2, progress=False)
+    local = power.run_study(**TINY, scheduler="synchronous", progress=False)
+    a, b, c = (_write_all(s, tmp_path / name) for s, name in ((one, "one"), (two, "two"), (local, "sync")))
+    assert a == b == c
+    assert len(one.replications) == 2 * 4 * 3 and one.failures.empty
+    assert one.beta["n_replications"].eq(4).all()
+
+
+def failing_replicate(design, n_participants, rep, seed):
+    """The real replication, except that replication (40, 1) fails."""
+    if (n_participants, rep) == (40, 1):
+        raise RuntimeError(f"injected failure at seed {seed}")
+    return power.replicate_trial(design, n_participants, rep, seed)
+
+
+def test_a_failing_replication_is_reported_with_its_seed_and_counted():
+    with pytest.warns(UserWarning, match=r"1 of 8 replications failed.*N=40 rep=1 seed="):
+        study = power.run_study(**TINY, n_workers=1, replicate=failing_replicate, progress=False)
+    seed = power.replication_seed(TINY["seed"], 40, 1)
+    assert study.failures.to_dict("records") == [
+        {"n_participants": 40, "rep": 1, "seed": seed, "error": f"RuntimeError: injected failure at seed {seed}"}]
+    assert str(seed) in study.warnings[0]
+    beta = study.beta.set_index(["n_participants", "preset"])
+    assert beta.loc[(40, "rci"), "n_failed"] == 1 and beta.loc[(80, "rci"), "n_failed"] == 0
+    assert beta.loc[(40, "rci"), "n_replications"] == 4     # 3 that ran + 1 failed, none dropped
+    assert (study.replications["n_participants"] == 40).sum() == 3 * 3
+    assert study.accuracy.set_index(["n_participants", "preset"]).loc[(40, "rci"), "n_failed"] == 1
+
+
+def _stop(procs):
+    for p in procs:
+        if p.poll() is None:
+            p.terminate()
+    for p in procs:
+        try:
+            p.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait(timeout=5)
+
+
+def test_an_existing_cluster_gives_the_same_tables_as_a_local_run(tmp_path):
+    from distributed import Client
+
+    sched_file = tmp_path / "scheduler.json"
+    procs = []
+    try:
+        procs.append(subprocess.Popen(
+            [str(DASK_BIN), "scheduler", "--host", "127.0.0.1", "--port", "0", "--no-dashboard",
+             "--scheduler-file", str(sched_file)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        deadline = time.monotonic() + 60
+        while not sched_file.exists() or not sched_file.read_text().strip():
+            assert procs[0].poll() is None, "dask scheduler exited"
+            assert time.monotonic() < deadline, "dask scheduler did not start within 60 s"
+            time.sleep(0.2)
+        time.sleep(0.2)
+        address = json.loads(sched_file.read_text())["address"]
+        assert address.startswith("tcp://127.0.0.1:")
+        for i in range(2):
+            procs.append(subprocess.Popen(
+                [str(DASK_BIN), "worker", address, "--host", "127.0.0.1", "--nworkers", "1",
+                 "--nthreads", "1", "--no-dashboard", "--name", f"test-worker-{i}",
+                 "--local-directory", str(tmp_path / f"worker-{i}")],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        with Client(address, set_as_default=False, timeout="30s") as client:
+            client.wait_for_workers(2, timeout=90)
+        remote = power.run_study(**TINY, scheduler=address, progress=False)
+        local = power.run_study(**TINY, scheduler="synchronous", progress=False)
+        assert _write_all(remote, tmp_path / "remote") == _write_all(local, tmp_path / "local")
+    finally:
+        _stop(procs)
+    assert all(p.poll() is not None for p in procs)
