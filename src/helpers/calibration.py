@@ -20,23 +20,18 @@ import sys
 import numpy as np
 import pandas as pd
 
-from helpers import ruptures, simulate
+from helpers import power, ruptures, simulate
 
 TARGETS = {"n_classifiable": 82.0, "no_rupture": 54.0, "repaired": 28.0, "unrepaired": 18.0, "beta": 0.45}
 
 
 def standardised_beta(post, pre, flag) -> float:
-    """Standardised coefficient of ``flag`` in ``post ~ pre + flag`` (complete cases).
-
-    All three variables are z-scored, so the coefficient equals b * sd(flag) / sd(post).
-    """
+    """Standardised coefficient of ``flag`` in ``post ~ pre + flag`` (complete cases), i.e.
+    b * sd(flag) / sd(post): the paper's beta, by :func:`helpers.power.ols_unrepaired`.
+    NaN when it cannot be estimated (constant flag, fewer than 4 complete cases)."""
     d = pd.DataFrame({"y": post, "x": pre, "g": flag}).dropna().astype(float)
-    if len(d) < 4 or d["g"].std() == 0:
-        return np.nan
-    z = (d - d.mean()) / d.std(ddof=1)
-    design = np.column_stack([np.ones(len(z)), z["x"], z["g"]])
-    coef, *_ = np.linalg.lstsq(design, z["y"].to_numpy(), rcond=None)
-    return float(coef[2])
+    fit = power.ols_unrepaired(d["y"], d["x"], d["g"])
+    return float(fit["beta"]) if fit["estimable"] else np.nan
 
 
 def one_run(seed, *, n_participants=116, n_sessions=10, min_sessions=6, rupture_params=None,
