@@ -260,7 +260,7 @@ def plot_forest(betas: pd.DataFrame, *, paper_beta: float, default: str = "rci",
     ax.set_yticks(y, [f"{r.preset}{' (default)' if r.preset == default else ''}  n = {int(r.n)}, "
                       f"{int(r.n_unrepaired)} unrepaired" for r in d.itertuples()], fontsize=7)
     ax.set_xlabel("standardised β of unrepaired rupture on post-treatment PTSD (95% CI)")
-    ax.legend(frameon=False, fontsize=7, loc="lower right")
+    ax.legend(frameon=False, fontsize=7, loc="best")  # where it hides the fewest intervals
     ax.set_title(f"How the paper's test depends on the rupture criterion{caption}", fontsize=8)
     fig.tight_layout()
     return fig
