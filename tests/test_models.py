@@ -279,3 +279,29 @@ def test_regression_rejects_unknown_outcome():
     patterns, participants = _regression_data()
     with pytest.raises(ValueError, match="outcome"):
         models.outcome_regression(patterns, participants, outcome="bdi")
+
+
+def test_outcome_regression_hc3_standard_errors_match_the_formula():
+    # HC3 (MacKinnon & White, 1985): (X'X)^-1 X' diag(e_i^2 / (1 - h_i)^2) X (X'X)^-1, by hand.
+    rng = np.random.default_rng(11)
+    n = 40
+    ids = [f"P{i:02d}" for i in range(n)]
+    g = (np.arange(n) % 4 == 0).astype(float)
+    pre = rng.normal(30, 8, n)
+    post = 5 + 0.5 * pre + 8 * g + rng.normal(0, 1 + 6 * g, n)  # unequal variances
+    patterns = pd.DataFrame({"participant_id": ids, "pattern": np.where(g == 1, "unrepaired", "no_rupture")})
+    parts = pd.DataFrame({"participant_id": ids, "pss_i_pre": pre, "pss_i_post": post})
+    res = models.outcome_regression(patterns, parts, models=("A",), cov_type="HC3").set_index("term")
+    X = np.column_stack([np.ones(n), pre, g])
+    bread = np.linalg.inv(X.T @ X)
+    b = bread @ X.T @ post
+    e = post - X @ b
+    h = np.einsum("ij,jk,ik->i", X, bread, X)
+    cov = bread @ (X.T * (e**2 / (1 - h) ** 2)) @ X @ bread
+    assert res.loc["unrepaired", "b"] == pytest.approx(b[2])
+    assert res.loc["unrepaired", "se"] == pytest.approx(np.sqrt(cov[2, 2]), rel=1e-9)
+    t = b[2] / np.sqrt(cov[2, 2])
+    assert res.loc["unrepaired", "p"] == pytest.approx(2 * stats.t.sf(abs(t), n - 3), rel=1e-9)
+    assert (res["se_type"] == "HC3").all()
+    classical = models.outcome_regression(patterns, parts, models=("A",)).set_index("term")
+    assert classical.loc["unrepaired", "se"] < res.loc["unrepaired", "se"]  # unequal variances

@@ -295,9 +295,10 @@ def regression_data(patterns, participants, *, outcome="pss_i", pattern_col="pat
     return d, int((~complete).sum())
 
 
-def _ols_table(d, terms, model, outcome, n_dropped):
+def _ols_table(d, terms, model, outcome, n_dropped, cov_type="nonrobust"):
     x = sm.add_constant(d[["pre", *terms]], has_constant="add")
-    res = sm.OLS(d["post"], x).fit()
+    # use_t: t on the residual df for robust SEs too (statsmodels would switch to z)
+    res = sm.OLS(d["post"], x).fit(cov_type=cov_type, use_t=True)
     ci = res.conf_int(0.05)
     sd_y = d["post"].std(ddof=1)
     scale = pd.Series({c: (d[c].std(ddof=1) / sd_y if c != "const" else np.nan) for c in x})
@@ -308,6 +309,7 @@ def _ols_table(d, terms, model, outcome, n_dropped):
         "ci_low": ci[0].to_numpy(), "ci_high": ci[1].to_numpy(),
         "beta": (res.params * scale).to_numpy(),
         "beta_ci_low": (ci[0] * scale).to_numpy(), "beta_ci_high": (ci[1] * scale).to_numpy(),
+        "se_type": cov_type,
         "t": res.tvalues.to_numpy(), "df": res.df_resid, "p": res.pvalues.to_numpy(),
         "n": int(res.nobs), "n_dropped": n_dropped, "r2": res.rsquared,
         "r2_adj": res.rsquared_adj,
@@ -316,7 +318,7 @@ def _ols_table(d, terms, model, outcome, n_dropped):
 
 
 def outcome_regression(patterns, participants, *, outcome="pss_i", models=("A", "B"),
-                       pattern_col="pattern", warn=True) -> pd.DataFrame:
+                       pattern_col="pattern", cov_type="nonrobust", warn=True) -> pd.DataFrame:
     """Post-treatment PTSD severity on alliance pattern, controlling for pre-treatment severity.
 
     Model A: ``post ~ pre + unrepaired`` (unrepaired vs every other classifiable participant,
@@ -333,6 +335,10 @@ def outcome_regression(patterns, participants, *, outcome="pss_i", models=("A", 
         PSS-I (``pss_i_pre``/``pss_i_post``) or PSS-SR (``pss_sr_pre``/``pss_sr_post``).
     models : sequence of {"A", "B"}
     pattern_col : str
+    cov_type : {"nonrobust", "HC3", ...}
+        Standard errors: "nonrobust" (classical OLS, the paper's test) or a statsmodels
+        robust type such as "HC3" (MacKinnon & White, 1985), which does not assume equal
+        residual variances; t tests on the residual df either way (column ``se_type``).
     warn : bool
         Warn when participants are dropped (always reported in ``n_dropped``).
 
@@ -361,6 +367,6 @@ def outcome_regression(patterns, participants, *, outcome="pss_i", models=("A", 
     unknown = set(models) - set(MODEL_TERMS)
     if unknown:
         raise ValueError(f"unknown models {sorted(unknown)}; use 'A' and/or 'B'")
-    tables = [_ols_table(d, MODEL_TERMS[m], m, outcome, n_dropped) for m in models]
+    tables = [_ols_table(d, MODEL_TERMS[m], m, outcome, n_dropped, cov_type) for m in models]
     return pd.concat(tables, ignore_index=True)
 
