@@ -202,7 +202,7 @@ def run(params=None, *, notebooks=None, only=None, output_root=None,
         target = Path(notebooks or paths.NOTEBOOKS)
         for nb in published:
             if nb.parent.name == "notebooks" and nb.suffix == ".ipynb":
-                _write_committable(nb, target / nb.name)
+                shutil.copyfile(nb, target / nb.name)  # already without run timestamps
     return [output_root / "results" / "notebooks" / p.name for p in executed]
 
 
@@ -210,10 +210,19 @@ REPORT_NOTEBOOK = "04_replication_report.ipynb"
 
 
 def _finish_outputs(staging: Path, params: dict) -> None:
-    """Steps after the notebooks: the static HTML report (when the report notebook ran) and
-    the manifest of every generated file (always, over the complete staged output tree)."""
-    from helpers import report
+    """Steps after the notebooks: executed copies stripped of run timestamps, the static HTML
+    report (when the report notebook ran) and the manifest of every generated file (always,
+    over the complete staged output tree)."""
+    import nbformat
 
+    from helpers import report
+    from helpers.notebook import strip_run_metadata
+    from helpers.tables import atomic_write_text
+
+    # Executed copies without the run's clock: byte-identical across runs, like every output.
+    for executed in sorted((staging / "results" / "notebooks").glob("*.ipynb")):
+        nb = strip_run_metadata(nbformat.read(str(executed), as_version=4))
+        atomic_write_text(executed, nbformat.writes(nb) + "\n")
     executed_report = staging / "results" / "notebooks" / REPORT_NOTEBOOK
     if executed_report.is_file():
         report.export_html(executed_report, staging / "results" / "report.html")
@@ -241,19 +250,6 @@ def verify(manifest=None, *, progress=True) -> list[str]:
     with tempfile.TemporaryDirectory(prefix="replication-verify-") as tmp:
         run(load_params(), output_root=tmp, progress=progress)
         return report.compare_with_manifest(manifest, tmp)
-
-
-def _write_committable(executed: Path, target: Path) -> None:
-    """Copy an executed notebook for committing, without the run's clock: papermill's and
-    Jupyter's per-cell timings and the staging paths, so that re-running the default
-    changes nothing in git. The parameters used are kept."""
-    import nbformat
-
-    from helpers.notebook import strip_run_metadata
-    from helpers.tables import atomic_write_text
-
-    nb = strip_run_metadata(nbformat.read(str(executed), as_version=4))
-    atomic_write_text(target, nbformat.writes(nb) + "\n")
 
 
 def _make_staging(output_root: Path) -> Path:

@@ -240,11 +240,12 @@ def export_html(notebook, out) -> Path:
 
 
 # ----------------------------------------------------------------------------- manifest
-#: Generated files whose bytes do not depend on the run (``make verify`` compares these).
-DETERMINISTIC_DIRS = ("data/processed", "results/tables", "figures")
+#: Generated files; their bytes do not depend on the run, so ``make verify`` compares them all
+#: (executed notebooks are stored without papermill's run timestamps).
+DETERMINISTIC_DIRS = ("data/processed", "results/tables", "results/notebooks", "figures")
 DETERMINISTIC_FILES = ("results/report.html", "results/readme_results.md")
-#: Generated but carrying run times (papermill metadata): listed, not compared.
-VOLATILE_DIRS = ("results/notebooks",)
+#: Generated but run-dependent: listed with compared=false (none at present).
+VOLATILE_DIRS = ()
 MANIFEST = "results/manifest.json"
 
 
