@@ -31,7 +31,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from helpers import describe, paper, paths
+from helpers import describe, models, paper, paths
 from helpers.tables import atomic_write_text
 
 REPLICATION_COLUMNS = ["quantity", "paper", "estimate", "ci_low", "ci_high", "n", "p", "statistic",
@@ -65,12 +65,13 @@ def sd_ci(values, level=0.95) -> tuple[float, float, float, int]:
 def cramers_v_ci(patterns, participants, by, *, n_boot=2000, seed=20131106, level=0.95,
                  exclude=("insufficient_data",)) -> tuple[float, float]:
     """Percentile bootstrap CI of Cramer's V of pattern x ``by`` (resampling clients)."""
-    d = patterns.loc[~patterns["pattern"].isin(exclude), ["participant_id", "pattern"]].merge(
-        participants[["participant_id", by]], on="participant_id").dropna()
+    # the same classifiable clients x `by` table that models.pattern_chi2 tests
+    d = models._pattern_by(patterns, participants, by, "pattern", exclude).dropna()
     rows = pd.Categorical(d["pattern"]).codes
     cols = pd.Categorical(d[by].astype(str)).codes
-    n, r, c = len(d), rows.max() + 1, cols.max() + 1
-    if n == 0 or r < 2 or c < 2:
+    n = len(d)
+    r, c = (rows.max() + 1, cols.max() + 1) if n else (0, 0)
+    if r < 2 or c < 2:
         return (np.nan, np.nan)
     rng = np.random.default_rng(seed)
     idx = rng.integers(0, n, size=(n_boot, n))
