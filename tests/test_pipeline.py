@@ -133,3 +133,17 @@ def test_cli_makes_user_data_paths_absolute(tmp_path, monkeypatch):
     p = pipeline._absolute_data_paths({"data_source": "mytrial", "participants_path": None, "seed": 1})
     assert p["data_source"] == str(tmp_path / "mytrial") and p["participants_path"] is None
     assert pipeline._absolute_data_paths({"data_source": "simulate"})["data_source"] == "simulate"
+
+
+def test_refresh_only_copies_the_notebooks_this_run_executed(books, published):
+    pipeline.run({"seed": 3}, notebooks=books, output_root=published, progress=False)  # executed copy of 01
+    _notebook(books / "02_second.ipynb", "x = 2")
+    edited = "# edited by the user after the last run\n"
+    nb = json.loads((books / "01_first.ipynb").read_text())
+    nb["cells"].append({"cell_type": "markdown", "id": "edit", "metadata": {}, "source": edited})
+    (books / "01_first.ipynb").write_text(json.dumps(nb))
+    pipeline.run({}, notebooks=books, output_root=published, only=["02"], progress=False,
+                 refresh_notebooks=True)
+    sources = [c["source"] for c in json.loads((books / "01_first.ipynb").read_text())["cells"]]
+    assert edited in sources  # not overwritten by the old executed copy
+    assert any(c.get("execution_count") for c in json.loads((books / "02_second.ipynb").read_text())["cells"])

@@ -193,26 +193,28 @@ def run(params=None, *, notebooks=None, only=None, output_root=None,
             else:
                 os.environ[k] = v
 
-    _finish_outputs(staging, params)
-    published = _publish(staging, output_root)
+    _finish_outputs(staging, executed, params)
+    _publish(staging, output_root)
     shutil.rmtree(staging, ignore_errors=True)
     if output_root.resolve() == paths.ROOT.resolve() and params == load_params():
         _update_readme(output_root)
+    published = [output_root / "results" / "notebooks" / p.name for p in executed]
     if refresh_notebooks:
+        # only the notebooks this run executed: an older executed copy must never overwrite
+        # a notebook the user has edited since
         target = Path(notebooks or paths.NOTEBOOKS)
         for nb in published:
-            if nb.parent.name == "notebooks" and nb.suffix == ".ipynb":
-                shutil.copyfile(nb, target / nb.name)  # already without run timestamps
-    return [output_root / "results" / "notebooks" / p.name for p in executed]
+            shutil.copyfile(nb, target / nb.name)  # already without run timestamps
+    return published
 
 
 REPORT_NOTEBOOK = "04_replication_report.ipynb"
 
 
-def _finish_outputs(staging: Path, params: dict) -> None:
-    """Steps after the notebooks: executed copies stripped of run timestamps, the static HTML
-    report (when the report notebook ran) and the manifest of every generated file (always,
-    over the complete staged output tree)."""
+def _finish_outputs(staging: Path, executed: list[Path], params: dict) -> None:
+    """Steps after the notebooks: this run's executed copies stripped of run timestamps, the
+    static HTML report (when the report notebook ran) and the manifest of every generated
+    file (always, over the complete staged output tree)."""
     import nbformat
 
     from helpers import report
@@ -220,11 +222,11 @@ def _finish_outputs(staging: Path, params: dict) -> None:
     from helpers.tables import atomic_write_text
 
     # Executed copies without the run's clock: byte-identical across runs, like every output.
-    for executed in sorted((staging / "results" / "notebooks").glob("*.ipynb")):
-        nb = strip_run_metadata(nbformat.read(str(executed), as_version=4))
-        atomic_write_text(executed, nbformat.writes(nb) + "\n")
+    for path in executed:
+        nb = strip_run_metadata(nbformat.read(str(path), as_version=4))
+        atomic_write_text(path, nbformat.writes(nb) + "\n")
     executed_report = staging / "results" / "notebooks" / REPORT_NOTEBOOK
-    if executed_report.is_file():
+    if executed_report in executed:
         report.export_html(executed_report, staging / "results" / "report.html")
     report.write_manifest(staging, params)
 
