@@ -1,8 +1,10 @@
 """Figures: one function per figure, a colour-blind-safe palette, and deterministic saving.
 
 Each ``plot_*`` function takes tidy tables and returns a matplotlib Figure; :func:`save_figure`
-writes it as PNG (300 dpi) and SVG into ``figures/`` atomically and byte-reproducibly (no
-timestamps, fixed SVG ids), so two runs give identical files.
+writes it as PNG (300 dpi) and SVG into ``figures/`` atomically (no timestamps, fixed SVG ids),
+with the data it plots beside it (``NAME.data.csv``, :func:`figure_data`). Pixels and SVG
+coordinates carry the last bits of the machine's floating point; the data table is what
+``make verify`` compares (:mod:`helpers.compare`).
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from helpers import paths
-from helpers.tables import atomic_write_bytes
+from helpers.tables import atomic_write_bytes, atomic_write_text
 
 #: Okabe & Ito (2008) colour-blind-safe colours, one per alliance pattern.
 PATTERN_COLORS = {
@@ -41,14 +43,126 @@ plt.rcParams.update({
 
 
 def save_figure(fig, name: str, folder=None) -> list:
-    """Write ``fig`` as ``name.png`` (300 dpi) and ``name.svg``, atomically, without dates."""
+    """Write ``fig`` as ``name.png`` (300 dpi) and ``name.svg``, atomically, without dates,
+    and the data it shows as ``name.data.csv`` (:func:`figure_data`)."""
     folder = folder or paths.FIGURES
     written = []
     for fmt, meta in (("png", {"Software": None}), ("svg", {"Date": None, "Creator": None})):
         buf = io.BytesIO()
         fig.savefig(buf, format=fmt, metadata=meta, bbox_inches="tight")
         written.append(atomic_write_bytes(folder / f"{name}.{fmt}", buf.getvalue()))
+    text = figure_data(fig).to_csv(index=False, float_format=FIGURE_DATA_FORMAT, lineterminator="\n")
+    written.append(atomic_write_text(folder / f"{name}.data.csv", text))
     return written
+
+
+#: Figure data keep 9 significant digits: data coordinates, not layout.
+FIGURE_DATA_FORMAT = "%.9g"
+FIGURE_DATA_COLUMNS = ["axes", "element", "kind", "label", "style", "point", "x", "y", "text"]
+
+
+def _colors(value) -> str:
+    """A colour or an array of colours as sorted unique hex codes (``none`` when empty)."""
+    from matplotlib.colors import to_hex, to_rgba_array
+
+    try:
+        rgba = to_rgba_array(value)
+    except (ValueError, TypeError):
+        return str(value)
+    return "/".join(sorted({to_hex(c, keep_alpha=True) for c in rgba})) or "none"
+
+
+def _style(artist) -> str:
+    """Colour, width, line style, marker and alpha of an artist: what a reader sees of it."""
+    parts = []
+    for attr in ("get_color", "get_facecolor", "get_edgecolor"):
+        if hasattr(artist, attr):
+            parts.append(f"{attr[4:]}={_colors(getattr(artist, attr)())}")
+    for attr in ("get_linewidth", "get_linestyle", "get_marker", "get_alpha"):
+        if hasattr(artist, attr):
+            value = getattr(artist, attr)()
+            if isinstance(value, (list, tuple, np.ndarray)):
+                value = "/".join(sorted({str(v) for v in np.ravel(np.asarray(value, dtype=object))}))
+            parts.append(f"{attr[4:]}={value}")
+    return " ".join(parts)
+
+
+def _points(artist) -> np.ndarray:
+    """The data coordinates an artist draws (n x 2), in the axes' data units."""
+    from matplotlib.collections import LineCollection, PathCollection, PolyCollection
+    from matplotlib.image import AxesImage
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
+
+    if isinstance(artist, Line2D):
+        return np.asarray(artist.get_xydata(), float).reshape(-1, 2)
+    if isinstance(artist, LineCollection):
+        segs = artist.get_segments()
+        return np.concatenate(segs).reshape(-1, 2) if len(segs) else np.empty((0, 2))
+    if isinstance(artist, PathCollection):
+        return np.asarray(artist.get_offsets(), float).reshape(-1, 2)
+    if isinstance(artist, PolyCollection):
+        paths = artist.get_paths()
+        return np.concatenate([p.vertices for p in paths]).reshape(-1, 2) if paths else np.empty((0, 2))
+    if isinstance(artist, Patch):
+        return artist.get_patch_transform().transform(artist.get_path().vertices).reshape(-1, 2)
+    if isinstance(artist, AxesImage):
+        values = np.asarray(artist.get_array(), float).ravel()  # row by row
+        return np.column_stack([np.arange(values.size), values])
+    return np.empty((0, 2))
+
+
+def figure_data(fig) -> pd.DataFrame:
+    """What a figure shows, as a tidy table: one row per plotted point and per text.
+
+    Every axes' lines, markers, bands, error bars, bars and images contribute their points in
+    data units (``x``, ``y``) with their label and style (colour, width, line style, marker);
+    titles, axis labels, tick labels, legend entries and annotations contribute their text;
+    axis limits are rows too. Written beside each saved figure, it is what ``make verify``
+    compares: two machines draw the same data with pixels that differ in their last bits.
+
+    Examples
+    --------
+    >>> fig, ax = plt.subplots()
+    >>> _ = ax.plot([1, 2], [3.5, 4.0], label="mean")
+    >>> _ = ax.set_title("N = 2")
+    >>> d = figure_data(fig)
+    >>> d.loc[d["kind"] == "Line2D", ["x", "y"]].to_numpy().tolist()
+    [[1.0, 3.5], [2.0, 4.0]]
+    >>> "N = 2" in set(d["text"])
+    True
+    >>> plt.close(fig)
+    """
+    fig.canvas.draw()  # tick labels and legend exist only once drawn
+    rows = []
+
+    def add(ax_i, element, kind, label="", style="", pts=None, text=""):
+        if pts is None or not len(pts):
+            rows.append([ax_i, element, kind, label, style, 0, np.nan, np.nan, text])
+        for k, (x, y) in enumerate(pts if pts is not None else []):
+            rows.append([ax_i, element, kind, label, style, k, x, y, text])
+
+    for t in (fig._suptitle, *fig.texts):
+        if t is not None and t.get_text():
+            add(-1, "figure", "text", text=t.get_text())
+    for ax_i, ax in enumerate(fig.axes):
+        artists = [*ax.lines, *ax.collections, *ax.patches, *ax.images]
+        for el, artist in enumerate(artists):
+            label = artist.get_label()
+            add(ax_i, el, type(artist).__name__, "" if label.startswith("_") else label, _style(artist),
+                _points(artist))
+        add(ax_i, "xlim", "limits", pts=[ax.get_xlim()])
+        add(ax_i, "ylim", "limits", pts=[ax.get_ylim()])
+        texts = [("title", ax.title), ("title", ax._left_title), ("title", ax._right_title),
+                 ("xlabel", ax.xaxis.label), ("ylabel", ax.yaxis.label)]
+        texts += [("xtick", t) for t in ax.get_xticklabels()] + [("ytick", t) for t in ax.get_yticklabels()]
+        texts += [("annotation", t) for t in ax.texts]
+        legend = ax.get_legend()
+        texts += [("legend", t) for t in (legend.get_texts() if legend else [])]
+        for element, t in texts:
+            if t.get_text():
+                add(ax_i, element, "text", text=t.get_text())
+    return pd.DataFrame(rows, columns=FIGURE_DATA_COLUMNS)
 
 
 def plot_missingness(miss: pd.DataFrame, *, caption: str = ""):

@@ -424,13 +424,14 @@ def _fit_checked(data, formula, groups, re_formula, reml, methods, polish, grad_
     fit = _build_fit(model, best, data, formula, groups, re_formula, reml, optimizer, grad,
                      attempts, boundary_tol, best.llf - ll_first)
     if grad < grad_tol:
-        fit.convergence = f"gradient {grad:.2g} < {grad_tol:g}"
+        # a bound, not the value: the gradient's digits at an optimum are machine noise
+        fit.convergence = f"max |gradient| < {1e-6 if grad < 1e-6 else grad_tol:g}"
     elif n_polish_ok >= 2 and polish_gain_late < ll_tol and grad < 10 * grad_tol:
         # Flat ridge (typically near a boundary): the gradient is small but above tolerance,
         # and restarting different optimisers from the estimate no longer raises the
         # log-likelihood, so the estimate is a numerical maximum.
         fit.convergence = (f"log-likelihood stable under {n_polish_ok} restarts (gain < "
-                           f"{ll_tol:g}); gradient {grad:.2g} above {grad_tol:g}")
+                           f"{ll_tol:g}); max |gradient| between {grad_tol:g} and {10 * grad_tol:g}")
         fit.notes.append(f"converged by log-likelihood stability: {fit.convergence}")
     else:
         fit.converged = False

@@ -193,7 +193,12 @@ def run(params=None, *, notebooks=None, only=None, output_root=None,
             else:
                 os.environ[k] = v
 
-    _finish_outputs(staging, executed, params)
+    kept = _finish_outputs(staging, executed, params, output_root)
+    if kept and progress:
+        print(f"kept {len(kept)} published file(s) that this run reproduced within tolerance "
+              "(numbers differ only in their last digits, e.g. another BLAS kernel):", file=sys.stderr)
+        for line in kept:
+            print(f"  ~ {line}", file=sys.stderr)
     _publish(staging, output_root)
     shutil.rmtree(staging, ignore_errors=True)
     if output_root.resolve() == paths.ROOT.resolve() and params == load_params():
@@ -211,24 +216,26 @@ def run(params=None, *, notebooks=None, only=None, output_root=None,
 REPORT_NOTEBOOK = "04_replication_report.ipynb"
 
 
-def _finish_outputs(staging: Path, executed: list[Path], params: dict) -> None:
-    """Steps after the notebooks: this run's executed copies stripped of run timestamps, the
-    static HTML report (when the report notebook ran) and the manifest of every generated
-    file (always, over the complete staged output tree)."""
+def _finish_outputs(staging: Path, executed: list[Path], params: dict, output_root: Path) -> list[str]:
+    """Steps after the notebooks: this run's executed copies normalised (no run timestamps,
+    streams merged), the static HTML report (when the report notebook ran), the published
+    files that show the same thing kept (:func:`helpers.manifest.reconcile`), and the manifest
+    of every generated file. Returns the lines naming the files kept."""
     import nbformat
 
-    from helpers import report
-    from helpers.notebook import strip_run_metadata
+    from helpers import manifest, report
+    from helpers.notebook import normalise_executed
     from helpers.tables import atomic_write_text
 
-    # Executed copies without the run's clock: byte-identical across runs, like every output.
     for path in executed:
-        nb = strip_run_metadata(nbformat.read(str(path), as_version=4))
+        nb = normalise_executed(nbformat.read(str(path), as_version=4))
         atomic_write_text(path, nbformat.writes(nb) + "\n")
     executed_report = staging / "results" / "notebooks" / REPORT_NOTEBOOK
     if executed_report in executed:
         report.export_html(executed_report, staging / "results" / "report.html")
-    report.write_manifest(staging, params)
+    kept = manifest.reconcile(staging, output_root)
+    manifest.write_manifest(staging, params, published_root=output_root)
+    return kept
 
 
 def _update_readme(output_root: Path) -> None:
@@ -240,18 +247,17 @@ def _update_readme(output_root: Path) -> None:
         print("README.md results section updated from this default run", file=sys.stderr)
 
 
-def verify(manifest=None, *, progress=True) -> list[str]:
-    """Re-run the default pipeline in a temporary folder and compare with the manifest.
+def verify(manifest=None, *, progress=True) -> list[tuple]:
+    """Re-run the default pipeline in a temporary folder and compare every generated file with
+    the committed one by its kind (``make verify``; :func:`helpers.manifest.verify_outputs`).
 
-    Returns the list of files that differ (empty = the committed outputs are what the code
-    produces). Used by ``make verify``.
+    Returns ``(path, kind, Comparison)`` per file.
     """
-    from helpers import report
+    from helpers import manifest as manifest_mod
 
-    manifest = Path(manifest or paths.ROOT / report.MANIFEST)
     with tempfile.TemporaryDirectory(prefix="replication-verify-") as tmp:
         run(load_params(), output_root=tmp, progress=progress)
-        return report.compare_with_manifest(manifest, tmp)
+        return manifest_mod.verify_outputs(tmp, paths.ROOT, manifest)
 
 
 def _make_staging(output_root: Path) -> Path:
@@ -369,20 +375,20 @@ def main(argv=None) -> int:
                         help="copy the executed notebooks over the committed ones")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--verify", action="store_true",
-                        help="re-run the default pipeline in a temporary folder and compare with "
-                             "results/manifest.json (make verify)")
+                        help="re-run the default pipeline in a temporary folder and compare every "
+                             "generated file with the committed one (make verify)")
     args = parser.parse_args(argv)
     if args.verify:
+        from helpers.manifest import format_verify
+
         try:
-            problems = verify(progress=not args.no_progress)
+            rows = verify(progress=not args.no_progress)
         except (PipelineError, FileNotFoundError) as exc:
             print(f"verify failed: {exc}", file=sys.stderr)
             return 1
-        for line in problems:
-            print(f"DIFFERS: {line}", file=sys.stderr)
-        print("verify: " + ("all generated files match results/manifest.json" if not problems
-                            else f"{len(problems)} file(s) differ from results/manifest.json"), file=sys.stderr)
-        return 1 if problems else 0
+        text, ok = format_verify(rows)
+        print(text, file=sys.stderr)
+        return 0 if ok else 1
     try:
         params = _absolute_data_paths(load_params(args.params, args.set))
         executed = run(params, notebooks=args.notebooks, only=args.only, output_root=args.output_root,

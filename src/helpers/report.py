@@ -13,18 +13,12 @@ to compare them (fixed before any number is seen) and the verdict. The rules:
   .05, and its 95% CI holds .45.
 
 Also: the README's results section (written between markers from the last default run, never
-by hand), the self-contained HTML export of the report notebook, and the manifest of every
-generated file that ``make verify`` checks.
+by hand) and the self-contained HTML export of the report notebook.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
-import platform
 import re
-import subprocess
-from importlib import metadata
 from pathlib import Path
 
 import numpy as np
@@ -229,102 +223,12 @@ def export_html(notebook, out) -> Path:
     import nbformat
     from nbconvert import HTMLExporter
 
-    from helpers.notebook import strip_run_metadata
+    from helpers.notebook import normalise_executed
 
-    nb = strip_run_metadata(nbformat.read(str(notebook), as_version=4))
+    nb = normalise_executed(nbformat.read(str(notebook), as_version=4))
     exporter = HTMLExporter(template_name="lab", exclude_input=True, exclude_input_prompt=True,
                             exclude_output_prompt=True, embed_images=True)
     body, _ = exporter.from_notebook_node(nb)
     body = re.sub(r'<script[^>]+src="https?://[^"]*"[^>]*>\s*</script>', "", body)
     body = re.sub(r"<script[^>]*>\s*require\.config\(.*?</script>", "", body, flags=re.S)
     return atomic_write_text(out, body)
-
-
-# ----------------------------------------------------------------------------- manifest
-#: Generated files; their bytes do not depend on the run, so ``make verify`` compares them all
-#: (executed notebooks are stored without papermill's run timestamps).
-DETERMINISTIC_DIRS = ("data/processed", "results/tables", "results/notebooks", "figures")
-DETERMINISTIC_FILES = ("results/report.html", "results/readme_results.md")
-#: Generated but run-dependent: listed with compared=false (none at present).
-VOLATILE_DIRS = ()
-MANIFEST = "results/manifest.json"
-
-
-def sha256(path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 16), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def generated_files(output_root) -> dict:
-    """``{relative path: {"sha256", "bytes", "compared"}}`` of every generated file."""
-    root = Path(output_root)
-    files = {}
-    for rel, compared in [(d, True) for d in DETERMINISTIC_DIRS] + [(d, False) for d in VOLATILE_DIRS]:
-        for p in sorted((root / rel).rglob("*")):
-            if p.is_file() and not p.name.startswith("."):
-                files[p.relative_to(root).as_posix()] = {"sha256": sha256(p), "bytes": p.stat().st_size,
-                                                         "compared": compared}
-    for rel in DETERMINISTIC_FILES:
-        p = root / rel
-        if p.is_file():
-            files[rel] = {"sha256": sha256(p), "bytes": p.stat().st_size, "compared": True}
-    return dict(sorted(files.items()))
-
-
-def _git_commit() -> str:
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=paths.ROOT, capture_output=True, text=True, check=True)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=paths.ROOT,
-                               capture_output=True, text=True, check=True).stdout.strip()
-        return out.stdout.strip() + ("-dirty" if dirty else "")
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown (not a git checkout)"
-
-
-def package_versions() -> dict:
-    """Installed version of every package pinned in requirements.lock (plus python)."""
-    from helpers import environment
-
-    versions = {"python": platform.python_version()}
-    for name in sorted(environment.read_lock()):
-        try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            versions[name] = "not installed"
-    return versions
-
-
-def write_manifest(output_root, params: dict) -> Path:
-    """``results/manifest.json``: every generated file with its sha256, the parameters, the
-    package versions, the git commit and the seed."""
-    manifest = {
-        "description": "Generated outputs of one run of `python -m helpers.pipeline`; `make verify` re-runs "
-                       "it in a temporary folder and compares the files marked compared=true.",
-        "git_commit": _git_commit(),
-        "seed": params.get("seed"),
-        "parameters": params,
-        "packages": package_versions(),
-        "files": generated_files(output_root),
-    }
-    return atomic_write_text(Path(output_root) / MANIFEST, json.dumps(manifest, indent=1, sort_keys=False) + "\n")
-
-
-def compare_with_manifest(manifest_path, output_root) -> list[str]:
-    """Files marked ``compared`` in the manifest whose bytes differ in ``output_root``
-    (or are missing there), and compared files present there but not in the manifest."""
-    recorded = json.loads(Path(manifest_path).read_text(encoding="utf-8"))["files"]
-    now = generated_files(output_root)
-    problems = []
-    for rel, info in recorded.items():
-        if not info["compared"]:
-            continue
-        if rel not in now:
-            problems.append(f"{rel}: missing from the re-run")
-        elif now[rel]["sha256"] != info["sha256"]:
-            problems.append(f"{rel}: differs (sha256 {now[rel]['sha256'][:12]} vs recorded {info['sha256'][:12]})")
-    problems += [f"{rel}: produced by the re-run but not in the manifest" for rel, info in now.items()
-                 if info["compared"] and rel not in recorded]
-    return problems
