@@ -194,7 +194,7 @@ def run(params=None, *, notebooks=None, only=None, output_root=None,
                 os.environ[k] = v
 
     kept = _finish_outputs(staging, executed, params, output_root)
-    if kept and progress:
+    if kept:
         print(f"kept {len(kept)} published file(s) that this run reproduced within tolerance "
               "(numbers differ only in their last digits, e.g. another BLAS kernel):", file=sys.stderr)
         for line in kept:

@@ -415,7 +415,12 @@ def _open_client(stack: ExitStack, scheduler, n_workers):
     cluster = stack.enter_context(LocalCluster(
         n_workers=n_workers, threads_per_worker=1, processes=True, dashboard_address=None,
         silence_logs=logging.WARNING))
-    return stack.enter_context(Client(cluster, set_as_default=False))
+    client = stack.enter_context(Client(cluster, set_as_default=False))
+    # Workers are retired before the scheduler closes (the stack unwinds last-in first-out):
+    # closing both at once races with the workers' heartbeat, which then logs a spurious
+    # "Failed to communicate with scheduler" traceback into the notebook on some runs.
+    stack.callback(lambda: client.retire_workers(close_workers=True))
+    return client
 
 
 class _NoBar:
