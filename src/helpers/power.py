@@ -410,6 +410,10 @@ def _open_client(stack: ExitStack, scheduler, n_workers):
     """A dask.distributed Client, its cluster closed by ``stack`` (LocalCluster only)."""
     from distributed import Client, LocalCluster
 
+    # Connection notices (INFO) of the client and of the worker processes, which inherit this
+    # setting through the environment, are housekeeping, not results; warnings still show.
+    logging.getLogger("distributed").setLevel(logging.WARNING)
+    os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "warning")
     if scheduler:
         return stack.enter_context(Client(scheduler, set_as_default=False, timeout="30s"))
     cluster = stack.enter_context(LocalCluster(
