@@ -106,7 +106,7 @@ def compare_numbers(a: str, b: str) -> tuple[bool, float]:
     x, y = float(a), float(b)
     diff = abs(x - y)
     scale = max(abs(x), abs(y))
-    rel = diff / scale if scale else 0.0
+    rel = diff / max(scale, ATOL / RTOL)  # numbers that should be zero are judged by ATOL
     if diff <= RTOL * scale + ATOL:
         return True, rel
     units = [u for u in (_unit_of_last_digit(a), _unit_of_last_digit(b)) if u is not None]
