@@ -264,18 +264,24 @@ def test_q3_optimum_is_the_dense_optimum():
 # an independent implementation: statsmodels MixedLM
 # --------------------------------------------------------------------------------------------
 def test_agrees_with_statsmodels_mixedlm():
-    """The project's checked statsmodels fit (helpers.growth.fit_mixed: several optimisers,
-    polishing, gradient-checked), an independent implementation, at looser tolerance."""
-    from helpers.growth import fit_mixed
+    """statsmodels' MixedLM, an independent implementation, at looser tolerance (its default
+    optimiser converges on sleepstudy; its own SEs come from a joint Hessian, so only the
+    estimates, variance components and log-likelihood are compared)."""
+    import warnings
 
-    d = model_data("default_growth")
-    f = fit("default_growth", True)
-    sm = fit_mixed(d, "pss_sr ~ " + GROWTH_FIXED, "participant_id", "1 + time",
-                   on_boundary="keep", warn=False)
-    np.testing.assert_allclose(f.fixed["estimate"], sm.fixed["estimate"], rtol=1e-4)
-    np.testing.assert_allclose(f.fixed["se"], sm.fixed["se"], rtol=1e-3)
-    np.testing.assert_allclose(f.random["vcov"], sm.random["vcov"], rtol=1e-3)
-    assert f.loglik == pytest.approx(sm.loglik, abs=1e-4)
+    from statsmodels.regression.mixed_linear_model import MixedLM
+
+    d = model_data("sleep_slope")
+    f = fit("sleep_slope", True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        res = MixedLM.from_formula("Reaction ~ Days", d, groups="Subject",
+                                   re_formula="~Days").fit(reml=True)
+    np.testing.assert_allclose(f.fixed["estimate"], res.fe_params, rtol=1e-5)
+    cov_re = np.asarray(res.cov_re)
+    np.testing.assert_allclose(f.random["vcov"][:3], cov_re[[0, 1, 0], [0, 1, 1]], rtol=1e-3)
+    np.testing.assert_allclose(f.sigma**2, res.scale, rtol=1e-4)
+    assert f.loglik == pytest.approx(res.llf, abs=1e-4)
 
 
 # --------------------------------------------------------------------------------------------

@@ -13,19 +13,25 @@ block-diagonal in the groups, so it reduces to
   over all groups (closed form for q = 1 and q = 2) and one ``p x p`` Cholesky solve.
 
 ``beta`` and ``sigma`` are profiled out, and the REML criterion (or ML deviance) is minimised
-over ``theta`` with L-BFGS-B and its analytic gradient, *without bounds*: the criterion
-depends on ``Lambda`` only through ``Lambda Lambda'``, so the signs of ``Lambda``'s columns
-are flipped afterwards to make its diagonal non-negative. Bounds (diagonal >= 0, as in lme4)
-make quasi-Newton and simplex optimisers stop at wrong points of singular fits, because the
-criterion depends on a diagonal entry only through its square and its derivative vanishes on
-the bound.
+over ``theta`` by BFGS with its analytic gradient (started from lme4's ``Lambda = I`` with a
+finite-difference Hessian), then polished by a Newton step with the Hessian that
+Satterthwaite needs anyway. The search is *unbounded*: the criterion depends on ``Lambda``
+only through ``Lambda Lambda'``, so the signs of ``Lambda``'s columns are flipped afterwards
+to make its diagonal non-negative. Bounds (diagonal >= 0, as in lme4) make quasi-Newton and
+simplex optimisers stop at wrong points of singular fits, because the criterion depends on a
+diagonal entry only through its square and its derivative vanishes on the bound.
+
+To keep the criterion's digits, the outcome is shifted by its OLS fit once (``y - X b_ols``;
+the model is unchanged, ``beta`` is shifted back): otherwise ``y'V^{-1}y`` dwarfs the
+penalised residual sum of squares it is subtracted from.
 
 Satterthwaite denominator degrees of freedom follow lmerTest (Kuznetsova et al. 2017): the
 variance parameters are ``(theta, sigma)``, their asymptotic covariance is twice the
 (pseudo-)inverse of the Hessian of the deviance ``-2 log L(theta, sigma)`` (REML or ML,
 ``beta`` profiled), and ``df = 2 V^2 / (g' A g)`` with ``V = l' cov(beta) l`` and ``g`` its
-gradient in ``(theta, sigma)``. Here ``g`` is analytic and the Hessian comes from central
-differences (with one Richardson extrapolation) of the analytic gradient.
+gradient in ``(theta, sigma)``. Here ``g`` is analytic, and the Hessian is analytic in
+``sigma`` and comes from central differences of the analytic gradient in ``theta`` (relative
+step 1e-3).
 """
 
 from __future__ import annotations
@@ -191,7 +197,8 @@ def fit_lmm(data, y, fixed, group, random="1", *, reml=True, missing="drop",
         Rows with a missing value in ``y``, a model column or ``group`` are dropped (the count
         is recorded in ``notes``), or raise ``ValueError``.
     satterthwaite : bool
-        Compute Satterthwaite df (the df, p and CI columns are NaN/normal-free otherwise).
+        Compute Satterthwaite df (otherwise df, p, ci_low and ci_high are NaN and
+        ``vcov_varpar``/``jac_cov_fe`` are None; it saves little: the Hessian is reused).
     conf_level : float
         Confidence level of ``ci_low``/``ci_high``.
     grad_tol : float
@@ -213,7 +220,9 @@ def fit_lmm(data, y, fixed, group, random="1", *, reml=True, missing="drop",
     Groups with a single row are kept (they inform the intercept variance), as in lme4. Fixed
     term names follow the project's tables (``"Intercept"``); the random table follows
     lme4 (``"(Intercept)"``). The fitted criterion, ``theta``, the estimates, their SEs and the
-    Satterthwaite df equal lme4 + lmerTest's at a tightly converged optimum.
+    Satterthwaite df equal lme4 + lmerTest's at a tightly converged optimum
+    (tests/test_lmm.py). Unlike ``helpers.growth.fit_mixed`` there is no boundary refit: a
+    singular fit is reported (``singular``) and kept, as lme4 does.
 
     References
     ----------
@@ -358,19 +367,18 @@ def _handle_missing(d, missing):
 
 
 def _design(d, terms, intercept, intercept_name):
-    cols, names = [], []
-    if intercept:
-        cols.append(np.ones(len(d)))
-        names.append(intercept_name)
+    used = list(dict.fromkeys(c for t in terms for c in t.split(":")))
+    for c in used:
+        if not (pd.api.types.is_numeric_dtype(d[c]) or pd.api.types.is_bool_dtype(d[c])):
+            raise ValueError(f"column {c!r} is not numeric: code it as 0/1 dummies")
+    values = d[used].to_numpy(float) if used else np.empty((len(d), 0))
+    pos = {c: i for i, c in enumerate(used)}
+    cols = [np.ones(len(d))] if intercept else []
     for term in terms:
-        parts = term.split(":")
-        for c in parts:
-            if not (pd.api.types.is_numeric_dtype(d[c]) or pd.api.types.is_bool_dtype(d[c])):
-                raise ValueError(f"column {c!r} is not numeric: code it as 0/1 dummies")
-        cols.append(np.prod([d[c].to_numpy(float) for c in parts], axis=0))
-        names.append(term)
+        cols.append(np.prod([values[:, pos[c]] for c in term.split(":")], axis=0))
     if not cols:
         raise ValueError("no terms: the model needs at least one column")
+    names = ([intercept_name] if intercept else []) + list(terms)
     return np.column_stack(cols), names
 
 
@@ -394,7 +402,10 @@ def _check_inputs(y, X, Z, codes, n_groups):
         # lme4's check.nobs.vs.nRE: the model would be unidentifiable
         raise ValueError(f"number of observations ({n}) <= number of random effects "
                          f"({n_groups * Z.shape[1]})")
-    if np.linalg.matrix_rank(X) < X.shape[1]:
+    # rank via the eigenvalues of X'X with unit-norm columns (cheaper than an SVD of X)
+    norms = np.sqrt(np.einsum("ij,ij->j", X, X))
+    xtx = (X.T @ X) / np.outer(norms, norms) if norms.all() else np.zeros((1, 1))
+    if np.linalg.eigvalsh(xtx)[0] < 1e-10:
         raise ValueError("the fixed-effects design is rank deficient")
 
 
@@ -421,12 +432,18 @@ def _bmm(A, B):
 
 def _const_left(C, A):
     """C A_g for a constant matrix C and per-group A (layout rows, cols, group)."""
-    return np.tensordot(C, A, axes=([1], [0]))
+    out = C[:, 0, None, None] * A[None, 0]
+    for k in range(1, C.shape[1]):
+        out = out + C[:, k, None, None] * A[None, k]
+    return out
 
 
 def _const_right(A, C):
     """A_g C for per-group A and a constant matrix C."""
-    return np.tensordot(A, C, axes=([1], [0])).transpose(0, 2, 1)
+    out = A[:, 0, None, :] * C[0][None, :, None]
+    for k in range(1, C.shape[0]):
+        out = out + A[:, k, None, :] * C[k][None, :, None]
+    return out
 
 
 class _Problem:
@@ -447,7 +464,8 @@ class _Problem:
         self.rows, self.cols = _tril_index(self.q)
         # Work with y - X beta_ols: the same model (beta shifted by beta_ols), but y'V^{-1}y no
         # longer dwarfs the penalised RSS, which would cost digits of the criterion.
-        self.beta0 = np.linalg.lstsq(X, y, rcond=None)[0]
+        xtx = X.T @ X
+        self.beta0 = np.linalg.solve(xtx, X.T @ y)  # any beta0 is exact; OLS keeps r2 large
         XY = np.column_stack([X, y - X @ self.beta0])
         # One pass over the rows: Z_r (x) [Z_r, X_r, y_r], summed by group.
         W = np.concatenate([Z, XY], axis=1)
@@ -460,6 +478,7 @@ class _Problem:
         self.ztxy = np.ascontiguousarray(per[:, self.q:])
         self.xytxy = XY.T @ XY
         self.sum_ztz = self.ztz.sum(axis=2)
+        self.ztz_flat = self.ztz.transpose(0, 2, 1).reshape(self.q * n_groups, self.q)
 
     def lam(self, theta):
         lam = np.zeros((self.q, self.q))
@@ -490,7 +509,7 @@ class _Problem:
         W = _const_left(lam, _const_right(ainv, lam.T))
         WXY = _bmm(W, self.ztxy)
         # [X y]' V^{-1} [X y]: one contraction over (random effect, group)
-        full = self.xytxy - np.tensordot(self.ztxy, WXY, axes=([0, 2], [0, 2]))
+        full = self.xytxy - np.matmul(self.ztxy, WXY.transpose(0, 2, 1)).sum(axis=0)
         S, r = full[:p, :p], full[:p, p]
         chol = np.linalg.cholesky(S)  # S = X'V^{-1}X = RX'RX
         beta = np.linalg.solve(S, r)  # on the shifted scale (minus beta0)
@@ -513,17 +532,18 @@ class _Problem:
         GW = _bmm(self.ztz, ev["W"])
         HY = self.ztxy - _bmm(GW, self.ztxy)  # Z_i'V_i^{-1}[X_i y_i]
         H = HY[:, :p]
-        s = HY[:, p] - np.tensordot(ev["beta"], H, axes=([0], [1]))
+        s = HY[:, p] - ev["beta"] @ H
         sinv = np.linalg.inv(ev["S"])
-        HS = np.tensordot(H, sinv, axes=([1], [0]))  # (q, G, p)
+        HS = np.matmul(sinv, H)  # S^{-1} H_i', (q, p, G)
         ev["H"], ev["sinv"] = H, sinv
-        ev["sum_p"] = self.sum_ztz - np.tensordot(GW, self.ztz, axes=([1, 2], [0, 2]))
-        ev["sum_hsh"] = np.tensordot(HS, H, axes=([1, 2], [2, 1]))
+        q, G = self.q, self.G
+        ev["sum_p"] = self.sum_ztz - GW.reshape(q, q * G) @ self.ztz_flat
+        ev["sum_hsh"] = HS.reshape(q, -1) @ H.reshape(q, -1).T
         ev["sum_ss"] = s @ s.T
 
     def w0(self, beta):
         """Z_i'(y_i - X_i beta) as (q, G) (``beta`` on the shifted scale)."""
-        return self.ztxy[:, self.p] - np.tensordot(beta, self.ztxy[:, :self.p], axes=([0], [1]))
+        return self.ztxy[:, self.p] - beta @ self.ztxy[:, :self.p]
 
     def criterion(self, ev):
         """Profiled REML criterion or ML deviance (lme4's ``REMLcrit`` / ``deviance``)."""
@@ -554,26 +574,29 @@ class _Problem:
 # optimisation
 # --------------------------------------------------------------------------------------------
 def _optimise(prob):
-    """Minimise the profiled criterion over unbounded theta, polish with Newton steps, then
+    """Minimise the profiled criterion over unbounded theta, polish with a Newton step, then
     make Lambda's diagonal >= 0 (flipping a column's sign leaves Lambda Lambda' unchanged).
 
-    Returns theta, the deviance Hessian in (theta, sigma) at (or within a negligible step
-    of) theta, and a record of the optimisation.
+    Returns theta, the deviance Hessian in (theta, sigma) at theta (for Satterthwaite), and a
+    record of the optimisation.
     """
-    res = optimize.minimize(prob.fun_and_grad, _lambda_start(prob.q), jac=True,
-                            method="BFGS", options={"gtol": 1e-3, "maxiter": 1000})
-    theta, nfev = res.x, int(res.nfev)
+    theta, _f, g, info = _bfgs(prob, _lambda_start(prob.q))
+    nfev = info["nfev"]
+    if not np.max(np.abs(g)) < GRAD_TOL:  # fallback: scipy's BFGS (Wolfe line search)
+        res = optimize.minimize(prob.fun_and_grad, theta, jac=True, method="BFGS",
+                                options={"gtol": 1e-6, "maxiter": 2000})
+        theta, nfev = res.x, nfev + int(res.nfev)
+        info["message"] = f"BFGS, then scipy BFGS ({res.message}), + Newton polish"
     hess = None
-    for _ in range(5):  # Newton polish; the last Hessian is reused by Satterthwaite
+    for _ in range(3):  # Newton polish; the last Hessian is reused by Satterthwaite
         ev = prob.evaluate(theta)
         crit, grad = prob.criterion(ev), prob.criterion_gradient(ev)
         sigma = np.sqrt(ev["r2"] / prob.nu)
         hess = _varpar_hessian(prob, theta, sigma, ev)
         nfev += 1 + 2 * len(theta)
-        if np.max(np.abs(grad)) < 1e-7:
-            break
         step = _newton_step(hess, grad)
-        if np.all(np.abs(step) <= 1e-10 * np.maximum(np.abs(theta), 1.0)):
+        if np.max(np.abs(grad)) < 1e-8 or np.all(
+                np.abs(step) <= 1e-9 * np.maximum(np.abs(theta), 1.0)):
             break
         new = theta - step
         nfev += 1
@@ -581,13 +604,68 @@ def _optimise(prob):
         if prob.criterion(prob.evaluate(new, gradient=False)) > crit + 1e-13 * abs(crit):
             break
         theta = new
+        if np.all(np.abs(step) <= 1e-6 * np.maximum(np.abs(theta), 1.0)):
+            break  # the Hessian moved by ~1e-6 relative at most: keep it
     lam = prob.lam(theta)
     flip = np.where(np.diag(lam) < 0, -1.0, 1.0)
     theta = (lam * flip[None, :])[prob.rows, prob.cols]
     # the Hessian of the flipped parameters: D H D with D = +-1 per theta entry (and sigma)
     d = np.append(flip[prob.cols], 1.0)
     hess = hess * np.outer(d, d)
-    return theta, hess, {"nit": int(res.nit), "nfev": nfev, "message": str(res.message)}
+    info["nfev"] = nfev
+    return theta, hess, info
+
+
+def _bfgs(prob, theta, maxiter=200):
+    """BFGS with Armijo backtracking, started with the inverse of a forward-difference Hessian.
+
+    A plain loop: the criterion costs ~0.1 ms, so scipy's line-search overhead would dominate.
+    Stops when the predicted decrease ``-g'd/2`` reaches the criterion's rounding noise.
+    """
+    k = len(theta)
+    f, g = prob.fun_and_grad(theta)
+    nfev = 1 + k
+    hinv = _initial_inverse_hessian(prob, theta, g)
+    for it in range(maxiter):
+        d = -hinv @ g
+        slope = g @ d
+        if slope >= 0:  # not a descent direction: restart from steepest descent
+            hinv = np.eye(k) / max(np.abs(g).max(), 1.0)
+            d, slope = -hinv @ g, -(g @ hinv @ g)
+        if -slope < 1e-13 * max(abs(f), 1.0):
+            break
+        t = 1.0
+        while True:
+            f_new, g_new = prob.fun_and_grad(theta + t * d)
+            nfev += 1
+            if (np.isfinite(f_new) and f_new <= f + 1e-4 * t * slope) or t < 1e-8:
+                break
+            # minimiser of the quadratic through f, slope and f_new, kept in [0.1t, 0.5t]
+            t = min(max(-slope * t * t / (2.0 * (f_new - f - slope * t)), 0.1 * t), 0.5 * t)
+        if not f_new <= f:
+            break  # no decrease even with a tiny step: at the noise floor
+        step, dg = t * d, g_new - g
+        sy = step @ dg
+        if sy > 1e-12 * np.linalg.norm(step) * np.linalg.norm(dg):
+            rho = 1.0 / sy
+            v = np.eye(k) - rho * np.outer(step, dg)
+            hinv = v @ hinv @ v.T + rho * np.outer(step, step)
+        theta, f, g = theta + step, f_new, g_new
+    return theta, f, g, {"nit": it + 1, "nfev": nfev, "message": "BFGS + Newton polish"}
+
+
+def _initial_inverse_hessian(prob, theta, g, h=1e-4):
+    k = len(theta)
+    hess = np.empty((k, k))
+    for j in range(k):
+        e = np.zeros(k)
+        e[j] = h
+        hess[:, j] = (prob.fun_and_grad(theta + e)[1] - g) / h
+    hess = (hess + hess.T) / 2.0
+    vals, vecs = np.linalg.eigh(hess)
+    # keep curvature positive and bounded so that the first steps stay reasonable
+    vals = np.maximum(np.abs(vals), 1e-3 * np.abs(vals).max() + 1e-8)
+    return (vecs / vals) @ vecs.T
 
 
 def _newton_step(hess, grad):
