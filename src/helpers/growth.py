@@ -425,7 +425,7 @@ def _fit_checked(data, formula, groups, re_formula, reml, methods, polish, grad_
                      attempts, boundary_tol, best.llf - ll_first)
     if grad < grad_tol:
         # a bound, not the value: the gradient's digits at an optimum are machine noise
-        fit.convergence = f"max |gradient| < {1e-6 if grad < 1e-6 else grad_tol:g}"
+        fit.convergence = f"max |gradient| < {grad_tol:g}"
     elif n_polish_ok >= 2 and polish_gain_late < ll_tol and grad < 10 * grad_tol:
         # Flat ridge (typically near a boundary): the gradient is small but above tolerance,
         # and restarting different optimisers from the estimate no longer raises the
