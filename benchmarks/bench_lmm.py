@@ -156,7 +156,7 @@ def to_markdown(table, repeats):
             f"| {r.dataset} | {r.n_obs} | {r.n_groups} | {1e3 * r.fit_lmm_s:.1f} | "
             f"{1e3 * r.lme4_lmer_s:.1f} | {1e3 * r.lmerTest_s:.1f} | {r.rscript_wall_s:.2f} | "
             f"{1e3 * r.statsmodels_s:.1f} | {r.ratio_vs_lme4:.2f} | {r.ratio_vs_lmerTest:.2f} | "
-            f"{r.ratio_vs_statsmodels:.2f} |")
+            f"{r.ratio_vs_statsmodels:.3f} |")
     lines += ["", "Log-likelihood at the estimate (same constant):", "",
               "| dataset | fit_lmm | lme4 (default control) | statsmodels (default fit) |",
               "|---|---:|---:|---:|"]
@@ -166,9 +166,13 @@ def to_markdown(table, repeats):
     import numpy
     import scipy
 
+    load = table.attrs.get("load", (np.nan, np.nan))
+
     lines += ["", (f"Machine: {platform.platform()}, {os.cpu_count()} CPUs, Python "
               f"{platform.python_version()}, numpy {numpy.__version__}, scipy "
-              f"{scipy.__version__}; R: {_r_version()}."), ""]
+              f"{scipy.__version__}; R: {_r_version()}."),
+              (f"1-minute load average before/after the run: {load[0]:.2f} / {load[1]:.2f} "
+              "(the machine is shared: timings above ~2 CPUs of load are noisy)."), ""]
     return "\n".join(lines)
 
 
@@ -186,7 +190,9 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=7)
     args = parser.parse_args(argv)
+    load_before = os.getloadavg()[0]
     table = run(args.repeats)
+    table.attrs["load"] = (load_before, os.getloadavg()[0])
     with pd.option_context("display.width", 200, "display.max_columns", 30):
         print(table.drop(columns=[c for c in table if c.startswith("loglik")]).to_string(
             index=False, float_format=lambda x: f"{x:.4g}"))
