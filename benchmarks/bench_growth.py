@@ -1,4 +1,4 @@
-"""Benchmark of ``helpers.models.fit_growth`` against lme4 (a script, not a test).
+"""Benchmark of ``helpers.growth.fit_growth`` against lme4 (a script, not a test).
 
 Times, on the simulated growth data of ``tests/reference/make_growth_input.py``:
 - ``fit_growth`` (REML, all default optimisers + polishing + checks),
@@ -34,8 +34,7 @@ from statsmodels.regression.mixed_linear_model import MixedLM
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from helpers import models  # noqa: E402
-from helpers.growth import growth_data  # noqa: E402
+from helpers import growth, mixed, models  # noqa: E402
 
 R_SCRIPT = r"""
 suppressPackageStartupMessages(library(lme4))
@@ -92,9 +91,9 @@ def run(repeats=3, sizes=((116, 10), (1160, 10)), seed=20131106):
             sessions, patterns = simulate_growth(n_part, n_ses, seed=seed)
             reps = repeats if n_part <= 200 else 1
             with warnings.catch_warnings():
-                warnings.simplefilter("ignore", models.MixedModelBoundaryWarning)
-                t_fit, fit = _time(lambda: models.fit_growth(sessions, patterns), reps)
-            d, _, _ = growth_data(sessions, patterns)
+                warnings.simplefilter("ignore", mixed.MixedModelBoundaryWarning)
+                t_fit, fit = _time(lambda: growth.fit_growth(sessions, patterns), reps)
+            d, _, _ = growth.growth_data(sessions, patterns)
 
             def plain():
                 with warnings.catch_warnings():
@@ -142,7 +141,7 @@ def _markdown(table, have_r, repeats):
         "`pss_sr ~ time * (repaired + unrepaired) + (1 + time | participant_id)`).\n"
         f"Median of {repeats} runs for the default trial, 1 run for the 10x one; "
         f"{os.cpu_count()} CPUs ({cpu}), Python {platform.python_version()}.\n\n"
-        "- `fit_growth_s`: `helpers.models.fit_growth` (5 optimisers + polishing + gradient "
+        "- `fit_growth_s`: `helpers.growth.fit_growth` (5 optimisers + polishing + gradient "
         "and boundary checks + lme4-style SEs).\n"
         "- `statsmodels_default_s`: one plain `MixedLM.fit()` (context only: it is the fit "
         "that can stop at a worse optimum).\n"

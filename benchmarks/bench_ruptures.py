@@ -36,7 +36,7 @@ from scipy import stats
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "src"))
 
-from helpers import ruptures  # noqa: E402
+from helpers import episodes, sudden  # noqa: E402
 
 EPS = 1e-9  # same rounding slack as the documented rule of detect_episodes
 
@@ -106,7 +106,7 @@ def _check_interval(pre_vals, post_vals, *, sign, cutoff, pct, crit3, crit3_adju
 def loop_sudden_changes(scores_wide, *, direction="decrease", cutoff, pct=0.25, crit3=True,
                         crit3_adjust=True, crit3_alpha=0.05, crit3_critical_value=2.776,
                         engine="lists"):
-    """Per-participant loop version of :func:`helpers.ruptures.sudden_changes`.
+    """Per-participant loop version of :func:`helpers.sudden.sudden_changes`.
 
     ``engine="iterrows"`` walks the rows with ``DataFrame.iterrows`` (the idiomatic pandas
     loop); ``"lists"`` converts the table to plain lists first.
@@ -143,7 +143,7 @@ def loop_detect_episodes(sessions, *, criterion="rci", cutoff=1.0, k=2.0, scale=
                          reliability=0.83, sd=None, repair_window=None, tolerance=0.0,
                          id_col="participant_id", session_col="session", score_col="alliance",
                          engine="lists", **sudden_kwargs):
-    """Per-participant loop version of :func:`helpers.ruptures.detect_episodes`.
+    """Per-participant loop version of :func:`helpers.episodes.detect_episodes`.
 
     ``engine``: how participants are split, ``"groupby"`` (pandas) or ``"lists"``.
     """
@@ -290,11 +290,11 @@ def run(sizes, loop_max, seed=20131106):
 
         for name, vec_fn, loop_fn, same in (
             ("detect_episodes (rci)",
-             lambda s=sessions: ruptures.detect_episodes(s),
+             lambda s=sessions: episodes.detect_episodes(s),
              lambda eng, s=sub_sessions: loop_detect_episodes(s, engine=eng),
              _same_episodes),
             ("sudden_changes",
-             lambda w=wide: ruptures.sudden_changes(w, **SUDDEN_KW),
+             lambda w=wide: sudden.sudden_changes(w, **SUDDEN_KW),
              lambda eng, w=sub_wide: loop_sudden_changes(
                  w, engine="iterrows" if eng == "groupby" else "lists", **SUDDEN_KW),
              _same_sudden),
@@ -308,10 +308,10 @@ def run(sizes, loop_max, seed=20131106):
             elif name.startswith("detect"):
                 # the RCI's SD comes from the whole sample: give the subsample the same SD
                 sd_full = float(out_vec.attrs["params"]["sd"])
-                agree = same(ruptures.detect_episodes(sub_sessions, sd=sd_full),
+                agree = same(episodes.detect_episodes(sub_sessions, sd=sd_full),
                              loop_detect_episodes(sub_sessions, sd=sd_full))
             else:
-                sub_vec = ruptures.sudden_changes(sub_wide, **SUDDEN_KW)
+                sub_vec = sudden.sudden_changes(sub_wide, **SUDDEN_KW)
                 agree = same(sub_vec, out_ls) and same(sub_vec, out_pd)
             mem_vec = peak_mb(vec_fn)
             mem_pd = peak_mb(lambda: loop_fn("groupby"))

@@ -42,6 +42,6 @@ def test_sensitivity_specificity_hand_worked():
     t = pd.DataFrame([[8, 2, 0], [1, 3, 1], [0, 0, 5]], index=labels, columns=labels)
     acc = agreement.pattern_accuracy(t).set_index("pattern")
     # repaired: TP 3 of 5 true repaired; TN = 20 - 5 (row) - 5 (column) + 3 = 13 of 15 others
-    assert acc.loc["repaired", ["sensitivity", "specificity"]].tolist() == pytest.approx([60.0, 100 * 13 / 15])
-    assert acc.loc["unrepaired", "sensitivity"] == 100
+    assert acc.loc["repaired", ["sensitivity", "specificity"]].tolist() == pytest.approx([0.6, 13 / 15])
+    assert acc.loc["unrepaired", "sensitivity"] == 1
     assert acc.loc["unrepaired", ["n_true", "n_other"]].tolist() == [5, 15]

@@ -18,7 +18,7 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from helpers import ruptures
+from helpers import episodes, sudden
 from helpers.contract import DataValidationError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -59,7 +59,7 @@ ABS1 = {"criterion": "absolute", "cutoff": 1.0}
 def test_clean_v():
     # 6, 6, 4.5, 5, 6, 6: drop 1.5 at session 3 (from session 2), back to 6 at session 5.
     s = long({"a": [6, 6, 4.5, 5, 6, 6]})
-    e = ruptures.detect_episodes(s, **ABS1)
+    e = episodes.detect_episodes(s, **ABS1)
     assert len(e) == 1
     row = e.iloc[0]
     assert (row.pre_session, row.rupture_session) == (2, 3)
@@ -67,7 +67,7 @@ def test_clean_v():
     assert row.threshold == 1.0
     assert row.repaired and row.repair_session == 5 and row.sessions_to_repair == 2
     assert not row.censored
-    p = ruptures.classify_participants(e, s)
+    p = episodes.classify_participants(e, s)
     assert p.iloc[0].pattern == "repaired"
     assert (p.iloc[0].n_ruptures, p.iloc[0].n_repaired, p.iloc[0].n_unrepaired) == (1, 1, 0)
     assert p.iloc[0].first_rupture_session == 3
@@ -76,32 +76,32 @@ def test_clean_v():
 def test_drop_that_never_returns():
     # 6, 6, 6, 4.5, 4.5, 5, 5, 5: rupture at 4, the series never gets back to 6.
     s = long({"a": [6, 6, 6, 4.5, 4.5, 5, 5, 5]})
-    e = ruptures.detect_episodes(s, **ABS1)
+    e = episodes.detect_episodes(s, **ABS1)
     assert e["rupture_session"].tolist() == [4]
     assert not e.iloc[0].repaired and pd.isna(e.iloc[0].repair_session)
     assert pd.isna(e.iloc[0].sessions_to_repair)
     assert not e.iloc[0].censored  # sessions 5-8 were observed: it could have repaired
-    assert ruptures.classify_participants(e, s).iloc[0].pattern == "unrepaired"
+    assert episodes.classify_participants(e, s).iloc[0].pattern == "unrepaired"
 
 
 def test_two_ruptures_one_repaired():
     # 6, 4.5, 6, 6, 4.5, 5, 5: rupture at 2 (repaired at 3), rupture at 5 (never back to 6).
     s = long({"a": [6, 4.5, 6, 6, 4.5, 5, 5]})
-    e = ruptures.detect_episodes(s, **ABS1)
+    e = episodes.detect_episodes(s, **ABS1)
     assert e["rupture_session"].tolist() == [2, 5]
     assert e["repaired"].tolist() == [True, False]
     assert e["repair_session"].tolist()[0] == 3
-    p = ruptures.classify_participants(e, s).iloc[0]
+    p = episodes.classify_participants(e, s).iloc[0]
     assert (p.n_ruptures, p.n_repaired, p.n_unrepaired, p.pattern) == (2, 1, 1, "unrepaired")
     assert p.first_rupture_session == 2
 
 
 def test_rupture_in_last_session_is_censored():
     s = long({"a": [6, 6, 6, 6, 6, 4.5]})
-    e = ruptures.detect_episodes(s, **ABS1)
+    e = episodes.detect_episodes(s, **ABS1)
     assert e["rupture_session"].tolist() == [6]
     assert not e.iloc[0].repaired and e.iloc[0].censored
-    assert ruptures.classify_participants(e, s).iloc[0].pattern == "unrepaired"
+    assert episodes.classify_participants(e, s).iloc[0].pattern == "unrepaired"
 
 
 def test_missing_sessions_before_inside_and_after():
@@ -110,48 +110,48 @@ def test_missing_sessions_before_inside_and_after():
     # 6 -> 4.5 = 1.5. Repair at session 8 (first observed >= 6), 3 sessions after the rupture.
     scores = [np.nan, 6, 6, np.nan, 4.5, 5, np.nan, 6, 6, np.nan]
     s = long({"a": scores})
-    e = ruptures.detect_episodes(s, **ABS1)
+    e = episodes.detect_episodes(s, **ABS1)
     assert len(e) == 1
     row = e.iloc[0]
     assert (row.pre_session, row.rupture_session, row["drop"]) == (3, 5, 1.5)
     assert (row.repair_session, row.sessions_to_repair) == (8, 3)
-    p = ruptures.classify_participants(e, s).iloc[0]
+    p = episodes.classify_participants(e, s).iloc[0]
     assert (p.n_sessions_observed, p.pattern) == (6, "repaired")
     # rows absent altogether are the same as rows with a missing score
-    e2 = ruptures.detect_episodes(s.dropna(subset=["alliance"]), **ABS1)
+    e2 = episodes.detect_episodes(s.dropna(subset=["alliance"]), **ABS1)
     pd.testing.assert_frame_equal(e.reset_index(drop=True), e2.reset_index(drop=True))
     # the session after the rupture missing, and a window of 1 session: nothing observed
     # inside the window -> not repaired and censored
     s3 = long({"a": [6, 6, 4.5, np.nan, 6, 6]})
-    e3 = ruptures.detect_episodes(s3, **ABS1, repair_window=1)
+    e3 = episodes.detect_episodes(s3, **ABS1, repair_window=1)
     assert not e3.iloc[0].repaired and e3.iloc[0].censored
     # window 2 reaches session 5 (6 >= 6): repaired
-    e4 = ruptures.detect_episodes(s3, **ABS1, repair_window=2)
+    e4 = episodes.detect_episodes(s3, **ABS1, repair_window=2)
     assert e4.iloc[0].repaired and e4.iloc[0].repair_session == 5
 
 
 def test_repair_window_observed_but_not_back():
     # 6, 4.5, 5, 6: with a window of 1 only session 3 (5 < 6) counts: not repaired, not censored
     s = long({"a": [6, 4.5, 5, 6]})
-    e = ruptures.detect_episodes(s, **ABS1, repair_window=1)
+    e = episodes.detect_episodes(s, **ABS1, repair_window=1)
     assert not e.iloc[0].repaired and not e.iloc[0].censored
-    assert ruptures.detect_episodes(s, **ABS1).iloc[0].repair_session == 4
+    assert episodes.detect_episodes(s, **ABS1).iloc[0].repair_session == 4
 
 
 def test_tolerance():
     # back to 5.8 after a drop from 6: repaired only when tolerance >= 0.2
     s = long({"a": [6, 4.5, 5.8, 5.8]})
-    assert not ruptures.detect_episodes(s, **ABS1).iloc[0].repaired
-    e = ruptures.detect_episodes(s, **ABS1, tolerance=0.25)
+    assert not episodes.detect_episodes(s, **ABS1).iloc[0].repaired
+    e = episodes.detect_episodes(s, **ABS1, tolerance=0.25)
     assert e.iloc[0].repaired and e.iloc[0].repair_session == 3
 
 
 def test_flat_series_has_no_rupture_under_any_criterion():
     s = long({"a": [5.0] * 10, "b": [4.0] * 10, "c": [6.0] * 10})
-    for name, kw in ruptures.presets().items():
-        e = ruptures.detect_episodes(s, **kw)
+    for name, kw in episodes.presets().items():
+        e = episodes.detect_episodes(s, **kw)
         assert e.empty, name
-        p = ruptures.classify_participants(e, s)
+        p = episodes.classify_participants(e, s)
         assert (p.pattern == "no_rupture").all(), name
 
 
@@ -159,11 +159,11 @@ def test_floor_and_ceiling():
     # from the ceiling (7) to the floor (1): drop 6; back to the ceiling at session 6
     s = long({"a": [7, 7, 7, 1, 1, 7, 7], "b": [7, 1, 1, 1, 1, 1, 1], "c": [7] * 7,
               "d": [1] * 7})
-    e = ruptures.detect_episodes(s, **ABS1)
+    e = episodes.detect_episodes(s, **ABS1)
     assert e["participant_id"].tolist() == ["a", "b"]
     assert e["drop"].tolist() == [6.0, 6.0]
     assert e["repair_session"].tolist()[0] == 6 and not e.iloc[1].repaired
-    p = ruptures.classify_participants(e, s).set_index("participant_id")["pattern"]
+    p = episodes.classify_participants(e, s).set_index("participant_id")["pattern"]
     assert p.to_dict() == {"a": "repaired", "b": "unrepaired", "c": "no_rupture",
                            "d": "no_rupture"}
 
@@ -172,16 +172,16 @@ def test_drop_of_exactly_the_threshold():
     # 6 -> 5 is exactly 1 point: a rupture; 6 -> 5.01 is not; 5.3 -> 4.3 (not exact in
     # binary floating point) still counts as exactly 1 point.
     s = long({"a": [6, 5, 6], "b": [6, 5.01, 6], "c": [5.3, 4.3, 5.3]})
-    e = ruptures.detect_episodes(s, **ABS1)
+    e = episodes.detect_episodes(s, **ABS1)
     assert e["participant_id"].tolist() == ["a", "c"]
-    e2 = ruptures.detect_episodes(s, criterion="absolute", cutoff=1.5)
+    e2 = episodes.detect_episodes(s, criterion="absolute", cutoff=1.5)
     assert e2.empty
 
 
 def test_consecutive_drops_are_two_ruptures():
     # 6 -> 5 -> 4 -> 5 -> 6: ruptures at 2 (pre 6) and 3 (pre 5); 3 repairs at 4, 2 at 5.
     s = long({"a": [6, 5, 4, 5, 6]})
-    e = ruptures.detect_episodes(s, **ABS1)
+    e = episodes.detect_episodes(s, **ABS1)
     assert e["rupture_session"].tolist() == [2, 3]
     assert e["pre_score"].tolist() == [6.0, 5.0]
     assert e["repair_session"].tolist() == [5, 4]
@@ -189,15 +189,15 @@ def test_consecutive_drops_are_two_ruptures():
 
 def test_insufficient_data_and_every_participant_listed():
     s = long({"a": [6, 4.5, 6, np.nan, np.nan, np.nan], "b": [5.0] * 6, "c": [6, 4.5, 6, 6, 6, 6]})
-    e = ruptures.detect_episodes(s, **ABS1)
-    p = ruptures.classify_participants(e, s, min_sessions=6).set_index("participant_id")
+    e = episodes.detect_episodes(s, **ABS1)
+    p = episodes.classify_participants(e, s, min_sessions=6).set_index("participant_id")
     assert p.loc["a", "pattern"] == "insufficient_data"
     assert p.loc["a", "n_sessions_observed"] == 3 and p.loc["a", "n_ruptures"] == 1
     assert p.loc["b", "pattern"] == "no_rupture" and pd.isna(p.loc["b", "first_rupture_session"])
     assert p.loc["c", "pattern"] == "repaired"
-    p3 = ruptures.classify_participants(e, s, min_sessions=3).set_index("participant_id")
+    p3 = episodes.classify_participants(e, s, min_sessions=3).set_index("participant_id")
     assert p3.loc["a", "pattern"] == "repaired"
-    assert list(ruptures.classify_participants(e, s).columns) == ruptures.PATTERN_COLUMNS
+    assert list(episodes.classify_participants(e, s).columns) == episodes.PATTERN_COLUMNS
     assert (p["criterion"] == "absolute").all()
 
 
@@ -209,13 +209,13 @@ def test_within_sd_misses_a_clean_step_that_rci_finds():
     # k = 2: threshold 2.108 > 2 -> nothing; k = 1: 1.054 <= 2 -> one unrepaired rupture.
     step = [6.0] * 5 + [4.0] * 5
     s = long({"a": step, "b": [5.0] * 10, "c": [7.0] * 10})
-    e2 = ruptures.detect_episodes(s, criterion="sd", k=2, scale="within")
+    e2 = episodes.detect_episodes(s, criterion="sd", k=2, scale="within")
     assert e2.empty
-    e1 = ruptures.detect_episodes(s, criterion="sd", k=1, scale="within")
+    e1 = episodes.detect_episodes(s, criterion="sd", k=1, scale="within")
     assert e1["rupture_session"].tolist() == [6]
     assert e1.iloc[0].threshold == pytest.approx(math.sqrt(10 / 9))
     # RCI with the SD of first scores (6, 5, 7) = 1: 1.96 * sqrt(2 * .17) = 1.142867 <= 2
-    er = ruptures.detect_episodes(s)  # default criterion
+    er = episodes.detect_episodes(s)  # default criterion
     assert er.iloc[0].threshold == pytest.approx(1.96 * math.sqrt(0.34))
     assert er["rupture_session"].tolist() == [6] and not er.iloc[0].repaired
     assert er.iloc[0].criterion == "rci"
@@ -227,27 +227,27 @@ def test_between_and_stricter_sd():
     # a's within SD: values 6,4,6,6 -> mean 5.5, SS = .25+2.25+.25+.25 = 3 -> sqrt(1) = 1.
     s = long({"a": [6, 4, 6, 6], "b": [5, 5, 5, 5]})
     between = math.sqrt(8 / 5)
-    e = ruptures.detect_episodes(s, criterion="sd", k=1, scale="between")
+    e = episodes.detect_episodes(s, criterion="sd", k=1, scale="between")
     assert e.iloc[0].threshold == pytest.approx(between)
     assert "between_sd=1.26491" in e.iloc[0].params
-    e = ruptures.detect_episodes(s, criterion="sd", k=1, scale="stricter")
+    e = episodes.detect_episodes(s, criterion="sd", k=1, scale="stricter")
     assert e.iloc[0].threshold == pytest.approx(between)  # max(1, 1.2649)
-    e = ruptures.detect_episodes(s, criterion="sd", k=1, scale="within")
+    e = episodes.detect_episodes(s, criterion="sd", k=1, scale="within")
     assert e.iloc[0].threshold == pytest.approx(1.0)
     # k = 2 stricter: 2.53 > 2 -> no rupture; k = 2 within: 2 >= 2 -> rupture
-    assert ruptures.detect_episodes(s, criterion="sd", k=2, scale="stricter").empty
-    assert len(ruptures.detect_episodes(s, criterion="sd", k=2, scale="within")) == 1
+    assert episodes.detect_episodes(s, criterion="sd", k=2, scale="stricter").empty
+    assert len(episodes.detect_episodes(s, criterion="sd", k=2, scale="within")) == 1
 
 
 def test_rci_uses_first_observed_score_and_given_sd():
     # first observed scores: a -> 5 (session 2, session 1 missing), b -> 6, c -> 7: SD 1.
     s = long({"a": [np.nan, 5, 3.8, 5], "b": [6, 6, 4.9, 6], "c": [7, 7, 7, 7]})
-    e = ruptures.detect_episodes(s, criterion="rci")
+    e = episodes.detect_episodes(s, criterion="rci")
     rci = 1.96 * math.sqrt(2 * (1 - 0.83))  # 1.142867
     assert rci == pytest.approx(1.142867, abs=1e-6)
     assert e["participant_id"].tolist() == ["a"]  # drop 1.2 >= 1.1429; b's 1.1 is not
     assert "sd_source=first_observed" in e.iloc[0].params
-    e = ruptures.detect_episodes(s, criterion="rci", sd=0.5, reliability=0.5)
+    e = episodes.detect_episodes(s, criterion="rci", sd=0.5, reliability=0.5)
     # 1.96 * 0.5 * 1 = 0.98: both drops count
     assert e["participant_id"].tolist() == ["a", "b"]
     assert e.iloc[0].threshold == pytest.approx(0.98)
@@ -258,17 +258,17 @@ def test_define_crit1_cutoff_matches_suddengains_readme():
     sg = pd.read_csv(SGDATA)
     sd = sg["bdi_s0"].std()
     assert sd == pytest.approx(6.396073, abs=1e-6)
-    out = ruptures.define_crit1_cutoff(sd, 0.931)
+    out = sudden.define_crit1_cutoff(sd, 0.931)
     assert out["standard_error_measurement"] == pytest.approx(1.680111, abs=1e-6)
     assert out["standard_error_difference"] == pytest.approx(2.376036, abs=1e-6)
     assert out["reliable_change_value"] == pytest.approx(4.65703, abs=1e-5)
-    out = ruptures.define_crit1_cutoff(10.5, 0.961)
+    out = sudden.define_crit1_cutoff(10.5, 0.961)
     assert out["standard_error_measurement"] == pytest.approx(2.073584, abs=1e-6)
     assert out["standard_error_difference"] == pytest.approx(2.93249, abs=1e-5)
     assert out["reliable_change_value"] == pytest.approx(5.747681, abs=1e-6)
-    assert ruptures.rci_threshold(10.5, 0.961) == out["reliable_change_value"]
+    assert sudden.rci_threshold(10.5, 0.961) == out["reliable_change_value"]
     with pytest.raises(ValueError, match="reliability"):
-        ruptures.define_crit1_cutoff(1.0, 1.0)
+        sudden.define_crit1_cutoff(1.0, 1.0)
 
 
 # --------------------------------------------------------------------------------------------
@@ -288,9 +288,9 @@ PUBLISHED_GAINS = ("1_3 1_7 3_8 4_3 5_3 5_8 9_3 10_2 10_4 12_3 13_3 13_8 14_2 18
 
 def test_suddengains_parity_bysg(sg_wide):
     assert sg_wide.shape == (43, 12)
-    c = ruptures.sudden_changes(sg_wide, direction="decrease", cutoff=7, pct=0.25, crit3=True,
+    c = sudden.sudden_changes(sg_wide, direction="decrease", cutoff=7, pct=0.25, crit3=True,
                                 crit3_adjust=True, crit3_alpha=0.05)
-    assert list(c.columns) == ruptures.SUDDEN_COLUMNS
+    assert list(c.columns) == sudden.SUDDEN_COLUMNS
     got = [f"{p}_{s}" for p, s in zip(c["participant_id"], c["pre_session"])]
     assert got == PUBLISHED_GAINS
     assert (c["post_session"] == c["pre_session"] + 1).all()
@@ -322,8 +322,8 @@ def test_suddengains_parity_bysg(sg_wide):
 
 
 def test_suddengains_parity_byperson(sg_wide):
-    c = ruptures.sudden_changes(sg_wide, cutoff=7)
-    bp = ruptures.byperson(c, sg_wide.index, select="first")
+    c = sudden.sudden_changes(sg_wide, cutoff=7)
+    bp = sudden.byperson(c, sg_wide.index, select="first")
     assert len(bp) == 43 and bp["participant_id"].tolist() == list(range(1, 44))
     has = bp[bp["n_changes"] > 0]
     # describe_sg(byperson): 15 people (34.88%), 8 with more than one, first gain
@@ -336,7 +336,7 @@ def test_suddengains_parity_byperson(sg_wide):
     assert bp["n_changes"].sum() == 24
     # first / last / largest / smallest for participant 40 (gains at 2, 5, 8)
     for sel in ("first", "last", "largest", "smallest"):
-        b = ruptures.byperson(c, select=sel).set_index("participant_id")
+        b = sudden.byperson(c, select=sel).set_index("participant_id")
         mine = c[c["participant_id"] == 40]
         if sel == "first":
             want = mine["pre_session"].min()
@@ -353,27 +353,27 @@ def test_suddengains_parity_byperson(sg_wide):
 def test_check_interval_example_and_increase():
     # suddengains' check_interval example: pre 32, 31, 33 -> post 5, 6, 7 is a gain
     w = pd.DataFrame([[32, 31, 33, 5, 6, 7]], index=["x"], columns=range(1, 7))
-    c = ruptures.sudden_changes(w, cutoff=7)
+    c = sudden.sudden_changes(w, cutoff=7)
     assert c["pre_session"].tolist() == [3] and c.iloc[0].magnitude == 28
     # only criterion 3
-    assert len(ruptures.sudden_changes(w, cutoff=None, pct=None)) == 1
+    assert len(sudden.sudden_changes(w, cutoff=None, pct=None)) == 1
     # increase: 10, 10, 10 -> 20, 21, 20: change 10 >= 7 and >= .25 * 10; crit 3 holds
     up = pd.DataFrame([[10, 10, 10, 20, 21, 20, 20]], index=["y"], columns=range(1, 8))
-    c = ruptures.sudden_changes(up, direction="increase", cutoff=7)
+    c = sudden.sudden_changes(up, direction="increase", cutoff=7)
     assert c["pre_session"].tolist() == [3]
     assert c.iloc[0].magnitude == 10 and c.iloc[0].reversal_value == 15
     assert not c.iloc[0].reversed
-    assert ruptures.sudden_changes(up, direction="decrease", cutoff=7).empty
+    assert sudden.sudden_changes(up, direction="decrease", cutoff=7).empty
     # the relative criterion is mirrored: 20 -> 24 is +20% < 25%: not a sudden increase
     small = pd.DataFrame([[20, 20, 20, 24, 24, 24]], index=["z"], columns=range(1, 7))
-    assert ruptures.sudden_changes(small, direction="increase", cutoff=3).empty
-    assert len(ruptures.sudden_changes(small, direction="increase", cutoff=3, pct=0.2)) == 1
+    assert sudden.sudden_changes(small, direction="increase", cutoff=3).empty
+    assert len(sudden.sudden_changes(small, direction="increase", cutoff=3, pct=0.2)) == 1
 
 
 def test_sudden_criterion_in_detect_episodes():
     # 6,6,6,3,3,3,6,6: a drop of 3 at 3 -> 4 (pre sessions 1..3 vs 4..6); repaired at 7.
     s = long({"a": [6, 6, 6, 3, 3, 3, 6, 6], "b": [5] * 8, "c": [6.5] * 8})
-    e = ruptures.detect_episodes(s, criterion="sudden")
+    e = episodes.detect_episodes(s, criterion="sudden")
     assert e["rupture_session"].tolist() == [4]
     assert e.iloc[0].repair_session == 7
     # threshold = the RCI from the first scores (6, 5, 6.5): SD .7638 -> 0.8730
@@ -387,21 +387,21 @@ def test_sudden_criterion_in_detect_episodes():
 # --------------------------------------------------------------------------------------------
 def test_empty_result_has_columns_and_dtypes():
     s = long({"a": [5.0] * 6, "b": [6.0] * 6})
-    empty = ruptures.detect_episodes(s, **ABS1)
-    full = ruptures.detect_episodes(long({"a": [6, 4.5, 6], "b": [6, 6, 6]}), **ABS1)
-    assert list(empty.columns) == ruptures.EPISODE_COLUMNS == list(full.columns)
+    empty = episodes.detect_episodes(s, **ABS1)
+    full = episodes.detect_episodes(long({"a": [6, 4.5, 6], "b": [6, 6, 6]}), **ABS1)
+    assert list(empty.columns) == episodes.EPISODE_COLUMNS == list(full.columns)
     assert empty.dtypes.to_dict() == full.dtypes.to_dict()
     assert str(full["repair_session"].dtype) == "Int64"
     assert full["repaired"].dtype == bool and full["censored"].dtype == bool
-    c = ruptures.sudden_changes(pd.DataFrame([[5.0] * 6], columns=range(1, 7)), cutoff=1)
-    assert c.empty and list(c.columns) == ruptures.SUDDEN_COLUMNS
-    p = ruptures.classify_participants(empty, s)
+    c = sudden.sudden_changes(pd.DataFrame([[5.0] * 6], columns=range(1, 7)), cutoff=1)
+    assert c.empty and list(c.columns) == sudden.SUDDEN_COLUMNS
+    p = episodes.classify_participants(empty, s)
     assert (p["criterion"] == "absolute").all()  # taken from the episode table's attrs
 
 
 def test_params_recorded():
     s = long({"a": [6, 4.5, 6]})
-    e = ruptures.detect_episodes(s, criterion="absolute", cutoff=1.0, repair_window=2,
+    e = episodes.detect_episodes(s, criterion="absolute", cutoff=1.0, repair_window=2,
                                  tolerance=0.1)
     assert e.iloc[0].params == "cutoff=1;repair_window=2;tolerance=0.1"
     assert e.attrs["params"]["repair_window"] == 2
@@ -424,52 +424,52 @@ def test_params_recorded():
 def test_invalid_arguments(kwargs, match):
     s = long({"a": [6, 4.5, 6], "b": [5, 5, 5]})
     with pytest.raises(ValueError, match=match):
-        ruptures.detect_episodes(s, **kwargs)
+        episodes.detect_episodes(s, **kwargs)
 
 
 def test_invalid_data():
     s = long({"a": [6, 4.5, 6]})
     dup = pd.concat([s, s.iloc[[1]]], ignore_index=True)
     with pytest.raises(DataValidationError, match="once"):
-        ruptures.detect_episodes(dup)
+        episodes.detect_episodes(dup)
     with pytest.raises(DataValidationError, match="missing"):
-        ruptures.detect_episodes(s.drop(columns="alliance"))
+        episodes.detect_episodes(s.drop(columns="alliance"))
     with pytest.raises(DataValidationError, match="whole number"):
-        ruptures.detect_episodes(s.assign(session=[1.0, 1.5, 2.0]))
+        episodes.detect_episodes(s.assign(session=[1.0, 1.5, 2.0]))
     with pytest.raises(DataValidationError, match="numeric"):
-        ruptures.detect_episodes(s.assign(alliance=["6", "4", "6"]))
+        episodes.detect_episodes(s.assign(alliance=["6", "4", "6"]))
     with pytest.raises(TypeError, match="unexpected keyword"):
-        ruptures.detect_episodes(s, criterion="sudden", bogus=1)
+        episodes.detect_episodes(s, criterion="sudden", bogus=1)
     with pytest.raises(ValueError, match="direction"):
-        ruptures.sudden_changes(pd.DataFrame([[1.0] * 5]), direction="down", cutoff=1)
+        sudden.sudden_changes(pd.DataFrame([[1.0] * 5]), direction="down", cutoff=1)
     with pytest.raises(ValueError, match="at least one"):
-        ruptures.sudden_changes(pd.DataFrame([[1.0] * 5]), cutoff=None, pct=None, crit3=False)
+        sudden.sudden_changes(pd.DataFrame([[1.0] * 5]), cutoff=None, pct=None, crit3=False)
 
 
 def test_warnings_recorded():
     s = long({"a": [6, 4, 6], "b": [5, 5, 5]})
     with pytest.warns(UserWarning, match="at least 4 sessions"):
-        e = ruptures.detect_episodes(s, criterion="sudden")
+        e = episodes.detect_episodes(s, criterion="sudden")
     assert e.empty and "at least 4 sessions" in e.attrs["warnings"][0]
     one = long({"a": [6, 4]})
     with pytest.warns(UserWarning, match="between-client SD is undefined"):
-        e = ruptures.detect_episodes(one, criterion="sd", scale="between")
+        e = episodes.detect_episodes(one, criterion="sd", scale="between")
     assert e.empty and e.attrs["warnings"]
     with pytest.warns(UserWarning, match="no sudden change can be found"):
-        ruptures.sudden_changes(pd.DataFrame([[1.0, 2.0, 3.0]]), cutoff=1)
+        sudden.sudden_changes(pd.DataFrame([[1.0, 2.0, 3.0]]), cutoff=1)
 
 
 def test_presets():
-    p = ruptures.presets()
+    p = episodes.presets()
     assert set(p) == {"absolute_1", "sd_k1_within", "sd_k1_between", "sd_k1_stricter",
                       "sd_k2_within", "sd_k2_between", "sd_k2_stricter", "rci", "sudden"}
-    assert ruptures.DEFAULT_CRITERION == "rci" == p["rci"]["criterion"]
+    assert episodes.DEFAULT_CRITERION == "rci" == p["rci"]["criterion"]
     assert p["rci"]["reliability"] == 0.83 and p["absolute_1"]["cutoff"] == 1.0
     p["rci"]["reliability"] = 0.5
-    assert ruptures.presets()["rci"]["reliability"] == 0.83  # a fresh copy each call
+    assert episodes.presets()["rci"]["reliability"] == 0.83  # a fresh copy each call
     s = long({"a": [6, 6, 6, 3, 3, 3, 6, 6], "b": [5, 5, 5, 5, 4, 5, 5, 5], "c": [6.5] * 8})
     for name, kw in p.items():
-        e = ruptures.detect_episodes(s, **kw)
+        e = episodes.detect_episodes(s, **kw)
         assert (e["criterion"] == kw["criterion"]).all(), name
 
 
@@ -499,7 +499,7 @@ def criterion_kwargs():
     return st.one_of(
         st.builds(dict, criterion=st.just("absolute"), cutoff=st.sampled_from([0.5, 1.0, 1.5])),
         st.builds(dict, criterion=st.just("sd"), k=st.sampled_from([1.0, 2.0]),
-                  scale=st.sampled_from(ruptures.SD_SCALES)),
+                  scale=st.sampled_from(episodes.SD_SCALES)),
         st.builds(dict, criterion=st.just("rci"), reliability=st.sampled_from([0.5, 0.83]),
                   sd=st.sampled_from([None, None, 0.75])),
     ).flatmap(lambda kw: st.builds(
@@ -536,8 +536,8 @@ def edge_warnings(fn):
 @given(s=panels(), kw=criterion_kwargs(), shift=st.sampled_from([-2.0, -0.75, 0.5, 3.0]))
 def test_adding_a_constant_changes_nothing(s, kw, shift):
     assume(_enough_first_scores(s, kw))
-    a = ruptures.detect_episodes(s, **kw)
-    b = ruptures.detect_episodes(s.assign(alliance=s["alliance"] + shift), **kw)
+    a = episodes.detect_episodes(s, **kw)
+    b = episodes.detect_episodes(s.assign(alliance=s["alliance"] + shift), **kw)
     cols = ["participant_id", "pre_session", "rupture_session", "repaired", "repair_session",
             "censored"]
     pd.testing.assert_frame_equal(a[cols], b[cols])
@@ -551,11 +551,11 @@ def test_adding_a_constant_changes_nothing(s, kw, shift):
 def test_reordering_participants_changes_nothing(s, kw, seed):
     assume(_enough_first_scores(s, kw))
     shuffled = s.sample(frac=1, random_state=seed).reset_index(drop=True)
-    a = ruptures.detect_episodes(s, **kw)
-    b = ruptures.detect_episodes(shuffled, **kw)
+    a = episodes.detect_episodes(s, **kw)
+    b = episodes.detect_episodes(shuffled, **kw)
     pd.testing.assert_frame_equal(a, b)
-    pa = ruptures.classify_participants(a, s)
-    pb = ruptures.classify_participants(b, shuffled)
+    pa = episodes.classify_participants(a, s)
+    pb = episodes.classify_participants(b, shuffled)
     pd.testing.assert_frame_equal(pa, pb)
 
 
@@ -567,8 +567,8 @@ def test_series_that_never_drops_has_no_rupture(s, kw):
     s = s.sort_values(["participant_id", "session"]).copy()
     s["alliance"] = s.groupby("participant_id")["alliance"].cummax()
     assume(_enough_first_scores(s, kw))
-    assert ruptures.detect_episodes(s, **kw).empty
-    assert ruptures.detect_episodes(s, criterion="sudden", sd=0.5).empty
+    assert episodes.detect_episodes(s, **kw).empty
+    assert episodes.detect_episodes(s, criterion="sudden", sd=0.5).empty
 
 
 @edge_warnings
@@ -576,7 +576,7 @@ def test_series_that_never_drops_has_no_rupture(s, kw):
 @given(s=panels(), kw=criterion_kwargs())
 def test_repair_comes_after_rupture(s, kw):
     assume(_enough_first_scores(s, kw))
-    e = ruptures.detect_episodes(s, **kw)
+    e = episodes.detect_episodes(s, **kw)
     rep = e[e["repaired"]]
     assert (rep["repair_session"] > rep["rupture_session"]).all()
     assert (rep["sessions_to_repair"] >= 1).all()
@@ -592,7 +592,7 @@ def test_repair_comes_after_rupture(s, kw):
 
 
 def _compare_with_loop(s, kw):
-    vec = ruptures.detect_episodes(s, **kw)
+    vec = episodes.detect_episodes(s, **kw)
     loop = REF.loop_detect_episodes(s, **kw)
     assert len(vec) == len(loop)
     v = vec[KEY].reset_index(drop=True)
@@ -643,15 +643,8 @@ def test_sudden_changes_equals_loop_oracle(data, direction, cutoff, pct, crit3, 
     wide = pd.DataFrame(np.array(cells, dtype=float).reshape(n, T),
                         index=[f"q{i}" for i in range(n)], columns=range(1, T + 1))
     kw = dict(direction=direction, cutoff=cutoff, pct=pct, crit3=crit3, crit3_adjust=adjust)
-    vec = ruptures.sudden_changes(wide, **kw)
+    vec = sudden.sudden_changes(wide, **kw)
     loop = REF.loop_sudden_changes(wide, **kw)
     cols = ["participant_id", "pre_session", "post_session", "reversed"]
     assert vec[cols].astype(str).values.tolist() == loop[cols].astype(str).values.tolist()
     np.testing.assert_array_equal(vec["magnitude"].to_numpy(), loop["magnitude"].to_numpy())
-
-
-def test_docstring_examples():
-    import doctest
-
-    result = doctest.testmod(ruptures, optionflags=doctest.NORMALIZE_WHITESPACE)
-    assert result.attempted >= 10 and result.failed == 0

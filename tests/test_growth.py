@@ -17,8 +17,7 @@ import pytest
 from scipy import stats
 from statsmodels.regression.mixed_linear_model import MixedLM
 
-from helpers import models
-from helpers.growth import growth_data
+from helpers import growth, mixed, models
 
 HERE = Path(__file__).parent
 REFERENCE = HERE / "reference"
@@ -74,7 +73,7 @@ def sleepstudy():
 @pytest.mark.parametrize("case", list(SLEEPSTUDY_LME4))
 def test_sleepstudy_matches_lme4(sleepstudy, case):
     ref = SLEEPSTUDY_LME4[case]
-    fit = models.fit_mixed(sleepstudy, "Reaction ~ Days", "Subject", ref["re"],
+    fit = mixed.fit_mixed(sleepstudy, "Reaction ~ Days", "Subject", ref["re"],
                            reml=ref["reml"])
     assert fit.converged and not fit.singular
     assert fit.n_obs == 180 and fit.n_groups == 18
@@ -94,8 +93,8 @@ def test_sleepstudy_matches_lme4(sleepstudy, case):
 def test_nonconvergence_is_an_error(sleepstudy):
     # Nelder-Mead alone from statsmodels' start wanders off to an infinite log-likelihood on
     # sleepstudy; without polishing nothing is acceptable and the fit must raise.
-    with pytest.raises(models.MixedModelConvergenceError, match="no optimiser"):
-        models.fit_mixed(sleepstudy, "Reaction ~ Days", "Subject", "1 + Days",
+    with pytest.raises(mixed.MixedModelConvergenceError, match="no optimiser"):
+        mixed.fit_mixed(sleepstudy, "Reaction ~ Days", "Subject", "1 + Days",
                          methods=("nm",), polish=False)
 
 
@@ -129,7 +128,7 @@ def lme4_growth(reference_set):
 
 @pytest.fixture(scope="module")
 def growth_fit(growth_input):
-    return models.fit_growth(*growth_input)
+    return growth.fit_growth(*growth_input)
 
 
 def test_growth_fixed_effects_match_lme4(growth_fit, lme4_growth):
@@ -159,9 +158,10 @@ def test_growth_fit_info_matches_lme4(growth_fit, lme4_growth):
     assert any("time = session - 5.5" in n for n in growth_fit.notes)
 
 
+@pytest.mark.slow  # several mixed-model refits
 def test_lrt_interaction_matches_lme4_anova(growth_input, lme4_growth):
     ref = lme4_growth["lrt"]["estimate"]
-    lrt = models.lrt_interaction(*growth_input).set_index("model")
+    lrt = growth.lrt_interaction(*growth_input).set_index("model")
     assert lrt.loc["reduced", "loglik"] == pytest.approx(ref["loglik_reduced"], rel=1e-6)
     assert lrt.loc["full", "loglik"] == pytest.approx(ref["loglik_full"], rel=1e-6)
     assert lrt.loc["full", "chi2"] == pytest.approx(ref["chi2"], rel=1e-3)
@@ -175,8 +175,9 @@ def test_lrt_interaction_matches_lme4_anova(growth_input, lme4_growth):
 # --------------------------------------------------------------------------------------------
 # time coding, predictions
 # --------------------------------------------------------------------------------------------
+@pytest.mark.slow  # several mixed-model refits
 def test_fixed_at_equals_refit_with_other_centre(growth_input, growth_fit):
-    refit = models.fit_growth(*growth_input, time_center=1)
+    refit = growth.fit_growth(*growth_input, time_center=1)
     mapped = growth_fit.fixed_at(1).set_index("term")
     want = refit.fixed.set_index("term")
     np.testing.assert_allclose(mapped["estimate"], want["estimate"], rtol=1e-4, atol=1e-6)
@@ -211,25 +212,26 @@ def test_predicted_trajectories(growth_fit):
 # --------------------------------------------------------------------------------------------
 # boundary handling
 # --------------------------------------------------------------------------------------------
+@pytest.mark.slow  # several mixed-model refits
 def test_boundary_fit_is_simplified_with_a_note():
     # No true slope variance; with this seed the random-slope fit ends at a correlation of 1.
     sessions, patterns = simulate_growth(30, 6, seed=1, sd1=0.0)
-    with pytest.warns(models.MixedModelBoundaryWarning, match="refitted"):
-        fit = models.fit_growth(sessions, patterns)
+    with pytest.warns(mixed.MixedModelBoundaryWarning, match="refitted"):
+        fit = growth.fit_growth(sessions, patterns)
     assert fit.re_formula == "1"
     assert fit.boundary_fit is not None and fit.boundary_fit.singular
     assert "boundary (singular) fit" in fit.notes[0]
     assert list(fit.random["component"]) == ["var(Intercept)", "residual"]
     assert fit.converged
     # kept as is on request, still warned and noted
-    with pytest.warns(models.MixedModelBoundaryWarning, match="kept as is"):
-        kept = models.fit_growth(sessions, patterns, on_boundary="keep")
+    with pytest.warns(mixed.MixedModelBoundaryWarning, match="kept as is"):
+        kept = growth.fit_growth(sessions, patterns, on_boundary="keep")
     assert kept.singular and kept.re_formula == "1 + time"
 
 
 def test_growth_uses_only_classifiable_participants(growth_input):
     sessions, patterns = growth_input
-    d, center, n_missing = growth_data(sessions, patterns)
+    d, center, n_missing = growth.growth_data(sessions, patterns)
     assert set(d["pattern"]) == {"no_rupture", "repaired", "unrepaired"}
     assert center == 5.5
     assert d["pss_sr"].notna().all() and n_missing > 0
@@ -272,12 +274,12 @@ def test_convergence_stress_never_worse_than_statsmodels_default():
     for seed in range(50):
         sessions, patterns = simulate_growth(20, 6, seed=1000 + seed)
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore", models.MixedModelBoundaryWarning)
-            fit = models.fit_growth(sessions, patterns)
+            warnings.simplefilter("ignore", mixed.MixedModelBoundaryWarning)
+            fit = growth.fit_growth(sessions, patterns)
         assert fit.converged
         full = fit.boundary_fit if fit.boundary_fit is not None else fit
         n_boundary += fit.boundary_fit is not None
-        d, _, _ = growth_data(sessions, patterns)
+        d, _, _ = growth.growth_data(sessions, patterns)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the default fit's warnings are what we test
             default = MixedLM.from_formula(full.formula, d, groups=d["participant_id"],
@@ -291,10 +293,10 @@ def test_convergence_stress_never_worse_than_statsmodels_default():
 def test_default_run_reference_input_is_what_the_current_code_produces():
     # The lme4 table for the default run is only a parity check of *this* code's default
     # dataset if its input is still what simulate + the default rupture criterion give.
-    from helpers import ruptures, simulate
+    from helpers import episodes, simulate
 
     trial = simulate.simulate_trial(seed=20131106)
-    pats = ruptures.classify_participants(ruptures.detect_episodes(trial.sessions), trial.sessions)
+    pats = episodes.classify_participants(episodes.detect_episodes(trial.sessions), trial.sessions)
     now = trial.sessions[["participant_id", "session", "pss_sr"]].merge(pats[["participant_id", "pattern"]])
     ref = pd.read_csv(REFERENCE / "default_growth_input.csv", dtype={"participant_id": str})
     pd.testing.assert_frame_equal(now.reset_index(drop=True), ref, check_dtype=False)

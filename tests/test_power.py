@@ -1,7 +1,7 @@
-"""Tests of the power study (helpers.power, helpers.power_summary).
+"""Tests of the power study (helpers.power, helpers.power_summary, helpers.study).
 
-Independent checks: seeds against numpy's own SeedSequence.spawn; the lean regression and
-agreement statistics against statsmodels / helpers.models / helpers.agreement; the
+Independent checks: seeds against numpy's own SeedSequence.spawn; the lean agreement
+statistics against helpers.agreement (the lean regression: tests/test_ols.py); the
 performance measures on a hand-worked table and on a fake replication with a known normal
 distribution (exact bias, coverage and power); N for 80% power on an exact normal power
 curve. Dask: 1 vs 2 local workers give byte-identical tables, a real external cluster
@@ -17,17 +17,16 @@ import random
 import subprocess
 import sys
 import time
-import warnings
 from pathlib import Path
 
 import cloudpickle
 import numpy as np
 import pandas as pd
 import pytest
-import statsmodels.api as sm
 from scipy import stats
 
-from helpers import agreement, models, power, power_summary, ruptures, simulate
+from helpers import agreement, episodes, power, power_summary, simulate
+from helpers.study import run_study
 from helpers.tables import write_table
 
 # The fake replication functions below run on Dask workers, which cannot import this test
@@ -66,34 +65,10 @@ def test_replication_seed_is_the_spawned_child_and_independent_of_order():
 
 
 # ------------------------------------------------------------------------ lean statistics
-@pytest.mark.parametrize("seed", [1, 2, 3])
-def test_lean_ols_matches_models_outcome_regression_and_statsmodels_hc3(seed):
-    trial = simulate.simulate_trial(116, 10, seed=seed)
-    pats = ruptures.classify_participants(ruptures.detect_episodes(trial.sessions), trial.sessions)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        ref = models.outcome_regression(pats, trial.participants, models=("A",))
-    ref = ref[ref["term"] == "unrepaired"].iloc[0]
-    d, _ = models.regression_data(pats, trial.participants)
-    lean = power.ols_unrepaired(d["post"], d["pre"], d["unrepaired"])
-    for key in ("b", "se", "p", "beta", "beta_ci_low", "beta_ci_high"):
-        assert lean[key] == pytest.approx(ref[key], rel=1e-9, abs=1e-12), key
-    assert lean["n"] == ref["n"] and lean["df"] == ref["df"]
-    assert (lean["b_ci_low"], lean["b_ci_high"]) == pytest.approx((ref["ci_low"], ref["ci_high"]), rel=1e-9)
-    hc3 = sm.OLS(d["post"].to_numpy(), sm.add_constant(d[["pre", "unrepaired"]].to_numpy())).fit(cov_type="HC3")
-    assert lean["se_hc3"] == pytest.approx(hc3.bse[2], rel=1e-9)
-    assert lean["p_hc3"] == pytest.approx(2 * stats.t.sf(abs(hc3.params[2] / hc3.bse[2]), hc3.df_resid), rel=1e-9)
-
-
-def test_lean_ols_not_estimable_when_flag_is_constant():
-    res = power.ols_unrepaired([1.0, 2.0, 3.0, 5.0], [1.0, 2.0, 2.5, 4.0], [0, 0, 0, 0])
-    assert res["estimable"] is False and math.isnan(res["beta"])
-
-
 @pytest.mark.parametrize("seed", [4, 5])
 def test_agreement_stats_match_the_agreement_module(seed):
     trial = simulate.simulate_trial(116, 10, seed=seed)
-    pats = ruptures.classify_participants(ruptures.detect_episodes(trial.sessions), trial.sessions)
+    pats = episodes.classify_participants(episodes.detect_episodes(trial.sessions), trial.sessions)
     det = pats.set_index("participant_id")["pattern"]
     true = trial.truth.set_index("participant_id")["true_pattern"]
     table = agreement.confusion(det, true)
@@ -101,8 +76,8 @@ def test_agreement_stats_match_the_agreement_module(seed):
     lean = power.agreement_stats(true.reindex(det.index).to_numpy(), det.to_numpy())
     assert lean["kappa"] == pytest.approx(agreement.cohen_kappa(table)["kappa"], rel=1e-12)
     for pattern in acc.index:
-        assert 100 * lean[f"sens_{pattern}"] == pytest.approx(acc.loc[pattern, "sensitivity"], rel=1e-12)
-        assert 100 * lean[f"spec_{pattern}"] == pytest.approx(acc.loc[pattern, "specificity"], rel=1e-12)
+        assert lean[f"sens_{pattern}"] == pytest.approx(acc.loc[pattern, "sensitivity"], rel=1e-12)
+        assert lean[f"spec_{pattern}"] == pytest.approx(acc.loc[pattern, "specificity"], rel=1e-12)
 
 
 # --------------------------------------------------------------- performance measures
@@ -162,7 +137,7 @@ def fake_normal(design, n_participants, rep, seed):
 
 
 def test_performance_measures_on_a_known_normal_distribution():
-    study = power.run_study(sample_sizes=[50, 100], replications=3000, seed=11, reference_n=10,
+    study = run_study(sample_sizes=[50, 100], replications=3000, seed=11, reference_n=10,
                             presets={"fake": {}}, replicate=fake_normal, scheduler="synchronous",
                             progress=False)
     assert study.theta == 0.3
@@ -189,10 +164,11 @@ def test_interpolated_n_recovers_an_exact_normal_power_curve():
 
 
 # ------------------------------------------------------------------------------- Dask
+@pytest.mark.slow  # Dask: starts local workers / an external cluster
 def test_one_and_two_local_workers_give_byte_identical_tables(tmp_path):
-    one = power.run_study(**TINY, n_workers=1, chunk_size=1, progress=False)
-    two = power.run_study(**TINY, n_workers=2, progress=False)
-    local = power.run_study(**TINY, scheduler="synchronous", progress=False)
+    one = run_study(**TINY, n_workers=1, chunk_size=1, progress=False)
+    two = run_study(**TINY, n_workers=2, progress=False)
+    local = run_study(**TINY, scheduler="synchronous", progress=False)
     a, b, c = (_write_all(s, tmp_path / name) for s, name in ((one, "one"), (two, "two"), (local, "sync")))
     assert a == b == c
     assert len(one.replications) == 2 * 4 * 3 and one.failures.empty
@@ -206,9 +182,10 @@ def failing_replicate(design, n_participants, rep, seed):
     return power.replicate_trial(design, n_participants, rep, seed)
 
 
+@pytest.mark.slow  # Dask: starts a local worker
 def test_a_failing_replication_is_reported_with_its_seed_and_counted():
     with pytest.warns(UserWarning, match=r"1 of 8 replications failed.*N=40 rep=1 seed="):
-        study = power.run_study(**TINY, n_workers=1, replicate=failing_replicate, progress=False)
+        study = run_study(**TINY, n_workers=1, replicate=failing_replicate, progress=False)
     seed = power.replication_seed(TINY["seed"], 40, 1)
     assert study.failures.to_dict("records") == [
         {"n_participants": 40, "rep": 1, "seed": seed, "error": f"RuntimeError: injected failure at seed {seed}"}]
@@ -232,6 +209,7 @@ def _stop(procs):
             p.wait(timeout=5)
 
 
+@pytest.mark.slow  # Dask: starts local workers / an external cluster
 def test_an_existing_cluster_gives_the_same_tables_as_a_local_run(tmp_path):
     from distributed import Client
 
@@ -258,8 +236,8 @@ def test_an_existing_cluster_gives_the_same_tables_as_a_local_run(tmp_path):
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
         with Client(address, set_as_default=False, timeout="30s") as client:
             client.wait_for_workers(2, timeout=90)
-        remote = power.run_study(**TINY, scheduler=address, progress=False)
-        local = power.run_study(**TINY, scheduler="synchronous", progress=False)
+        remote = run_study(**TINY, scheduler=address, progress=False)
+        local = run_study(**TINY, scheduler="synchronous", progress=False)
         assert _write_all(remote, tmp_path / "remote") == _write_all(local, tmp_path / "local")
     finally:
         _stop(procs)

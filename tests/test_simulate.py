@@ -19,7 +19,7 @@ from helpers import simulate
 from helpers.contract import (
     BOOL_COLUMNS,
     PARTICIPANT_COLUMNS,
-    PATTERNS,
+    PATTERN_LABELS,
     SCORE_RANGES,
     SESSION_COLUMNS,
     TRUTH_COLUMNS,
@@ -134,7 +134,7 @@ def test_columns_and_dtypes_follow_the_contract():
     for col in ("true_pattern", "rupture_sessions", "repair_sessions"):
         assert pd.api.types.is_string_dtype(t.truth[col]), col
     assert t.participants["participant_id"].tolist()[:3] == ["P001", "P002", "P003"]
-    assert set(t.truth["true_pattern"]) <= set(PATTERNS)
+    assert set(t.truth["true_pattern"]) <= set(PATTERN_LABELS)
 
 
 def test_every_participant_has_every_session_row():

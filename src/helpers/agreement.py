@@ -17,11 +17,11 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from helpers.contract import PATTERNS
+from helpers.contract import PATTERN_LABELS
 from helpers.describe import proportion_ci
 
 
-def confusion(detected: pd.Series, truth: pd.Series, labels=PATTERNS) -> pd.DataFrame:
+def confusion(detected: pd.Series, truth: pd.Series, labels=PATTERN_LABELS) -> pd.DataFrame:
     """Counts with true patterns as rows and detected patterns as columns.
 
     ``detected`` and ``truth`` are aligned on their index (participant id); participants
@@ -42,7 +42,7 @@ def pattern_accuracy(table: pd.DataFrame) -> pd.DataFrame:
     Returns
     -------
     DataFrame with pattern, sensitivity, sens_low, sens_high, n_true, specificity,
-    spec_low, spec_high, n_other (percent, Wilson 95% CIs).
+    spec_low, spec_high, n_other (proportions, Wilson 95% CIs; the notebooks show percent).
     """
     m = table.to_numpy()
     rows = []
@@ -50,8 +50,8 @@ def pattern_accuracy(table: pd.DataFrame) -> pd.DataFrame:
         tp, n_true = m[i, i], m[i].sum()
         tn = m.sum() - m[i].sum() - m[:, i].sum() + tp
         n_other = m.sum() - n_true
-        sens = proportion_ci(tp, n_true)
-        spec = proportion_ci(tn, n_other)
+        sens = proportion_ci(tp, n_true, percent=False)
+        spec = proportion_ci(tn, n_other, percent=False)
         rows.append([name, *sens, int(n_true), *spec, int(n_other)])
     return pd.DataFrame(rows, columns=["pattern", "sensitivity", "sens_low", "sens_high", "n_true",
                                        "specificity", "spec_low", "spec_high", "n_other"])

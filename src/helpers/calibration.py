@@ -4,7 +4,7 @@ The simulator's true pattern prevalences are not what a reader sees: the pipelin
 ruptures from noisy, incomplete alliance ratings, so some ruptures are missed, some repairs
 are not seen and noise makes a few false ruptures. The rupture knobs of
 :mod:`helpers.simulate` are therefore tuned so that the *detected* prevalence under the
-default criterion (:data:`helpers.ruptures.DEFAULT_CRITERION`) among classifiable clients
+default criterion (:data:`helpers.episodes.DEFAULT_CRITERION`) among classifiable clients
 averages the paper's 54 / 28 / 18 %, and the effect knob so that the standardised beta of the
 *detected* unrepaired pattern averages .45.
 
@@ -20,39 +20,33 @@ import sys
 import numpy as np
 import pandas as pd
 
-from helpers import power, ruptures, simulate
+from helpers import episodes, power
+from helpers.contract import PATTERN_LABELS, TRUE_PATTERN
 
 TARGETS = {"n_classifiable": 82.0, "no_rupture": 54.0, "repaired": 28.0, "unrepaired": 18.0, "beta": 0.45}
 
 
-def standardised_beta(post, pre, flag) -> float:
-    """Standardised coefficient of ``flag`` in ``post ~ pre + flag`` (complete cases), i.e.
-    b * sd(flag) / sd(post): the paper's beta, by :func:`helpers.power.ols_unrepaired`.
-    NaN when it cannot be estimated (constant flag, fewer than 4 complete cases)."""
-    d = pd.DataFrame({"y": post, "x": pre, "g": flag}).dropna().astype(float)
-    fit = power.ols_unrepaired(d["y"], d["x"], d["g"])
-    return float(fit["beta"]) if fit["estimable"] else np.nan
-
-
 def one_run(seed, *, n_participants=116, n_sessions=10, min_sessions=6, rupture_params=None,
             outcome="pss_i", **knobs) -> dict:
-    """Simulate one trial, detect patterns, and return the numbers calibration targets."""
-    trial = simulate.simulate_trial(n_participants, n_sessions, seed=seed, **knobs)
-    episodes = ruptures.detect_episodes(trial.sessions, **(rupture_params or {}))
-    pats = ruptures.classify_participants(episodes, trial.sessions, min_sessions=min_sessions)
-    pats = pats.set_index("participant_id")
-    classified = pats.loc[pats["pattern"] != "insufficient_data", "pattern"]
+    """One simulated trial through :func:`helpers.power.analyse_trial` (simulate -> detect ->
+    classify -> estimate) under one criterion: the numbers calibration targets (percent)."""
+    criterion = (rupture_params or {}).get("criterion", episodes.DEFAULT_CRITERION)
+    design = power.StudyDesign(sample_sizes=(n_participants,), replications=1, n_sessions=n_sessions,
+                               min_sessions=min_sessions, outcome=outcome, knobs=knobs,
+                               presets={criterion: dict(rupture_params or {})})
+    trial, patterns, rows = power.analyse_trial(design, n_participants, seed)
+    by_preset = {row["preset"]: row for row in rows}
+    detected, oracle = by_preset[criterion], by_preset[TRUE_PATTERN]
+    pats = patterns[criterion]
+    classified = pats[pats.isin(PATTERN_LABELS)]
     truth = trial.truth.set_index("participant_id")["true_pattern"].reindex(classified.index)
-    part = trial.participants.set_index("participant_id").reindex(classified.index)
-    out = {"seed": seed, "n_classifiable": len(classified)}
-    for name in ("no_rupture", "repaired", "unrepaired"):
+    out = {"seed": seed, "n_classifiable": detected["n_classifiable"]}
+    for name in PATTERN_LABELS:
         out[name] = 100 * float((classified == name).mean()) if len(classified) else np.nan
         out[f"true_{name}"] = 100 * float((truth == name).mean()) if len(classified) else np.nan
-    out["agreement"] = 100 * float((truth == classified).mean()) if len(classified) else np.nan
-    flag = (classified == "unrepaired").astype(float)
-    out["beta"] = standardised_beta(part[f"{outcome}_post"], part[f"{outcome}_pre"], flag)
-    out["beta_true"] = standardised_beta(part[f"{outcome}_post"], part[f"{outcome}_pre"],
-                                         (truth == "unrepaired").astype(float))
+    out["agreement"] = 100 * detected["agreement"]
+    out["beta"] = detected["beta"] if detected["estimable"] else np.nan
+    out["beta_true"] = oracle["beta"] if oracle["estimable"] else np.nan
     return out
 
 

@@ -60,8 +60,13 @@ SCORE_RANGES = {
 
 BOOL_COLUMNS = ["mdd", "child_abuse", "female", "caucasian"]
 
-#: Alliance patterns, in display order.
-PATTERNS = ["no_rupture", "repaired", "unrepaired"]
+#: Alliance patterns of classifiable clients, in display order.
+PATTERN_LABELS = ["no_rupture", "repaired", "unrepaired"]
+#: The pattern of a client with too few alliance ratings to be classified.
+INSUFFICIENT = "insufficient_data"
+#: The truth table's pattern column; also the name of the power study's oracle "criterion"
+#: (the true patterns of the classifiable clients).
+TRUE_PATTERN = "true_pattern"
 
 
 class DataValidationError(ValueError):

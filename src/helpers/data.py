@@ -58,7 +58,7 @@ import pandas as pd
 from helpers.contract import (
     BOOL_COLUMNS,
     PARTICIPANT_COLUMNS,
-    PATTERNS,
+    PATTERN_LABELS,
     SCORE_RANGES,
     SESSION_COLUMNS,
     TRUTH_COLUMNS,
@@ -933,9 +933,9 @@ def _truth_table(raw: _Raw, participant_ids) -> pd.DataFrame:
                      raw.df, unknown, ["participant_id"])
     out = pd.DataFrame({"participant_id": ids})
     pattern = raw.df["true_pattern"].map(lambda v: "" if _missing(v) else str(v).strip())
-    bad = (~pattern.isin(PATTERNS)).to_numpy()
+    bad = (~pattern.isin(PATTERN_LABELS)).to_numpy()
     if bad.any():
-        raise _error(raw.file, "true_pattern", f"pattern not one of {PATTERNS}",
+        raise _error(raw.file, "true_pattern", f"pattern not one of {PATTERN_LABELS}",
                      raw.df, bad, ["participant_id", "true_pattern"])
     out["true_pattern"] = pattern
     for col in ("n_true_ruptures", "imaginal_start", "dropout_after"):

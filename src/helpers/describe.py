@@ -19,16 +19,17 @@ import pandas as pd
 from scipy import stats
 
 from helpers import paper
+from helpers.contract import INSUFFICIENT
 
 #: The paper's sample and pattern figures (see helpers.paper, the single source of targets).
 PAPER_SAMPLE = paper.SAMPLE
-PAPER_PATTERNS = paper.PATTERNS
+PAPER_PATTERNS = paper.PATTERN_PCT
 
 SUMMARY_COLUMNS = ["quantity", "paper", "estimate", "ci_low", "ci_high", "n", "unit", "interval"]
 
 
-def proportion_ci(successes, n, level=0.95) -> tuple[float, float, float]:
-    """Proportion with its Wilson score interval, all in percent.
+def proportion_ci(successes, n, level=0.95, *, percent=True) -> tuple[float, float, float]:
+    """Proportion with its Wilson score interval, in percent (or as proportions: ``percent=False``).
 
     Parameters
     ----------
@@ -37,7 +38,7 @@ def proportion_ci(successes, n, level=0.95) -> tuple[float, float, float]:
 
     Returns
     -------
-    (estimate, low, high) in percent; NaNs when ``n == 0``.
+    (estimate, low, high) in percent (proportions when ``percent`` is False); NaNs when ``n == 0``.
 
     Examples
     --------
@@ -51,6 +52,8 @@ def proportion_ci(successes, n, level=0.95) -> tuple[float, float, float]:
     denom = 1 + z**2 / n
     centre = (p + z**2 / (2 * n)) / denom
     half = z * np.sqrt(p * (1 - p) / n + z**2 / (4 * n**2)) / denom
+    if not percent:
+        return (float(p), float(centre - half), float(centre + half))
     return (float(100 * p), float(100 * (centre - half)), float(100 * (centre + half)))
 
 
@@ -132,7 +135,7 @@ def observed_per_participant(sessions: pd.DataFrame, column="alliance") -> pd.Se
 
 
 def prevalence_table(patterns: pd.DataFrame, *, pattern_col="pattern",
-                     exclude=("insufficient_data",)) -> pd.DataFrame:
+                     exclude=(INSUFFICIENT,)) -> pd.DataFrame:
     """Prevalence of each alliance pattern among classifiable participants, beside the paper.
 
     Returns

@@ -17,7 +17,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from helpers import paths
+from helpers import paths, power_summary
 from helpers.tables import atomic_write_bytes, atomic_write_text
 
 #: Okabe & Ito (2008) colour-blind-safe colours, one per alliance pattern.
@@ -377,4 +377,73 @@ def plot_forest(betas: pd.DataFrame, *, paper_beta: float, default: str = "rci",
     ax.legend(frameon=False, fontsize=7, loc="best")  # where it hides the fewest intervals
     ax.set_title(f"How the paper's test depends on the rupture criterion{caption}", fontsize=8)
     fig.tight_layout()
+    return fig
+
+
+#: Okabe & Ito (2008) colours without black (black is the oracle), cycled with line styles.
+_POWER_COLORS = ["#E69F00", "#56B4E9", "#009E73", "#0072B2", "#D55E00", "#CC79A7", "#F0E442"]
+_POWER_STYLES = ["-", "--", ":", "-."]
+_POWER_MARKERS = ["o", "s", "^", "D", "v", "P", "X", "<", ">"]
+
+
+# --------------------------------------------------------------------------------------------
+# the power study (notebook 05)
+# --------------------------------------------------------------------------------------------
+def _power_style(i, name):
+    if name == power_summary.TRUE_PATTERN:
+        return dict(color="black", linestyle="--", marker="*", linewidth=1.6)
+    return dict(color=_POWER_COLORS[i % len(_POWER_COLORS)],
+                linestyle=_POWER_STYLES[(i // len(_POWER_COLORS)) % len(_POWER_STYLES)],
+                marker=_POWER_MARKERS[i % len(_POWER_MARKERS)], linewidth=1.1)
+
+
+def plot_power_curve(beta_summary: pd.DataFrame, *, target: float = 0.8, caption: str = ""):
+    """Power against N, one line per criterion, bars +-2 MC SE: the paper's OLS test (left)
+    and the same test with HC3 standard errors (right)."""
+    fig, axes = plt.subplots(1, 2, figsize=(7.6, 3.6), sharey=True)
+    presets = list(dict.fromkeys(beta_summary["preset"]))
+    sizes = sorted(beta_summary["n_participants"].unique())
+    alpha = beta_summary["alpha"].iloc[0]
+    for ax, (test, col) in zip(axes, power_summary.TESTS.items()):
+        for i, name in enumerate(presets):
+            cell = beta_summary[beta_summary["preset"] == name].sort_values("n_participants")
+            ax.errorbar(cell["n_participants"], cell[col], yerr=2 * cell[f"{col}_mcse"], capsize=2,
+                        markersize=4, label=name.replace("_", " "), **_power_style(i, name))
+        ax.axhline(target, color="grey", linewidth=0.8, linestyle=":")
+        ax.set_xticks(sizes)
+        ax.set_xlabel("clients enrolled (N)")
+        ax.set_title("OLS t test (the paper's)" if test == "ols" else "t test with HC3 SE", fontsize=8)
+    axes[0].set_ylabel(f"power (p < {alpha:g})")
+    axes[0].set_ylim(0, 1.02)
+    r = int(beta_summary["n_replications"].min())
+    fig.suptitle(f"Power of the unrepaired-rupture test by criterion (R = {r} per N){caption}", fontsize=9)
+    axes[1].legend(frameon=False, fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5))
+    fig.tight_layout()
+    return fig
+
+
+def plot_bias_coverage(beta_summary: pd.DataFrame, *, at_n: int = 116, caption: str = ""):
+    """Mean beta (+-1 empirical SE) and 95% CI coverage (+-2 MC SE) per criterion at one N."""
+    n = power_summary.closest_size(beta_summary["n_participants"], at_n)
+    cell = beta_summary[beta_summary["n_participants"] == n].reset_index(drop=True)
+    y = np.arange(len(cell))[::-1]
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(6.8, 3.4), sharey=True)
+    for i, row in cell.iterrows():
+        st = _power_style(i, row["preset"])
+        ax1.errorbar(row["beta_mean"], y[i], xerr=row["emp_se"], color=st["color"], marker=st["marker"],
+                     capsize=2, markersize=4)
+        ax2.errorbar(row["coverage"], y[i], xerr=2 * row["coverage_mcse"], color=st["color"],
+                     marker=st["marker"], capsize=2, markersize=4)
+    theta = float(cell["theta"].iloc[0])
+    ax1.axvline(theta, color="black", linewidth=0.9, label=f"true beta {theta:.2f}")
+    ax1.axvline(power_summary.PAPER_BETA, color="grey", linewidth=0.9, linestyle=":", label=f"paper {power_summary.PAPER_BETA:.2f}")
+    ax1.set_yticks(y, [p.replace("_", " ") for p in cell["preset"]])
+    ax1.set_xlabel("standardised beta (mean +- empirical SE)")
+    ax2.axvline(0.95, color="black", linewidth=0.9)
+    ax2.set_xlabel("95% CI coverage of the true beta")
+    ax2.set_xlim(-0.02, 1.02)
+    r = int(cell["n_replications"].min())
+    fig.suptitle(f"Unrepaired-rupture beta by criterion, N = {n} (R = {r}){caption}", fontsize=9)
+    fig.tight_layout(rect=(0, 0.07, 1, 1))
+    fig.legend(*ax1.get_legend_handles_labels(), loc="lower center", ncol=2, frameon=False, fontsize=7)
     return fig

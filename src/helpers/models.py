@@ -1,5 +1,6 @@
-"""Outcome analyses of McLaughlin et al. (2014): chi-square tests, the outcome regression and
-(re-exported from :mod:`helpers.growth`) the mixed growth models.
+"""Outcome analyses of McLaughlin et al. (2014): chi-square tests of pattern x MDD and x
+childhood abuse, the outcome regression (the paper's beta) and the pre/post mixed ANOVA
+(pingouin). The growth model is in :mod:`helpers.growth`.
 
 Every function takes tidy tables plus column names and returns a tidy DataFrame with the
 estimate, its uncertainty, the test statistic, df, p and N, in the style of pingouin.
@@ -18,19 +19,8 @@ import pandas as pd
 import pingouin as pg
 import statsmodels.api as sm
 
-from .contract import PATTERNS
-from .growth import (  # noqa: F401  (re-exported: models is the public entry point)
-    DEFAULT_METHODS,
-    GrowthFit,
-    MixedFit,
-    MixedModelBoundaryWarning,
-    MixedModelConvergenceError,
-    fit_growth,
-    fit_mixed,
-    growth_data,
-    lrt_interaction,
-    mixed_anova_prepost,
-)
+from helpers.contract import INSUFFICIENT, PATTERN_LABELS
+from helpers.ols import beta_scale
 
 #: Outcome measure -> (pre column, post column) of the participants table.
 OUTCOMES = {"pss_i": ("pss_i_pre", "pss_i_post"), "pss_sr": ("pss_sr_pre", "pss_sr_post")}
@@ -55,7 +45,7 @@ def _pattern_by(patterns, participants, by, pattern_col, exclude):
 
 
 def pattern_crosstab(patterns, participants, by="mdd", *, pattern_col="pattern",
-                     exclude=("insufficient_data",)):
+                     exclude=(INSUFFICIENT,)):
     """Observed and expected counts of alliance pattern x ``by``.
 
     Parameters
@@ -78,7 +68,7 @@ def pattern_crosstab(patterns, participants, by="mdd", *, pattern_col="pattern",
     """
     d = _pattern_by(patterns, participants, by, pattern_col, exclude)
     d = d[d[by].notna()]
-    order = [p for p in PATTERNS if p in set(d["pattern"])]
+    order = [p for p in PATTERN_LABELS if p in set(d["pattern"])]
     order += sorted(set(d["pattern"]) - set(order))
     observed = pd.crosstab(pd.Categorical(d["pattern"], categories=order),
                            d[by].to_numpy(dtype=object))
@@ -155,7 +145,7 @@ def monte_carlo_p(x, y, *, n_monte_carlo=10_000, seed=None):
 
 
 def pattern_chi2(patterns, participants, by="mdd", *, pattern_col="pattern",
-                 exclude=("insufficient_data",), n_monte_carlo=10_000, seed=20131106,
+                 exclude=(INSUFFICIENT,), n_monte_carlo=10_000, seed=20131106,
                  warn=True) -> pd.DataFrame:
     """Pearson chi-square test of independence: alliance pattern x ``by``.
 
@@ -282,7 +272,7 @@ def regression_data(patterns, participants, *, outcome="pss_i", pattern_col="pat
     pats = patterns[["participant_id", pattern_col]].rename(columns={pattern_col: "pattern"})
     pats = pats.assign(participant_id=pats["participant_id"].astype(str),
                        pattern=pats["pattern"].astype(str))
-    pats = pats[pats["pattern"].isin(PATTERNS)]
+    pats = pats[pats["pattern"].isin(PATTERN_LABELS)]
     parts = participants[["participant_id", pre, post]].rename(columns={pre: "pre", post: "post"})
     parts = parts.assign(participant_id=parts["participant_id"].astype(str))
     d = pats.merge(parts, on="participant_id", how="left", validate="one_to_one")
@@ -300,8 +290,7 @@ def _ols_table(d, terms, model, outcome, n_dropped, cov_type="nonrobust"):
     # use_t: t on the residual df for robust SEs too (statsmodels would switch to z)
     res = sm.OLS(d["post"], x).fit(cov_type=cov_type, use_t=True)
     ci = res.conf_int(0.05)
-    sd_y = d["post"].std(ddof=1)
-    scale = pd.Series({c: (d[c].std(ddof=1) / sd_y if c != "const" else np.nan) for c in x})
+    scale = pd.Series({c: (beta_scale(d[c], d["post"]) if c != "const" else np.nan) for c in x})
     out = pd.DataFrame({
         "outcome": outcome, "model": model, "contrast": MODEL_LABELS[model],
         "term": ["Intercept" if c == "const" else c for c in x.columns],
@@ -370,3 +359,48 @@ def outcome_regression(patterns, participants, *, outcome="pss_i", models=("A", 
     tables = [_ols_table(d, MODEL_TERMS[m], m, outcome, n_dropped, cov_type) for m in models]
     return pd.concat(tables, ignore_index=True)
 
+
+# --------------------------------------------------------------------------------------------
+# pre/post mixed ANOVA
+# --------------------------------------------------------------------------------------------
+def mixed_anova_prepost(patterns, participants, *, outcome="pss_sr", pattern_col="pattern",
+                        warn=True) -> pd.DataFrame:
+    """Mixed ANOVA (pingouin): pre/post (within) x alliance pattern (between).
+
+    Uses the classifiable participants with both ``{outcome}_pre`` and ``{outcome}_post``
+    (listwise deletion, as a repeated-measures ANOVA must).
+
+    Returns
+    -------
+    DataFrame
+        pingouin's table (Source, SS, DF1, DF2, MS, F, p_unc, np2, ...) plus n (listwise N),
+        n_dropped and outcome.
+    """
+    pre, post = f"{outcome}_pre", f"{outcome}_post"
+    pats = patterns[["participant_id", pattern_col]].rename(columns={pattern_col: "pattern"})
+    pats = pats.assign(participant_id=pats["participant_id"].astype(str),
+                       pattern=pats["pattern"].astype(str))
+    pats = pats[pats["pattern"].isin(PATTERN_LABELS)]
+    parts = participants[["participant_id", pre, post]].assign(
+        participant_id=participants["participant_id"].astype(str))
+    d = pats.merge(parts, on="participant_id", how="left", validate="one_to_one")
+    complete = d[pre].notna() & d[post].notna()
+    n_dropped = int((~complete).sum())
+    if n_dropped and warn:
+        warnings.warn(f"mixed_anova_prepost: {n_dropped} classifiable participants without both "
+                      f"{pre} and {post} left out (listwise)", UserWarning, stacklevel=2)
+    d = d[complete]
+    long = d.melt(id_vars=["participant_id", "pattern"], value_vars=[pre, post],
+                  var_name="time", value_name="score")
+    long["time"] = long["time"].map({pre: "pre", post: "post"})
+    long["score"] = long["score"].astype(float)
+    with warnings.catch_warnings():
+        # pingouin 0.7 calls DataFrame.dropna(inplace=True), deprecated in pandas 3.1: a
+        # notice about pingouin's code, not about the analysis.
+        warnings.filterwarnings("ignore", message="The inplace keyword", module="pingouin")
+        table = pg.mixed_anova(data=long, dv="score", within="time", subject="participant_id",
+                               between="pattern")
+    table["n"] = int(complete.sum())
+    table["n_dropped"] = n_dropped
+    table["outcome"] = outcome
+    return table

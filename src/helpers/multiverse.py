@@ -1,7 +1,7 @@
 """The same data under every rupture criterion preset: how much do the results move?
 
 The paper's exact rupture and repair thresholds are not public, so every headline number is
-shown under each named preset of :func:`helpers.ruptures.presets` (absolute 1 point; 1 and
+shown under each named preset of :func:`helpers.episodes.presets` (absolute 1 point; 1 and
 2 SD with within / between / stricter scales; RCI, the default; sudden-change criteria).
 
 Each function takes the contract's tables and returns a tidy DataFrame with one row per
@@ -11,20 +11,23 @@ preset (and pattern), with N and 95% CIs.
 from __future__ import annotations
 
 import warnings
+from dataclasses import dataclass
 
+import numpy as np
 import pandas as pd
 
-from helpers import agreement, describe, models, ruptures
+from helpers import agreement, describe, episodes, models
+from helpers.contract import INSUFFICIENT, PATTERN_LABELS
 
 
 def criterion_kwargs(params: dict) -> dict:
-    """Keyword arguments of :func:`helpers.ruptures.detect_episodes` from run parameters.
+    """Keyword arguments of :func:`helpers.episodes.detect_episodes` from run parameters.
 
     ``params`` uses the names of ``params/default.yaml``: criterion, cutoff, k, sd_scale,
     reliability, rci_sd, repair_window, tolerance. Only the ones the criterion uses (plus the
     repair rule) are passed, so the episode table records exactly what was applied.
     """
-    crit = params.get("criterion", ruptures.DEFAULT_CRITERION)
+    crit = params.get("criterion", episodes.DEFAULT_CRITERION)
     kw = {"criterion": crit, "repair_window": params.get("repair_window"),
           "tolerance": params.get("tolerance", 0.0)}
     if crit == "absolute":
@@ -34,26 +37,15 @@ def criterion_kwargs(params: dict) -> dict:
     elif crit in ("rci", "sudden"):
         kw.update(reliability=params["reliability"], sd=params.get("rci_sd"))
     else:
-        raise ValueError(f"unknown criterion {crit!r}; use one of {ruptures.CRITERIA}")
+        raise ValueError(f"unknown criterion {crit!r}; use one of {episodes.CRITERIA}")
     return kw
-
-
-def patterns_by_preset(sessions: pd.DataFrame, *, min_sessions: int = 6, repair_window=None,
-                       tolerance: float = 0.0, presets=None) -> dict:
-    """``{preset name: (episodes, patterns)}`` for every preset on the same sessions."""
-    presets = presets or ruptures.presets()
-    out = {}
-    for name, kw in presets.items():
-        episodes = ruptures.detect_episodes(sessions, repair_window=repair_window, tolerance=tolerance, **kw)
-        out[name] = (episodes, ruptures.classify_participants(episodes, sessions, min_sessions=min_sessions))
-    return out
 
 
 def prevalence_by_preset(results: dict) -> pd.DataFrame:
     """Prevalence of each pattern (and any rupture) per preset, with Wilson CIs and N."""
     rows = []
-    for name, (episodes, pats) in results.items():
-        table = describe.prevalence_table(pats).assign(preset=name, n_episodes=len(episodes))
+    for name, (eps, pats) in results.items():
+        table = describe.prevalence_table(pats).assign(preset=name, n_episodes=len(eps))
         rows.append(table)
     out = pd.concat(rows, ignore_index=True)
     return out[["preset", "quantity", "paper", "estimate", "ci_low", "ci_high", "n", "n_episodes"]]
@@ -87,7 +79,7 @@ def beta_by_preset(results: dict, participants: pd.DataFrame, *, outcome: str = 
     """
     rows = []
     for name, (_, pats) in results.items():
-        classified = pats[pats["pattern"] != "insufficient_data"]
+        classified = pats[pats["pattern"] != INSUFFICIENT]
         n_unrep = int((classified["pattern"] == "unrepaired").sum())
         if n_unrep in (0, len(classified)):
             rows.append({"preset": name, "note": f"{n_unrep} of {len(classified)} unrepaired: not estimable"})
@@ -110,3 +102,102 @@ def beta_by_preset(results: dict, participants: pd.DataFrame, *, outcome: str = 
                       "both pre and post scores left out (listwise); see n_dropped per preset",
                       UserWarning, stacklevel=2)
     return out
+
+
+# --------------------------------------------------------------------------------------------
+# every headline number under every preset
+# --------------------------------------------------------------------------------------------
+@dataclass
+class Multiverse:
+    """Every table of :func:`compute`: the detection per preset and its summaries.
+
+    Attributes
+    ----------
+    results : dict
+        ``{preset: (episodes, patterns)}`` (:func:`helpers.episodes.detect_by_preset`).
+    prevalence : DataFrame
+        :func:`prevalence_by_preset` (written as ``prevalence_by_criterion.csv``).
+    beta : DataFrame
+        :func:`beta_by_preset` (``beta_by_criterion.csv``).
+    accuracy : DataFrame or None
+        :func:`accuracy_by_preset`; None without truth.
+    table : DataFrame
+        :func:`multiverse_table`, one row per preset (``multiverse.csv``).
+    """
+
+    results: dict
+    prevalence: pd.DataFrame
+    beta: pd.DataFrame
+    accuracy: pd.DataFrame | None
+    table: pd.DataFrame
+
+
+def compute(sessions: pd.DataFrame, participants: pd.DataFrame, truth: pd.DataFrame | None = None,
+            *, min_sessions: int = 6, repair_window=None, tolerance: float = 0.0, outcome: str = "pss_i",
+            presets=None, by=("mdd", "child_abuse")) -> Multiverse:
+    """The multiverse of one dataset, computed once (notebook 02 writes its tables; 04 and 05 read them).
+
+    Patterns under every preset, then prevalence, the paper's beta, agreement with the truth
+    (when ``truth`` is given) and :func:`multiverse_table`.
+    """
+    results = episodes.detect_by_preset(sessions, presets, min_sessions=min_sessions,
+                                        repair_window=repair_window, tolerance=tolerance)
+    prevalence = prevalence_by_preset(results)
+    beta = beta_by_preset(results, participants, outcome=outcome)
+    accuracy = accuracy_by_preset(results, truth) if truth is not None else None
+    table = multiverse_table(results, participants, prevalence=prevalence, beta=beta, accuracy=accuracy, by=by)
+    return Multiverse(results, prevalence, beta, accuracy, table)
+
+
+def multiverse_table(results: dict, participants: pd.DataFrame, *, prevalence: pd.DataFrame,
+                     beta: pd.DataFrame, accuracy: pd.DataFrame | None = None,
+                     by=("mdd", "child_abuse")) -> pd.DataFrame:
+    """Every headline number of the paper under every criterion preset, on one dataset.
+
+    Built from this module's tables (``prevalence``: :func:`prevalence_by_preset`, ``beta``:
+    :func:`beta_by_preset`, ``accuracy``: :func:`accuracy_by_preset` or None without truth) and
+    :func:`helpers.models.pattern_chi2` (pattern x ``by``; exact or Monte-Carlo p when an
+    expected count is below 5).
+
+    Returns
+    -------
+    DataFrame
+        One row per preset: preset, n (classifiable), n_episodes, <pattern>_pct for the three
+        patterns, unrepaired_ci_low / _high; per ``by``: chi2_<by>, dof_<by>, p_<by>,
+        p_exact_<by>, n_<by> (NaN and a ``note`` when the table has fewer than 2 patterns);
+        beta, beta_ci_low, beta_ci_high, p_beta, n_beta; kappa, kappa_ci_low, kappa_ci_high
+        (NaN without truth); note.
+    """
+    prev = prevalence.set_index(["preset", "quantity"])
+    beta = beta.set_index("preset")
+    acc = accuracy.set_index("preset") if accuracy is not None else None
+    rows = []
+    for name, (eps, pats) in results.items():
+        row = {"preset": name, "n": int(prev.loc[(name, "unrepaired"), "n"]), "n_episodes": len(eps)}
+        for pattern in PATTERN_LABELS:
+            row[f"{pattern}_pct"] = prev.loc[(name, pattern), "estimate"]
+        row["unrepaired_ci_low"] = prev.loc[(name, "unrepaired"), "ci_low"]
+        row["unrepaired_ci_high"] = prev.loc[(name, "unrepaired"), "ci_high"]
+        notes = []
+        for var in by:
+            try:
+                chi = models.pattern_chi2(pats, participants, by=var, warn=False).iloc[0]
+                row.update({f"chi2_{var}": chi["chi2"], f"dof_{var}": chi["dof"], f"p_{var}": chi["p"],
+                            f"p_exact_{var}": chi["p_exact"], f"n_{var}": chi["n"]})
+            except ValueError as exc:  # fewer than 2 patterns under this preset: not testable
+                row.update({f"chi2_{var}": np.nan, f"dof_{var}": np.nan, f"p_{var}": np.nan,
+                            f"p_exact_{var}": np.nan, f"n_{var}": np.nan})
+                notes.append(f"chi2 {var}: {str(exc).splitlines()[0]}")
+        b = beta.loc[name]
+        row.update({"beta": b["beta"], "beta_ci_low": b["beta_ci_low"], "beta_ci_high": b["beta_ci_high"],
+                    "p_beta": b["p"], "n_beta": b["n"]})
+        if isinstance(b.get("note"), str) and b["note"]:
+            notes.append(b["note"])
+        if acc is not None:
+            row.update({"kappa": acc.loc[name, "kappa"], "kappa_ci_low": acc.loc[name, "kappa_ci_low"],
+                        "kappa_ci_high": acc.loc[name, "kappa_ci_high"]})
+        else:
+            row.update({"kappa": np.nan, "kappa_ci_low": np.nan, "kappa_ci_high": np.nan})
+        row["note"] = "; ".join(notes)
+        rows.append(row)
+    return pd.DataFrame(rows)

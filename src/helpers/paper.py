@@ -13,7 +13,7 @@ CITATION = ("McLaughlin, A. A., Keller, S. M., Feeny, N. C., Youngstrom, E. A., 
 SAMPLE = {"N": 116, "female_pct": 76.1, "caucasian_pct": 66.0, "age_mean": 36.7, "age_sd": 11.3}
 
 #: Alliance patterns, percent of classifiable clients (abstract: 46% any; press release: 28 / 18).
-PATTERNS = {"no_rupture": 54.0, "repaired": 28.0, "unrepaired": 18.0, "any_rupture": 46.0}
+PATTERN_PCT = {"no_rupture": 54.0, "repaired": 28.0, "unrepaired": 18.0, "any_rupture": 46.0}
 
 #: Pattern x co-occurring MDD and x childhood abuse history (abstract).
 CHI2 = {

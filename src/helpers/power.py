@@ -1,94 +1,40 @@
-"""Robustness and power of the rupture criteria: a simulation study with known truth, on Dask.
+"""Replications of the power study: one simulated trial analysed under every rupture criterion.
 
-With simulated data the true alliance pattern of every client is known, so the project can
-say how well each rupture criterion (:func:`helpers.ruptures.presets`) recovers it, how far
-the paper's unrepaired-rupture beta estimated under it is from the true effect, and how many
-clients a new trial needs. For every sample size ``N`` in ``sample_sizes`` and replication
-``r = 0..R-1`` one trial is simulated (:func:`helpers.simulate.simulate_trial`, the calibrated
-default model unless ``knobs`` say otherwise), the patterns are detected under every preset
-and, as an oracle, taken from the truth; each is scored against the truth and used in the
-paper's regression (post ~ pre + unrepaired). The summaries are in
-:mod:`helpers.power_summary`.
-
-Design decisions
-----------------
-* **Seeds.** Replication ``(N, r)`` uses the seed sequence
-  ``SeedSequence(seed, spawn_key=(N, r))``, i.e. ``SeedSequence(seed).spawn(N + 1)[N]
-  .spawn(r + 1)[r]``, turned into one 64-bit integer (:func:`replication_seed`) that is
-  passed to ``simulate_trial`` and reported with the replication. It depends only on the
-  key, so results are identical whatever the number of workers, the chunking or the order
-  in which tasks finish; a study with R = 20 is the first 20 replications of one with R =
-  1000; adding a sample size does not change the others. Keys with ``N = 0`` are reserved:
-  ``(0, 0)`` seeds the large reference trial (:func:`reference_values`), ``(0, 1)`` the
-  bootstrap of :func:`helpers.power_summary.n_for_power`.
-* **The same simulated trial is analysed under every preset** (paired design): differences
-  between criteria are not blurred by different data.
-* **True value of the beta.** ``theta`` = the standardised beta of the TRUE unrepaired
-  pattern (post ~ pre + true unrepaired, classifiable clients with pre and post scores) in
-  one very large simulated trial (``reference_n`` clients, 200,000 by default): the
-  population value that a criterion with perfect detection would estimate. About .585 for
-  the default model, larger than the paper's .45 because detection errors attenuate the
-  effect (the simulator is calibrated so that the DETECTED beta under the default criterion
-  averages .45 at N = 116). The summaries report the bias against ``theta`` and,
-  separately, the difference from the paper's .45; the large-sample (population) beta of each
-  preset is reported too, so finite-sample bias and attenuation by misclassification can be
-  told apart.
-* **Execution.** Replications are grouped into chunks (one Dask task each); a chunk runs the
-  replications one by one and catches each one's exception, so a failed replication comes
-  back with its key, seed and error text, is counted (``n_failed``) and warned about; a
-  chunk lost with its worker is recorded as failed replications the same way. Results are
-  sorted by key before anything is aggregated, so no floating-point sum depends on which
-  worker finished first.
-* **Cluster.** By default a :class:`distributed.LocalCluster` (processes, one thread each,
-  ``n_workers`` or one per core, no dashboard, logs at WARNING) is started and closed by
-  :func:`run_study` with context managers (closed after an exception too). With
-  ``scheduler="tcp://host:port"`` a :class:`distributed.Client` connects to an existing
-  cluster and nothing local is started; its workers need this package installed
-  (``pip install -e .``) in the same versions. ``scheduler="synchronous"`` runs everything in
-  the calling process (debugging, small tests).
-
-References
-----------
-Long, J. S., & Ervin, L. H. (2000). Using heteroscedasticity consistent standard errors in the
-linear regression model. The American Statistician, 54(3), 217-224.
-MacKinnon, J. G., & White, H. (1985). Some heteroskedasticity-consistent covariance matrix
-estimators with improved finite sample properties. Journal of Econometrics, 29(3), 305-325.
-Morris, T. P., White, I. R., & Crowther, M. J. (2019). Using simulation studies to evaluate
-statistical methods. Statistics in Medicine, 38(11), 2074-2102.
+For each sample size ``N`` and replication ``r`` a trial is simulated with a seed that depends
+only on ``(N, r)`` (:func:`replication_seed`), its patterns are detected under every preset and,
+as an oracle, taken from the truth (:func:`analyse_trial`, which the calibration shares); each is
+scored against the truth and used in the paper's regression (:func:`helpers.ols.ols_unrepaired`).
+:func:`run_replications` runs them in chunks on Dask. Summaries are in
+:mod:`helpers.power_summary`, the whole study in :mod:`helpers.study`; the design decisions
+(seeds, paired design, the true beta, execution) in ``docs/power.md``.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import math
 import os
-import warnings
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
-from helpers import paper, ruptures, simulate
-from helpers.contract import PATTERNS
+from helpers import episodes, simulate
+from helpers.contract import INSUFFICIENT, PATTERN_LABELS, TRUE_PATTERN
+from helpers.ols import ols_unrepaired
 
-#: Name of the oracle "criterion": the true patterns of the classifiable clients.
-TRUE_PATTERN = "true_pattern"
-#: The paper's standardised beta of an unrepaired rupture.
-PAPER_BETA = paper.BETA["beta"]
 #: Spawn keys reserved for the reference trial and the bootstrap (N = 0 is never a sample size).
 REFERENCE_KEY = (0, 0)
 BOOTSTRAP_KEY = (0, 1)
 
 #: Columns of one replication x criterion row (see :func:`fit_stage`).
-REPLICATION_COLUMNS = [
+MC_ROW_COLUMNS = [
     "n_participants", "rep", "seed", "preset", "n_classifiable", "n_analysed", "n_unrepaired",
     "estimable", "b", "se", "b_ci_low", "b_ci_high", "p", "se_hc3", "b_hc3_ci_low",
     "b_hc3_ci_high", "p_hc3", "beta", "beta_se", "beta_ci_low",
     "beta_ci_high", "kappa",
-    "agreement", *[f"sens_{p}" for p in PATTERNS], *[f"spec_{p}" for p in PATTERNS],
+    "agreement", *[f"sens_{p}" for p in PATTERN_LABELS], *[f"spec_{p}" for p in PATTERN_LABELS],
     "n_warnings", "warnings",
 ]
 FAILURE_COLUMNS = ["n_participants", "rep", "seed", "error"]
@@ -109,8 +55,8 @@ class StudyDesign:
     n_sessions, min_sessions, repair_window, tolerance, outcome
         As in ``params/default.yaml``.
     presets : dict, optional
-        Criterion name -> keyword arguments of :func:`helpers.ruptures.detect_episodes`;
-        default :func:`helpers.ruptures.presets`.
+        Criterion name -> keyword arguments of :func:`helpers.episodes.detect_episodes`;
+        default :func:`helpers.episodes.presets`.
     knobs : dict
         Simulator knobs (:class:`helpers.simulate.Knobs`) changed from the calibrated default.
     reference_n : int
@@ -137,7 +83,7 @@ class StudyDesign:
             raise ValueError(f"replications must be >= 1, got {self.replications}")
         object.__setattr__(self, "sample_sizes", tuple(sorted(sizes)))
         object.__setattr__(self, "replications", int(self.replications))
-        object.__setattr__(self, "presets", dict(self.presets or ruptures.presets()))
+        object.__setattr__(self, "presets", dict(self.presets or episodes.presets()))
         if TRUE_PATTERN in self.presets:
             raise ValueError(f"{TRUE_PATTERN!r} is reserved for the oracle; rename that preset")
 
@@ -181,7 +127,7 @@ def simulate_stage(design: StudyDesign, n_participants: int, seed: int):
 
 
 def detect_stage(design: StudyDesign, sessions: pd.DataFrame) -> tuple[dict, list]:
-    """Pattern of every client under every preset.
+    """Pattern of every client under every preset (:func:`helpers.episodes.detect_by_preset`).
 
     Returns
     -------
@@ -190,93 +136,14 @@ def detect_stage(design: StudyDesign, sessions: pd.DataFrame) -> tuple[dict, lis
     messages : list of str
         Warnings of the detection, prefixed by the preset (also counted per row).
     """
-    out, messages = {}, []
-    for name, kw in design.presets.items():
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            episodes = ruptures.detect_episodes(sessions, repair_window=design.repair_window,
-                                                tolerance=design.tolerance, **kw)
-            pats = ruptures.classify_participants(episodes, sessions, min_sessions=design.min_sessions)
-        messages += [f"{name}: {w.message}" for w in caught]
-        out[name] = pats.set_index("participant_id")["pattern"]
-    return out, messages
+    messages = []
+    found = episodes.detect_by_preset(sessions, design.presets, min_sessions=design.min_sessions,
+                                      repair_window=design.repair_window, tolerance=design.tolerance,
+                                      record=messages)
+    return {name: pats.set_index("participant_id")["pattern"] for name, (_, pats) in found.items()}, messages
 
 
-def ols_unrepaired(post, pre, flag, level: float = 0.95) -> dict:
-    """The paper's regression ``post ~ pre + flag`` by least squares, for the flag's term.
-
-    A lean twin of :func:`helpers.models.outcome_regression` (model A) for thousands of
-    replications; ``tests/test_power.py`` checks it against the statsmodels version.
-
-    Parameters
-    ----------
-    post, pre, flag : array-like of float
-        Complete cases only (no NaN); ``flag`` is 0/1.
-    level : float
-        Confidence level of the intervals.
-
-    Returns
-    -------
-    dict
-        n, b, se, b_ci_low, b_ci_high, t, df, p (two-sided), the same with the HC3
-        heteroscedasticity-consistent SE (se_hc3, b_hc3_ci_low, b_hc3_ci_high, p_hc3; t on the
-        residual df, as statsmodels' ``cov_type="HC3"``; NaN when a client has leverage 1,
-        e.g. the only unrepaired one), beta (``b * sd(flag) / sd(post)``),
-        beta_se, beta_ci_low, beta_ci_high (SE and CI of b scaled the same way) and estimable
-        (False, with NaNs, when the flag is constant or n < 4).
-
-    Notes
-    -----
-    Why HC3 as well: in the simulated trials the residual SD of the unrepaired clients is about
-    twice the others' (symptoms worsen after the rupture at person-specific rates), and the
-    unrepaired group is small; the classical OLS SE then understates the SE of the group
-    difference, and its CIs cover less than 95%. HC3 (MacKinnon & White, 1985; Long &
-    Ervin, 2000) does not assume equal variances.
-
-    Examples
-    --------
-    >>> r = ols_unrepaired([3.0, 5.0, 4.0, 8.0, 9.0], [1.0, 2.0, 3.0, 4.0, 5.0], [0, 0, 0, 1, 1])
-    >>> round(r["b"], 4), r["df"]
-    (3.0, 2)
-    """
-    y, x, g = (np.asarray(v, dtype=float) for v in (post, pre, flag))
-    n = y.size
-    res = dict.fromkeys(["b", "se", "b_ci_low", "b_ci_high", "t", "p", "se_hc3", "b_hc3_ci_low",
-                         "b_hc3_ci_high", "p_hc3", "beta", "beta_se", "beta_ci_low", "beta_ci_high"],
-                        np.nan)
-    res.update(n=n, df=n - 3, estimable=False)
-    if n < 4 or np.all(g == g[0]):
-        return res
-    X = np.column_stack([np.ones(n), x, g])
-    coef, _, rank, _ = np.linalg.lstsq(X, y, rcond=None)
-    if rank < 3:
-        return res
-    resid = y - X @ coef
-    df = n - 3
-    sigma2 = float(resid @ resid) / df
-    xtx_inv = np.linalg.inv(X.T @ X)
-    b, se = float(coef[2]), float(np.sqrt(sigma2 * xtx_inv[2, 2]))
-    # HC3: (X'X)^-1 X' diag(e_i^2 / (1 - h_i)^2) X (X'X)^-1, h_i the leverages.
-    # A client with leverage 1 (the only one in a group) leaves HC3 undefined: NaN.
-    lev = np.einsum("ij,jk,ik->i", X, xtx_inv, X)
-    row = X @ xtx_inv[:, 2]
-    se_hc3 = (float(np.sqrt(np.sum(row**2 * resid**2 / (1 - lev) ** 2)))
-              if np.all(lev < 1 - 1e-10) else np.nan)
-    t = b / se if se > 0 else np.nan
-    t_hc3 = b / se_hc3 if se_hc3 > 0 else np.nan
-    scale = float(np.std(g, ddof=1) / np.std(y, ddof=1))
-    crit = float(stats.t.ppf(0.5 + level / 2, df))
-    half = crit * se
-    res.update(b=b, se=se, b_ci_low=b - half, b_ci_high=b + half, t=t,
-               p=float(2 * stats.t.sf(abs(t), df)), se_hc3=se_hc3, b_hc3_ci_low=b - crit * se_hc3,
-               b_hc3_ci_high=b + crit * se_hc3, p_hc3=float(2 * stats.t.sf(abs(t_hc3), df)),
-               beta=b * scale,
-               beta_se=se * scale, beta_ci_low=(b - half) * scale, beta_ci_high=(b + half) * scale,
-               estimable=True)
-    return res
-
-
-def agreement_stats(true, detected, labels=PATTERNS) -> dict:
+def agreement_stats(true, detected, labels=PATTERN_LABELS) -> dict:
     """Cohen's kappa, percent agreement and per-pattern sensitivity / specificity (proportions).
 
     Lean twin of :func:`helpers.agreement.confusion`, :func:`~helpers.agreement.cohen_kappa`
@@ -320,7 +187,7 @@ def fit_stage(design: StudyDesign, trial, patterns: dict, *, n_participants=None
     Returns
     -------
     list of dict
-        One row per criterion (:data:`REPLICATION_COLUMNS`).
+        One row per criterion (:data:`MC_ROW_COLUMNS`).
     """
     ids = np.sort(trial.sessions["participant_id"].unique())
     part = trial.participants.set_index("participant_id").reindex(ids)
@@ -332,10 +199,10 @@ def fit_stage(design: StudyDesign, trial, patterns: dict, *, n_participants=None
     # Classifiable = at least min_sessions alliance ratings: the same clients under every preset.
     n_obs = trial.sessions.groupby("participant_id")["alliance"].count().reindex(ids).to_numpy()
     classifiable = n_obs >= design.min_sessions
-    all_patterns[TRUE_PATTERN] = np.where(classifiable, truth, "insufficient_data")
+    all_patterns[TRUE_PATTERN] = np.where(classifiable, truth, INSUFFICIENT)
     rows = []
     for name, pats in all_patterns.items():
-        cls = pats != "insufficient_data"
+        cls = pats != INSUFFICIENT
         used = cls & complete
         flag = (pats[used] == "unrepaired").astype(float)
         fit = ols_unrepaired(post[used], pre[used], flag)
@@ -353,13 +220,29 @@ def fit_stage(design: StudyDesign, trial, patterns: dict, *, n_participants=None
     return rows
 
 
-def replicate_trial(design: StudyDesign, n_participants: int, rep: int, seed: int) -> list:
-    """One replication: simulate a trial of ``n_participants`` with ``seed``, detect the
-    patterns under every preset and score them (:func:`fit_stage` rows)."""
+def analyse_trial(design: StudyDesign, n_participants: int, seed: int, *, rep=None):
+    """Simulate -> detect -> classify -> estimate: one trial under every criterion.
+
+    The one trial-level chain of the project (the power study and :mod:`helpers.calibration`).
+
+    Returns
+    -------
+    trial : helpers.contract.Trial
+    patterns : dict
+        preset -> Series of detected patterns indexed by participant_id.
+    rows : list of dict
+        One row per criterion and the oracle (:func:`fit_stage`).
+    """
     trial = simulate_stage(design, n_participants, seed)
     patterns, messages = detect_stage(design, trial.sessions)
-    return fit_stage(design, trial, patterns, n_participants=n_participants, rep=rep, seed=seed,
+    rows = fit_stage(design, trial, patterns, n_participants=n_participants, rep=rep, seed=seed,
                      messages=messages)
+    return trial, patterns, rows
+
+
+def replicate_trial(design: StudyDesign, n_participants: int, rep: int, seed: int) -> list:
+    """One replication: the :func:`fit_stage` rows of :func:`analyse_trial`."""
+    return analyse_trial(design, n_participants, seed, rep=rep)[2]
 
 
 def reference_values(design: StudyDesign, replicate=None) -> pd.DataFrame:
@@ -469,7 +352,7 @@ def run_replications(design: StudyDesign, *, scheduler=None, n_workers=None, pro
     Returns
     -------
     replications, failures, reference : DataFrame
-        Sorted by key (and preset); see :data:`REPLICATION_COLUMNS`, :data:`FAILURE_COLUMNS`
+        Sorted by key (and preset); see :data:`MC_ROW_COLUMNS`, :data:`FAILURE_COLUMNS`
         and :func:`reference_values`.
     """
     tasks = replication_keys(design)
@@ -512,10 +395,10 @@ def run_replications(design: StudyDesign, *, scheduler=None, n_workers=None, pro
 
 def _tidy_rows(rows, design) -> pd.DataFrame:
     out = pd.DataFrame(rows)
-    for col in REPLICATION_COLUMNS:
+    for col in MC_ROW_COLUMNS:
         if col not in out.columns:
             out[col] = np.nan
-    out = out[REPLICATION_COLUMNS + [c for c in out.columns if c not in REPLICATION_COLUMNS]]
+    out = out[MC_ROW_COLUMNS + [c for c in out.columns if c not in MC_ROW_COLUMNS]]
     order = {name: i for i, name in enumerate(design.criteria)}
     key = out["preset"].map(order).fillna(len(order))
     out = (out.assign(_order=key).sort_values(["n_participants", "rep", "_order", "preset"], kind="mergesort")
@@ -530,119 +413,3 @@ def _tidy_rows(rows, design) -> pd.DataFrame:
 def _tidy_failures(failures) -> pd.DataFrame:
     out = pd.DataFrame(failures, columns=FAILURE_COLUMNS)
     return out.sort_values(["n_participants", "rep"], kind="mergesort").reset_index(drop=True)
-
-
-# --------------------------------------------------------------------------------------------
-# the whole study
-# --------------------------------------------------------------------------------------------
-@dataclass
-class PowerStudy:
-    """Result of :func:`run_study`.
-
-    Attributes
-    ----------
-    design : StudyDesign
-    replications : DataFrame
-        One row per replication x criterion (:data:`REPLICATION_COLUMNS`).
-    failures : DataFrame
-        Failed replications: n_participants, rep, seed, error.
-    reference : DataFrame
-        Large-sample beta per criterion (:func:`reference_values`).
-    theta : float
-        The true beta (large-sample beta of the true pattern).
-    beta : DataFrame
-        Bias, empirical SE, coverage and power per sample size x criterion
-        (:func:`helpers.power_summary.summarise_beta`).
-    accuracy : DataFrame
-        Detection accuracy per sample size x preset
-        (:func:`helpers.power_summary.summarise_accuracy`).
-    n80 : DataFrame
-        N for 80% power per test and criterion (:func:`helpers.power_summary.n_for_power`).
-    warnings : list of str
-        Every warning emitted by the run.
-    """
-
-    design: StudyDesign
-    replications: pd.DataFrame
-    failures: pd.DataFrame
-    reference: pd.DataFrame
-    theta: float
-    beta: pd.DataFrame
-    accuracy: pd.DataFrame
-    n80: pd.DataFrame
-    warnings: list = field(default_factory=list)
-
-    def tables(self) -> dict:
-        """``{file stem: (table, sort columns)}`` for :func:`helpers.tables.write_table`."""
-        return {
-            "power_beta": (self.beta, ["n_participants", "preset"]),
-            "power_accuracy": (self.accuracy, ["n_participants", "preset"]),
-            "power_n80": (self.n80, []),
-            "power_reference": (self.reference, []),
-            "power_failures": (self.failures, ["n_participants", "rep"]),
-        }
-
-
-def run_study(design: StudyDesign | None = None, *, scheduler=None, n_workers=None, progress=True,
-              replicate=None, chunk_size=None, target_power: float = 0.8, alpha: float = 0.05,
-              **design_kwargs) -> PowerStudy:
-    """Run the simulation study and summarise it.
-
-    Parameters
-    ----------
-    design : StudyDesign, optional
-        Or its fields as keyword arguments (``sample_sizes``, ``replications``, ``seed``, ...).
-    scheduler, n_workers, progress, replicate, chunk_size
-        See :func:`run_replications`.
-    target_power : float
-        Power for which the needed N is interpolated.
-    alpha : float
-        Two-sided significance level of the power.
-
-    Returns
-    -------
-    PowerStudy
-
-    Warns
-    -----
-    UserWarning
-        When replications failed (their keys, seeds and errors are in ``failures``) or the
-        detection warned (counted per row in ``n_warnings``).
-
-    Examples
-    --------
-    >>> study = run_study(sample_sizes=[40], replications=2, presets={"rci": {"criterion": "rci"}},
-    ...                   reference_n=2000, scheduler="synchronous", progress=False)
-    >>> study.beta[["n_participants", "preset", "n_replications", "n_failed"]].values.tolist()
-    [[40, 'rci', 2, 0], [40, 'true_pattern', 2, 0]]
-    """
-    from helpers import power_summary
-
-    if design is None:
-        design = StudyDesign(**design_kwargs)
-    elif design_kwargs:
-        design = dataclasses.replace(design, **design_kwargs)
-    reps, failures, reference = run_replications(design, scheduler=scheduler, n_workers=n_workers,
-                                                 progress=progress, replicate=replicate,
-                                                 chunk_size=chunk_size)
-    messages = []
-    if len(failures):
-        shown = "; ".join(f"N={r.n_participants} rep={r.rep} seed={r.seed}: {r.error}"
-                          for r in failures.head(5).itertuples())
-        messages.append(f"power study: {len(failures)} of {len(replication_keys(design))} replications "
-                        f"failed (counted in n_failed; all in .failures): {shown}")
-    n_warned = int(reps["n_warnings"].sum()) if len(reps) else 0
-    if n_warned:
-        messages.append(f"power study: detection warned {n_warned} times (see n_warnings / warnings "
-                        "of .replications)")
-    for msg in messages:
-        warnings.warn(msg, UserWarning, stacklevel=2)
-    ref = reference.set_index("preset")
-    theta = float(ref.loc[TRUE_PATTERN, "beta"])
-    beta = power_summary.summarise_beta(reps, failures, design, theta=theta,
-                                        theta_b=float(ref.loc[TRUE_PATTERN, "b"]), alpha=alpha,
-                                        reference=reference)
-    accuracy = power_summary.summarise_accuracy(reps, failures, design)
-    n80 = power_summary.n_for_power(beta, target=target_power,
-                                    seed=replication_seed(design.seed, *BOOTSTRAP_KEY))
-    return PowerStudy(design, reps, failures, reference, theta, beta, accuracy, n80, messages)

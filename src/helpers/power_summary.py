@@ -1,5 +1,6 @@
 """Summaries of the power study (:mod:`helpers.power`): performance measures with Monte-Carlo
-SEs, the N needed for 80% power, a recommendation sentence and the two figures.
+SEs, the N needed for 80% power and a recommendation sentence (the figures are in
+:mod:`helpers.figures`).
 
 Every function takes the tidy replication table of :func:`helpers.power.run_replications`
 (one row per replication x criterion, sorted by key) and returns a tidy DataFrame with one
@@ -32,14 +33,11 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from helpers.contract import PATTERNS
-from helpers.power import PAPER_BETA, TRUE_PATTERN
+from helpers import paper
+from helpers.contract import PATTERN_LABELS, TRUE_PATTERN
 
-#: Okabe & Ito (2008) colours without black (black is the oracle), cycled with line styles.
-_COLORS = ["#E69F00", "#56B4E9", "#009E73", "#0072B2", "#D55E00", "#CC79A7", "#F0E442"]
-_STYLES = ["-", "--", ":", "-."]
-_MARKERS = ["o", "s", "^", "D", "v", "P", "X", "<", ">"]
-
+#: The paper's standardised beta of an unrepaired rupture.
+PAPER_BETA = paper.BETA["beta"]
 
 def _mcse_mean(x) -> tuple[float, float]:
     x = np.asarray(x, dtype=float)
@@ -75,7 +73,7 @@ def summarise_beta(replications: pd.DataFrame, failures: pd.DataFrame, design, *
     Parameters
     ----------
     replications : DataFrame
-        :data:`helpers.power.REPLICATION_COLUMNS` rows.
+        :data:`helpers.power.MC_ROW_COLUMNS` rows.
     failures : DataFrame
         Failed replications (n_participants, rep, seed, error).
     design : helpers.power.StudyDesign
@@ -162,7 +160,7 @@ def summarise_accuracy(replications: pd.DataFrame, failures: pd.DataFrame, desig
             continue
         row = {"n_participants": n, "preset": name, "n_replications": len(cell) + n_failed,
                "n_failed": n_failed, "mean_n_classifiable": _mcse_mean(cell["n_classifiable"])[0]}
-        cols = ["kappa", "agreement", *[f"{m}_{p}" for p in PATTERNS for m in ("sens", "spec")]]
+        cols = ["kappa", "agreement", *[f"{m}_{p}" for p in PATTERN_LABELS for m in ("sens", "spec")]]
         for col in cols:
             row[col], row[f"{col}_mcse"] = _mcse_mean(cell[col])
         rows.append(row)
@@ -288,7 +286,7 @@ def n_for_power(beta_summary: pd.DataFrame, *, target: float = 0.8, n_boot: int 
 # --------------------------------------------------------------------------------------------
 # what to pre-register
 # --------------------------------------------------------------------------------------------
-def _closest(sizes, at_n):
+def closest_size(sizes, at_n):
     sizes = sorted(set(int(s) for s in sizes))
     return min(sizes, key=lambda s: (abs(s - at_n), s))
 
@@ -329,7 +327,7 @@ def recommend(accuracy: pd.DataFrame, beta_summary: pd.DataFrame, n80: pd.DataFr
         preset, test ("ols" or "hc3"), n (the sample size used), tied (presets tied on kappa),
         text (the plain-language summary; every number comes from the tables).
     """
-    n = _closest(accuracy["n_participants"], at_n)
+    n = closest_size(accuracy["n_participants"], at_n)
     acc = accuracy[accuracy["n_participants"] == n].set_index("preset")
     bet = beta_summary[beta_summary["n_participants"] == n].set_index("preset")
     best = acc["kappa"].idxmax()
@@ -388,129 +386,3 @@ def recommend(accuracy: pd.DataFrame, beta_summary: pd.DataFrame, n80: pd.DataFr
         text += (f" With perfect detection (the true patterns) 80% power would come with "
                  f"{_n_text(need.loc[TRUE_PATTERN])}: the difference is what detection errors cost.")
     return {"preset": pick, "test": test, "n": n, "tied": tied, "text": text}
-
-
-# --------------------------------------------------------------------------------------------
-# figures
-# --------------------------------------------------------------------------------------------
-def _style(i, name):
-    if name == TRUE_PATTERN:
-        return dict(color="black", linestyle="--", marker="*", linewidth=1.6)
-    return dict(color=_COLORS[i % len(_COLORS)], linestyle=_STYLES[(i // len(_COLORS)) % len(_STYLES)],
-                marker=_MARKERS[i % len(_MARKERS)], linewidth=1.1)
-
-
-def plot_power_curve(beta_summary: pd.DataFrame, *, target: float = 0.8, caption: str = ""):
-    """Power against N, one line per criterion, bars +-2 MC SE: the paper's OLS test (left)
-    and the same test with HC3 standard errors (right)."""
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 2, figsize=(7.6, 3.6), sharey=True)
-    presets = list(dict.fromkeys(beta_summary["preset"]))
-    sizes = sorted(beta_summary["n_participants"].unique())
-    alpha = beta_summary["alpha"].iloc[0]
-    for ax, (test, col) in zip(axes, TESTS.items()):
-        for i, name in enumerate(presets):
-            cell = beta_summary[beta_summary["preset"] == name].sort_values("n_participants")
-            ax.errorbar(cell["n_participants"], cell[col], yerr=2 * cell[f"{col}_mcse"], capsize=2,
-                        markersize=4, label=name.replace("_", " "), **_style(i, name))
-        ax.axhline(target, color="grey", linewidth=0.8, linestyle=":")
-        ax.set_xticks(sizes)
-        ax.set_xlabel("clients enrolled (N)")
-        ax.set_title("OLS t test (the paper's)" if test == "ols" else "t test with HC3 SE", fontsize=8)
-    axes[0].set_ylabel(f"power (p < {alpha:g})")
-    axes[0].set_ylim(0, 1.02)
-    r = int(beta_summary["n_replications"].min())
-    fig.suptitle(f"Power of the unrepaired-rupture test by criterion (R = {r} per N){caption}", fontsize=9)
-    axes[1].legend(frameon=False, fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5))
-    fig.tight_layout()
-    return fig
-
-
-def plot_bias_coverage(beta_summary: pd.DataFrame, *, at_n: int = 116, caption: str = ""):
-    """Mean beta (+-1 empirical SE) and 95% CI coverage (+-2 MC SE) per criterion at one N."""
-    import matplotlib.pyplot as plt
-
-    n = _closest(beta_summary["n_participants"], at_n)
-    cell = beta_summary[beta_summary["n_participants"] == n].reset_index(drop=True)
-    y = np.arange(len(cell))[::-1]
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(6.8, 3.4), sharey=True)
-    for i, row in cell.iterrows():
-        st = _style(i, row["preset"])
-        ax1.errorbar(row["beta_mean"], y[i], xerr=row["emp_se"], color=st["color"], marker=st["marker"],
-                     capsize=2, markersize=4)
-        ax2.errorbar(row["coverage"], y[i], xerr=2 * row["coverage_mcse"], color=st["color"],
-                     marker=st["marker"], capsize=2, markersize=4)
-    theta = float(cell["theta"].iloc[0])
-    ax1.axvline(theta, color="black", linewidth=0.9, label=f"true beta {theta:.2f}")
-    ax1.axvline(PAPER_BETA, color="grey", linewidth=0.9, linestyle=":", label=f"paper {PAPER_BETA:.2f}")
-    ax1.set_yticks(y, [p.replace("_", " ") for p in cell["preset"]])
-    ax1.set_xlabel("standardised beta (mean +- empirical SE)")
-    ax2.axvline(0.95, color="black", linewidth=0.9)
-    ax2.set_xlabel("95% CI coverage of the true beta")
-    ax2.set_xlim(-0.02, 1.02)
-    r = int(cell["n_replications"].min())
-    fig.suptitle(f"Unrepaired-rupture beta by criterion, N = {n} (R = {r}){caption}", fontsize=9)
-    fig.tight_layout(rect=(0, 0.07, 1, 1))
-    fig.legend(*ax1.get_legend_handles_labels(), loc="lower center", ncol=2, frameon=False, fontsize=7)
-    return fig
-
-
-# --------------------------------------------------------------------------------------------
-# the multiverse on the current dataset
-# --------------------------------------------------------------------------------------------
-def multiverse_table(sessions: pd.DataFrame, participants: pd.DataFrame, truth: pd.DataFrame | None = None,
-                     *, min_sessions: int = 6, repair_window=None, tolerance: float = 0.0,
-                     outcome: str = "pss_i", presets=None, by=("mdd", "child_abuse")) -> pd.DataFrame:
-    """Every headline number of the paper under every criterion preset, on one dataset.
-
-    Built from :mod:`helpers.multiverse` (prevalence with Wilson CIs, the outcome regression,
-    agreement with the truth when ``truth`` is given) and :func:`helpers.models.pattern_chi2`
-    (pattern x ``by``; exact or Monte-Carlo p when an expected count is below 5).
-
-    Returns
-    -------
-    DataFrame
-        One row per preset: preset, n (classifiable), n_episodes, <pattern>_pct for the three
-        patterns, unrepaired_ci_low / _high; per ``by``: chi2_<by>, dof_<by>, p_<by>,
-        p_exact_<by>, n_<by> (NaN and a ``note`` when the table has fewer than 2 patterns);
-        beta, beta_ci_low, beta_ci_high, p_beta, n_beta; kappa, kappa_ci_low, kappa_ci_high
-        (NaN without truth); note.
-    """
-    from helpers import models, multiverse
-
-    results = multiverse.patterns_by_preset(sessions, min_sessions=min_sessions, repair_window=repair_window,
-                                            tolerance=tolerance, presets=presets)
-    prev = multiverse.prevalence_by_preset(results).set_index(["preset", "quantity"])
-    beta = multiverse.beta_by_preset(results, participants, outcome=outcome).set_index("preset")
-    acc = multiverse.accuracy_by_preset(results, truth).set_index("preset") if truth is not None else None
-    rows = []
-    for name, (episodes, pats) in results.items():
-        row = {"preset": name, "n": int(prev.loc[(name, "unrepaired"), "n"]), "n_episodes": len(episodes)}
-        for pattern in PATTERNS:
-            row[f"{pattern}_pct"] = prev.loc[(name, pattern), "estimate"]
-        row["unrepaired_ci_low"] = prev.loc[(name, "unrepaired"), "ci_low"]
-        row["unrepaired_ci_high"] = prev.loc[(name, "unrepaired"), "ci_high"]
-        notes = []
-        for var in by:
-            try:
-                chi = models.pattern_chi2(pats, participants, by=var, warn=False).iloc[0]
-                row.update({f"chi2_{var}": chi["chi2"], f"dof_{var}": chi["dof"], f"p_{var}": chi["p"],
-                            f"p_exact_{var}": chi["p_exact"], f"n_{var}": chi["n"]})
-            except ValueError as exc:  # fewer than 2 patterns under this preset: not testable
-                row.update({f"chi2_{var}": np.nan, f"dof_{var}": np.nan, f"p_{var}": np.nan,
-                            f"p_exact_{var}": np.nan, f"n_{var}": np.nan})
-                notes.append(f"chi2 {var}: {str(exc).splitlines()[0]}")
-        b = beta.loc[name]
-        row.update({"beta": b["beta"], "beta_ci_low": b["beta_ci_low"], "beta_ci_high": b["beta_ci_high"],
-                    "p_beta": b["p"], "n_beta": b["n"]})
-        if isinstance(b.get("note"), str) and b["note"]:
-            notes.append(b["note"])
-        if acc is not None:
-            row.update({"kappa": acc.loc[name, "kappa"], "kappa_ci_low": acc.loc[name, "kappa_ci_low"],
-                        "kappa_ci_high": acc.loc[name, "kappa_ci_high"]})
-        else:
-            row.update({"kappa": np.nan, "kappa_ci_low": np.nan, "kappa_ci_high": np.nan})
-        row["note"] = "; ".join(notes)
-        rows.append(row)
-    return pd.DataFrame(rows)

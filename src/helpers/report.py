@@ -26,6 +26,7 @@ import pandas as pd
 from scipy import stats
 
 from helpers import describe, models, paper, paths
+from helpers.contract import INSUFFICIENT
 from helpers.tables import atomic_write_text
 
 REPLICATION_COLUMNS = ["quantity", "paper", "estimate", "ci_low", "ci_high", "n", "p", "statistic",
@@ -57,7 +58,7 @@ def sd_ci(values, level=0.95) -> tuple[float, float, float, int]:
 
 
 def cramers_v_ci(patterns, participants, by, *, n_boot=2000, seed=20131106, level=0.95,
-                 exclude=("insufficient_data",)) -> tuple[float, float]:
+                 exclude=(INSUFFICIENT,)) -> tuple[float, float]:
     """Percentile bootstrap CI of Cramer's V of pattern x ``by`` (resampling clients)."""
     # the same classifiable clients x `by` table that models.pattern_chi2 tests
     d = models._pattern_by(patterns, participants, by, "pattern", exclude).dropna()
@@ -130,7 +131,7 @@ def replication_table(participants, patterns, chi2, regression, *, outcome="pss_
     for label, key in (("any rupture (%)", "any_rupture"), ("repaired rupture (%)", "repaired"),
                        ("unrepaired rupture (%)", "unrepaired"), ("no rupture (%)", "no_rupture")):
         r = prev.loc[key]
-        add(label, paper.PATTERNS[key], r["estimate"], r["ci_low"], r["ci_high"], r["n"], "in_ci")
+        add(label, paper.PATTERN_PCT[key], r["estimate"], r["ci_low"], r["ci_high"], r["n"], "in_ci")
     for label, by in (("pattern x MDD: chi-square", "mdd"), ("pattern x childhood abuse: chi-square", "child_abuse")):
         r = chi2.set_index("by").loc[by]
         v_lo, v_hi = cramers_v_ci(patterns, participants, by)

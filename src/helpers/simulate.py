@@ -1,126 +1,12 @@
 """A simulated prolonged-exposure (PE) trial with known truth.
 
-The trial's raw data are not public, so the default run of the pipeline uses data drawn from
-the generative model below. It is built to agree with what McLaughlin et al. (2014) report
-(see ``README.md`` of this repository): 116 PE
-clients, 10 sessions, 76.1 % female, 66 % Caucasian, age 36.7 (11.3), about 82 clients with
-enough alliance data, 54 / 28 / 18 % no / repaired / unrepaired rupture, and a standardised
-beta of about .45 of an unrepaired rupture on post-treatment PTSD. Agreement shows that the
-pipeline and this model agree with the paper; it is not evidence that the finding is true.
-
-Every probability and effect is a field of :class:`Knobs`; :func:`simulate_trial` takes any
-of them as a keyword argument.
-
-Generative model
-----------------
-Notation: participants ``i = 1..n``, sessions ``s = 1..S`` (``S = n_sessions``). Knob names
-are in ``code``. All draws come from one ``numpy.random.default_rng(seed)`` in a fixed order
-and with fixed shapes (mostly uniforms transformed afterwards), so changing a knob moves the
-same random numbers a little instead of reshuffling everything (common random numbers; this
-makes calibration smooth).
-
-1. **Demographics.** ``female ~ Bernoulli(p_female)``, ``caucasian ~ Bernoulli(p_caucasian)``;
-   ``age`` from a normal truncated to ``[age_min, age_max]`` whose *truncated* mean and SD are
-   ``age_mean`` / ``age_sd`` (36.7 / 11.3): the pre-truncation mean and SD (32.18 / 16.16 for
-   the defaults) are solved once with :func:`scipy.optimize.fsolve` on the moments of
-   :data:`scipy.stats.truncnorm`; age is then drawn by inverse CDF and rounded to whole years
-   (rounding adds 1/12 year² of variance: the SD moves by 0.004 year). ``mdd ~
-   Bernoulli(p_mdd)``, ``child_abuse ~ Bernoulli(p_child_abuse)``, independent of everything
-   else, in particular of the alliance pattern (the paper found no association).
-2. **True alliance pattern and episodes.** With one uniform ``u``: ``repaired`` if
-   ``u < p_repaired``, ``unrepaired`` if ``u < p_repaired + p_unrepaired``, else
-   ``no_rupture``. ``imaginal_start`` is 3 with probability ``p_imaginal_start_3``, else 2.
-   A ruptured person has one episode, or with probability ``p_second_rupture`` two (the first
-   is then always repaired, the second has the person's pattern; if the sessions leave no
-   room for two, one). Each episode has
-
-   - a length ``k ~ Uniform{1..repair_sessions_max}`` (capped at ``S - 2``): a repaired
-     episode is back by session ``r + k``; an unrepaired one regains part of the drop over
-     ``k`` sessions;
-   - a rupture session ``r``, drawn over the allowed sessions (``2..S - k`` for a repaired
-     episode, ``2..S`` for an unrepaired one; a second episode starts after the first one's
-     repair session) with weight 1 before ``imaginal_start`` and ``rupture_weight_imaginal``
-     from it on;
-   - a drop ``D ~ Normal(rupture_drop_mean, rupture_drop_sd)``, floored at
-     ``rupture_drop_min``;
-   - for an unrepaired episode, a recovered fraction ``q ~ Uniform(0, unrepaired_max_recovery)``.
-
-   Ruptures are part of the *latent* course and are drawn independently of attendance (step
-   5): a rupture at a missed session or after dropout is in ``truth`` but cannot be seen.
-3. **CALPAS alliance** (client mean item score, 1-7). Person level ``a_i ~ Normal
-   (alliance_mean, alliance_sd)``, slope ``b_i ~ Normal(alliance_slope_mean,
-   alliance_slope_sd)``; latent ``A_is = a_i + b_i (s - 1)``. Each episode, in order, changes
-   the latent course from its rupture session on, with ``P = A_{i, r-1}`` the pre-rupture
-   level:
-
-   - repaired: ``A_is = P - D (1 - (s - r) / k)`` for ``r <= s < r + k`` (a linear climb back),
-     and ``A_is = max(A_is, P) + repair_overshoot`` for ``s >= r + k``; so the latent score
-     at the repair session is ``>= P`` by construction;
-   - unrepaired: ``A_is = P - D (1 - q min(1, (s - r) / k))`` for ``s >= r``: the course
-     flattens and never regains more than ``q <= unrepaired_max_recovery`` of the drop, so it
-     stays ``<= P - D (1 - unrepaired_max_recovery) < P`` by construction.
-
-   Observed alliance = latent + ``Normal(0, alliance_noise_sd)``, clipped to [1, 7] (the
-   scale's bounds; the clipping is what produces the ceiling seen in CALPAS data) and
-   rounded to 2 decimals (a mean of 24 items scored 1-7 has steps of 1/24 = 0.04, so 2
-   decimals lose nothing and keep CSV round-trips exact).
-4. **Symptoms.** True pre-treatment PTSD severity ``T_i ~ Normal(pss_pre_mean, pss_pre_sd)``.
-   Each *attended* session (step 5) is one unit of treatment dose; a person's improvement
-   rate is ``rate_i = improvement_rate * exp(improvement_rate_sigma z - sigma^2 / 2)``
-   (log-normal, mean ``improvement_rate``). From an unrepaired rupture's session on, each
-   attended session counts ``unrepaired_dose_factor`` units instead of 1 (the unrepaired
-   rupture slows improvement after it; a negative factor means symptoms worsen). With
-   ``d_is`` the dose received before session ``s`` and ``d_i`` the total dose, latent
-   severity is ``T_i exp(-rate_i d_is)`` at session ``s`` and ``T_i exp(-rate_i d_i)`` at post.
-   Dropouts stop receiving dose after leaving.
-
-   - PSS-SR pre, every session and post: latent + ``Normal(0, pss_sr_error_sd)``;
-     PSS-I pre and post: latent + ``Normal(0, pss_i_error_sd)`` (so PSS-I and PSS-SR share
-     the true severity and correlate about .8 at pre);
-   - BDI: latent pre ``B_i = bdi_pre_mean + bdi_mdd_shift (mdd_i - p_mdd) + bdi_pre_sd
-     (bdi_ptsd_corr z_T + sqrt(1 - bdi_ptsd_corr^2) z)`` with ``z_T`` the standardised
-     ``T_i``; post ``B_i exp(-bdi_rate_ratio rate_i d_i)``; each observed with
-     ``Normal(0, bdi_error_sd)``.
-
-   All symptom scores are rounded to integers (sums of integer items) and clipped to their
-   ranges (PSS 0-51, BDI 0-63).
-5. **Missing data.** Dropout: after each session ``s < S`` a participant still in treatment
-   leaves with probability ``dropout_hazard``; ``L_i`` is the last session in treatment.
-   Each session ``2..L_i`` is missed with probability ``p_missed_session`` (session 1 is
-   always attended: it is the start of treatment). A missed session or one after ``L_i``
-   has alliance and PSS-SR missing (NaN), and gives no dose. ``dropout_after`` in ``truth``
-   is the last *attended* session. The post assessment (PSS-SR, PSS-I, BDI together) is
-   missing with probability ``p_post_missing_completer`` for completers (``L_i = S``) and
-   ``p_post_missing_dropout`` for dropouts. Pre assessments are never missing (they were
-   inclusion assessments). The missingness is independent of the alliance pattern.
-
-Calibration (recorded in ``docs/calibration.md``; reproduce with ``python -m helpers.calibration``)
-----------------------------------------------------------------------------------------------------
-Two stages. (1) Missingness and a first effect size against the TRUE pattern
-(:func:`calibration_summary`): ``dropout_hazard`` = 0.06 gives a mean of 82.1 classifiable
-clients (SD 4.9; at least 6 observed alliance scores, ``min_sessions`` of
-``params/default.yaml``). (2) Rupture and effect knobs against what the pipeline DETECTS
-under the default criterion (:mod:`helpers.calibration`), because the paper's numbers are
-detected ones: ``p_repaired`` 0.38, ``p_unrepaired`` 0.135, ``rupture_drop_mean`` 1.5 and
-``unrepaired_dose_factor`` -1.45 give, over seeds 1-200 (hold-out 1001-1200 in brackets):
-
-- classifiable: 82.5 (82.7) of 116;
-- detected no_rupture / repaired / unrepaired among classifiable: 53.95 / 27.97 / 18.08 %
-  (53.73 / 27.79 / 18.48 %); true: 48.9 / 37.5 / 13.6 %; agreement detected = true 85 %;
-- standardised beta of the DETECTED unrepaired pattern on post PSS-I controlling for pre
-  PSS-I: mean .450, SD .123 (.436); of the TRUE unrepaired pattern: .587 (.576). Detection
-  errors attenuate the effect, so the true effect must be larger than the paper's .45.
-
-A merely halted improvement (factor 0) gives a true beta of only about .28, so the paper's
-.45 requires symptoms to *worsen* after an unrepaired rupture in this model. With the hazard,
-about 43 % leave before the last session and 24 % lack a post assessment. The rest of the
-knobs are fixed by the paper or stated as assumptions beside each knob.
-
-References
-----------
-McLaughlin, A. A., Keller, S. M., Feeny, N. C., Youngstrom, E. A., & Zoellner, L. A. (2014).
-Patterns of therapeutic alliance: Rupture-repair episodes in prolonged exposure for
-posttraumatic stress disorder. Journal of Consulting and Clinical Psychology, 82(1), 112-121.
+The trial's raw data are not public, so the default run uses data drawn from a generative model
+built to agree with what McLaughlin et al. (2014) report (116 clients, 10 sessions, the sample's
+demographics, about 82 classifiable clients, 54 / 28 / 18 % no / repaired / unrepaired rupture,
+a standardised beta of about .45): agreement shows that the pipeline and this model agree with
+the paper, not that the finding is true. Every probability and effect is a field of
+:class:`Knobs`, which :func:`simulate_trial` takes as keyword arguments. The model, step by step,
+and its calibration are in ``docs/simulation.md`` and ``docs/calibration.md``.
 
 Examples
 --------
@@ -144,14 +30,14 @@ from scipy import optimize, special, stats
 
 from helpers.contract import (
     PARTICIPANT_COLUMNS,
-    PATTERNS,
+    PATTERN_LABELS,
     SCORE_RANGES,
     SESSION_COLUMNS,
     TRUTH_COLUMNS,
     Trial,
 )
 
-__all__ = ["Knobs", "default_knobs", "simulate_trial", "calibration_summary"]
+__all__ = ["Knobs", "default_knobs", "simulate_trial"]
 
 
 @dataclass(frozen=True)
@@ -542,7 +428,7 @@ def _tables(arr, n, S):
     truth = pd.DataFrame(
         {
             "participant_id": ids,
-            "true_pattern": np.array(PATTERNS, dtype=object)[arr["pattern"]],
+            "true_pattern": np.array(PATTERN_LABELS, dtype=object)[arr["pattern"]],
             "n_true_ruptures": (two.astype(np.int64) + (arr["r_b"] > 0)).astype(np.int64),
             "rupture_sessions": _join_sessions(arr["r_a"], arr["r_b"]),
             "repair_sessions": _join_sessions(np.where(two, arr["r_a"] + arr["k_a"], 0), repair_b),
@@ -610,59 +496,3 @@ def simulate_trial(n_participants=116, n_sessions=10, seed=None, **knobs) -> Tri
             "knobs": dataclasses.asdict(kn),
         },
     )
-
-
-# --- calibration ----------------------------------------------------------------------------
-
-
-def _standardised_beta(y, x, group):
-    """Standardised coefficient of ``group`` in ``z(y) ~ z(x) + z(group)`` (OLS)."""
-    z = [(v - v.mean()) / v.std(ddof=1) for v in (y, x, group.astype(float))]
-    design = np.column_stack([np.ones_like(z[0]), z[1], z[2]])
-    return float(np.linalg.lstsq(design, z[0], rcond=None)[0][2])
-
-
-def calibration_summary(seeds, n_participants=116, n_sessions=10, min_sessions=6, **knobs):
-    """Per-seed figures the default knobs are calibrated against (on the TRUE pattern).
-
-    Parameters
-    ----------
-    seeds : iterable of int
-        Seeds to simulate.
-    n_participants, n_sessions : int
-        Passed to :func:`simulate_trial`.
-    min_sessions : int, default 6
-        Fewer observed alliance scores make a participant unclassifiable
-        (``min_sessions`` of ``params/default.yaml``).
-    **knobs
-        Passed to :func:`simulate_trial`.
-
-    Returns
-    -------
-    DataFrame
-        One row per seed: ``seed``, ``n_classifiable``, the share of each true pattern among
-        the classifiable (``pct_no_rupture``, ``pct_repaired``, ``pct_unrepaired``), ``n_beta``
-        (classifiable with pre and post PSS-I) and the standardised betas of the true
-        unrepaired pattern (vs all other classifiable) on post PSS-I controlling for pre PSS-I
-        (``beta_pss_i``) and on post PSS-SR controlling for pre PSS-SR (``beta_pss_sr``).
-    """
-    rows = []
-    for seed in seeds:
-        t = simulate_trial(n_participants, n_sessions, seed, **knobs)
-        n_obs = t.sessions.groupby("participant_id", sort=False)["alliance"].count().to_numpy()
-        ok = n_obs >= min_sessions
-        pattern = t.truth["true_pattern"].to_numpy()[ok]
-        p = t.participants[ok]
-        unrep = (pattern == "unrepaired").astype(float)
-        row = {"seed": seed, "n_classifiable": int(ok.sum())}
-        for name in PATTERNS:
-            row[f"pct_{name}"] = 100.0 * float(np.mean(pattern == name)) if ok.any() else np.nan
-        for tag, pre, post in (("pss_i", "pss_i_pre", "pss_i_post"), ("pss_sr", "pss_sr_pre", "pss_sr_post")):
-            cc = p[[pre, post]].notna().all(axis=1).to_numpy()
-            if tag == "pss_i":
-                row["n_beta"] = int(cc.sum())
-            row[f"beta_{tag}"] = _standardised_beta(
-                p[post].to_numpy()[cc], p[pre].to_numpy()[cc], unrep[cc]
-            )
-        rows.append(row)
-    return pd.DataFrame(rows)
