@@ -142,7 +142,7 @@ def _error(file, column, rule, df=None, mask=None, cols=None):
     return DataValidationError(file, column, rule, rows, n_bad=int(mask.sum()))
 
 
-def _read_raw(path: Path, encoding=None) -> _Raw:
+def _read_raw(path: Path, encoding=None, sheet=None) -> _Raw:
     """Read any supported file into a :class:`_Raw` table, wrapping every parser error."""
     kind = FORMATS.get(path.suffix.lower())
     if kind is None:
@@ -156,7 +156,9 @@ def _read_raw(path: Path, encoding=None) -> _Raw:
     if path.stat().st_size == 0:
         raise DataValidationError(path, None, "empty file (0 bytes)")
     reader = {"csv": _read_csv, "xlsx": _read_xlsx, "sav": _read_sav}[kind]
-    raw = reader(path, encoding) if kind == "csv" else reader(path)
+    if sheet is not None and kind != "xlsx":
+        raise DataValidationError(path, None, f"a sheet ({sheet!r}) was named, but only Excel workbooks have sheets")
+    raw = reader(path, encoding) if kind == "csv" else reader(path, sheet) if kind == "xlsx" else reader(path)
     if raw.df.shape[0] == 0:
         raise DataValidationError(path, None, "empty file (a header but no data rows)")
     return raw
@@ -311,7 +313,7 @@ def _frame_from_records(records, path: Path, label: str) -> pd.DataFrame:
     return df
 
 
-def _read_xlsx(path: Path) -> _Raw:
+def _read_xlsx(path: Path, sheet=None) -> _Raw:
     import openpyxl  # imported here: only Excel users pay for it
 
     try:
@@ -323,14 +325,17 @@ def _read_xlsx(path: Path) -> _Raw:
         ) from exc
     try:
         sheets = list(wb.sheetnames)
-        ws = wb[sheets[0]]
-        records = list(enumerate(ws.iter_rows(values_only=True), start=1))
+        if sheet is not None and sheet not in sheets:
+            raise DataValidationError(path, None, f"no sheet named {sheet!r}; the workbook's sheets are {sheets}")
+        chosen = sheets[0] if sheet is None else sheet
+        records = list(enumerate(wb[chosen].iter_rows(values_only=True), start=1))
     finally:
         wb.close()
-    info = {"format": "xlsx", "sheet": sheets[0], "decimal": "."}
-    if len(sheets) > 1:
+    info = {"format": "xlsx", "sheet": chosen, "decimal": "."}
+    if sheet is None and len(sheets) > 1:
         info["other_sheets"] = sheets[1:]
-    return _Raw(_frame_from_records(records, path, "row"), str(path), info)
+    # messages name the sheet: a workbook's first sheet is often a codebook
+    return _Raw(_frame_from_records(records, path, "row"), f"{path} (sheet {chosen!r})", info)
 
 
 def _read_sav(path: Path) -> _Raw:
@@ -455,7 +460,8 @@ def _scores(raw: _Raw, col: str, measure: str, decimal: str) -> pd.Series:
         raise _error(raw.file, col, "non-numeric score (expected a number or an empty cell)",
                      raw.df, bad, ["participant_id", "session", col])
     values = pd.Series(parsed, index=raw.df.index, dtype="float64")
-    lo, hi = SCORE_RANGES[measure]
+    # the instruments' ranges (a dataset descriptor's) or the contract's defaults
+    lo, hi = raw.info.get("ranges", SCORE_RANGES)[measure]
     out = (values.notna() & ((values < lo) | (values > hi))).to_numpy()
     if out.any():
         raise _error(raw.file, col, f"score out of range [{lo:g}, {hi:g}]",
@@ -781,8 +787,9 @@ def _check_same_ids(s_raw: _Raw, p_raw: _Raw) -> None:
                 lack_raw.file, "participant_id",
                 f"participant ids in {Path(have_raw.file).name} but not in "
                 f"{Path(lack_raw.file).name} ({len(only)} participant"
-                f"{'s' if len(only) != 1 else ''}): {listed}; the rows below are from "
-                f"{Path(have_raw.file).name}",
+                f"{'s' if len(only) != 1 else ''}): {listed}; ids in {Path(lack_raw.file).name} look like "
+                f"{sorted(set(lack))[:5]} (the same ids must be spelled the same way in both files); "
+                f"the rows below are from {Path(have_raw.file).name}",
                 have_raw.df, have.isin(only).to_numpy(), ["participant_id", "session"],
             )
 
@@ -802,7 +809,7 @@ def _warn_columns(file: str, table: str, report: dict, messages: list) -> None:
 # --------------------------------------------------------------------------------------
 # Public API
 # --------------------------------------------------------------------------------------
-def validate_sessions(df, file="<DataFrame>", *, layout="auto", n_sessions=None):
+def validate_sessions(df, file="<DataFrame>", *, layout="auto", n_sessions=None, ranges=None):
     """Check an in-memory sessions table against the data contract.
 
     Parameters
@@ -815,6 +822,9 @@ def validate_sessions(df, file="<DataFrame>", *, layout="auto", n_sessions=None)
     layout : {"auto", "long", "wide"}
     n_sessions : int, optional
         Largest allowed session number.
+    ranges : dict, optional
+        ``{column: (low, high)}`` of the scores (:func:`helpers.instruments.score_ranges` of
+        the trial's instruments); default :data:`~helpers.contract.SCORE_RANGES`.
 
     Returns
     -------
@@ -837,12 +847,14 @@ def validate_sessions(df, file="<DataFrame>", *, layout="auto", n_sessions=None)
     ['a', 'b']
     """
     raw = _from_frame(df, str(file))
+    if ranges is not None:
+        raw.info["ranges"] = {**SCORE_RANGES, **ranges}
     out, report = _sessions_table(raw, layout, n_sessions)
     _warn_columns(str(file), "sessions", report, [])
     return out
 
 
-def validate_participants(df, file="<DataFrame>"):
+def validate_participants(df, file="<DataFrame>", *, ranges=None):
     """Check an in-memory participants table against the data contract.
 
     Parameters
@@ -852,6 +864,8 @@ def validate_participants(df, file="<DataFrame>"):
         ``PARTICIPANT_COLUMNS`` filled with missing values (and warned about) when absent.
     file : str
         Name used in error messages.
+    ranges : dict, optional
+        As in :func:`validate_sessions`.
 
     Returns
     -------
@@ -878,6 +892,8 @@ def validate_participants(df, file="<DataFrame>"):
     [True, False]
     """
     raw = _from_frame(df, str(file))
+    if ranges is not None:
+        raw.info["ranges"] = {**SCORE_RANGES, **ranges}
     out, report = _participants_table(raw)
     _warn_columns(str(file), "participants", report, [])
     return out
@@ -1074,7 +1090,7 @@ def load_trial(sessions, participants=None, *, layout="auto", mapping=None, n_se
         "n_sessions": int(n_sessions) if n_sessions is not None
         else int(s_table["session"].max()),
         "mapping": renames,
-        "read": {s_raw.file: s_raw.info, p_raw.file: p_raw.info},
+        "read": {str(s_path): s_raw.info, str(p_path): p_raw.info},
         "missing_columns": {"sessions": s_report["missing"],
                             "participants": p_report["missing"]},
         "extra_columns": {"sessions": s_report["extra"], "participants": p_report["extra"]},
