@@ -1,6 +1,7 @@
 # One-command reproduction of the McLaughlin et al. (2014) replication.
 #   make reproduce   run every notebook with params/default.yaml (outputs: data/processed, results, figures)
 #   make test        unit tests + notebook tests (pytest + nbval)
+#   make test-fast   unit tests and doctests only (no notebooks, no slow tests): the edit-test loop
 #   make verify      re-run the default pipeline in a temp folder, compare with results/manifest.json
 #   make lab         JupyterLab on notebooks/
 #   make lock        re-resolve dependencies -> requirements.lock + environment.yml
@@ -27,7 +28,7 @@ endif
 PYTEST_ARGS ?=
 NBVAL := --nbval --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.cfg
 
-.PHONY: install reproduce test verify lab lock notebooks example benchmark clean
+.PHONY: install reproduce test test-fast verify lab lock notebooks example benchmark clean
 
 install: $(STAMP)
 
@@ -47,6 +48,9 @@ verify: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest tests notebooks src/helpers --doctest-modules $(NBVAL) $(PYTEST_ARGS)
+
+test-fast: $(STAMP)
+	$(PY) -m pytest tests src/helpers --doctest-modules -m "not slow" -q $(PYTEST_ARGS)
 
 lab: $(STAMP)
 	$(PY) -m jupyter lab notebooks/

@@ -1,15 +1,15 @@
 """helpers: the library behind the replication notebooks of McLaughlin et al. (2014).
 
-Modules (one per step of the analysis):
+Modules by layer (imports point down this list; README "Architecture"):
 
-- :mod:`helpers.paths`     -- every path of the project, anchored at the repository root
-- :mod:`helpers.contract`  -- the data contract: column specs, :class:`Trial`, the validation error
-- :mod:`helpers.tables`    -- deterministic, atomic writing of result tables
-- :mod:`helpers.simulate`  -- the simulated prolonged-exposure trial with known truth
-- :mod:`helpers.data`      -- loading and validating a user's own trial data
-- :mod:`helpers.ruptures`  -- rupture-repair episodes and sudden changes
-- :mod:`helpers.models`    -- chi-square tests, outcome regression, mixed growth models
-- :mod:`helpers.pipeline`  -- the papermill runner behind ``make reproduce``
+- constants: :mod:`helpers.contract`, :mod:`helpers.paper`, :mod:`helpers.paths`
+- data: :mod:`helpers.data`, :mod:`helpers.simulate`, :mod:`helpers.tables`, :mod:`helpers.describe`
+- detection: :mod:`helpers.sudden`, :mod:`helpers.episodes`, :mod:`helpers.agreement`
+- models: :mod:`helpers.ols`, :mod:`helpers.models`, :mod:`helpers.mixed`, :mod:`helpers.growth`
+- studies: :mod:`helpers.multiverse`, :mod:`helpers.power`, :mod:`helpers.power_summary`,
+  :mod:`helpers.study`, :mod:`helpers.calibration`
+- presentation and running: :mod:`helpers.figures`, :mod:`helpers.report`, :mod:`helpers.pipeline`,
+  :mod:`helpers.notebook`
 
 Submodules are imported on demand (``from helpers import simulate``) so that importing the
 package stays cheap.
