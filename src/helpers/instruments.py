@@ -1,0 +1,185 @@
+"""The measurement instruments of a trial, as data: name, score range, reliability, labels.
+
+The replication's defaults are the paper's instruments (:data:`DEFAULTS`): CALPAS-P for the
+alliance (mean item score 1-7), PSS-SR for session-by-session and pre/post self-rated PTSD
+severity (0-51), PSS-I for the interview (0-51) and the BDI (0-63). Another trial declares its
+own in its dataset descriptor (:mod:`helpers.dataset`); score ranges, the RCI's reliability,
+thresholds (in the instrument's own points), axis titles and report text then follow them.
+
+Each instrument fills one *role*; the role decides which contract columns it scores:
+
+========== ==================================== =========================
+role       contract columns                     default
+========== ==================================== =========================
+alliance   ``alliance``                         CALPAS-P, 1-7, r = .83
+symptoms   ``pss_sr``, ``pss_sr_pre``, ``_post`` PSS-SR, 0-51
+interview  ``pss_i_pre``, ``pss_i_post``        PSS-I, 0-51
+depression ``bdi_pre``, ``bdi_post``            BDI, 0-63
+========== ==================================== =========================
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+import numpy as np
+
+#: Contract columns scored by each role's instrument.
+ROLE_COLUMNS = {
+    "alliance": ("alliance",),
+    "symptoms": ("pss_sr", "pss_sr_pre", "pss_sr_post"),
+    "interview": ("pss_i_pre", "pss_i_post"),
+    "depression": ("bdi_pre", "bdi_post"),
+}
+#: What each role measures, for labels.
+ROLE_CONSTRUCTS = {"alliance": "alliance", "symptoms": "PTSD severity", "interview": "PTSD severity (interview)",
+                   "depression": "depression"}
+
+
+class InstrumentError(ValueError):
+    """An instrument declaration is incomplete or inconsistent (the message names the key)."""
+
+
+@dataclass(frozen=True)
+class Instrument:
+    """One instrument: what it is called and the scores it gives.
+
+    Attributes
+    ----------
+    name : str
+        As it should appear in text and axis titles (e.g. ``"WAI-SR"``).
+    low, high : float
+        Smallest and largest possible score (inclusive).
+    score : str
+        What a score is, e.g. ``"mean item score"`` or ``"total"``.
+    reliability : float or None
+        Test-retest or internal-consistency reliability, used by the RCI rupture criterion
+        (alliance) -- with its source in ``reliability_source``.
+    higher_is_better : bool
+        True for alliance (higher = stronger), False for symptom scales.
+    """
+
+    name: str
+    low: float
+    high: float
+    score: str = "total"
+    reliability: float | None = None
+    reliability_source: str = ""
+    higher_is_better: bool = False
+
+    def __post_init__(self):
+        if not self.name:
+            raise InstrumentError("an instrument needs a name")
+        if not (np.isfinite(self.low) and np.isfinite(self.high) and self.low < self.high):
+            raise InstrumentError(f"{self.name}: score range must be two numbers low < high, got {self.low}, {self.high}")
+        if self.reliability is not None and not (0 < self.reliability < 1):
+            raise InstrumentError(f"{self.name}: reliability must lie strictly between 0 and 1, got {self.reliability}")
+
+    @property
+    def range_text(self) -> str:
+        return f"{self.low:g}-{self.high:g}"
+
+    def label(self, construct: str = "") -> str:
+        """Axis title, e.g. ``"CALPAS-P alliance (mean item score, 1-7)"``."""
+        what = f" {construct}" if construct else ""
+        return f"{self.name}{what} ({self.score}, {self.range_text})"
+
+    def points(self, value: float, digits: int = 2) -> str:
+        """A difference in the instrument's own points, e.g. ``"0.74 CALPAS-P points"``."""
+        return f"{value:.{digits}f} {self.name} points"
+
+
+CALPAS = Instrument("CALPAS-P", 1.0, 7.0, "mean item score", 0.83,
+                    "Gaston (1991), total score; an assumption of this replication", True)
+PSS_SR = Instrument("PSS-SR", 0.0, 51.0, "total")
+PSS_I = Instrument("PSS-I", 0.0, 51.0, "total")
+BDI = Instrument("BDI", 0.0, 63.0, "total")
+
+#: The paper's instruments, by role.
+DEFAULTS = {"alliance": CALPAS, "symptoms": PSS_SR, "interview": PSS_I, "depression": BDI}
+
+#: Keys an instrument declaration may hold (in a dataset descriptor).
+KEYS = ("name", "range", "score", "reliability", "reliability_source", "higher_is_better")
+
+
+def from_mapping(role: str, spec, *, where: str = "instruments") -> Instrument:
+    """An :class:`Instrument` from a descriptor's ``instruments.<role>`` mapping.
+
+    ``spec`` holds ``name`` and ``range: [low, high]``, optionally ``score``, ``reliability``
+    (required for the alliance when the RCI criterion is used), ``reliability_source`` and
+    ``higher_is_better`` (default: True for the alliance, False otherwise). Unknown keys are
+    an error, so a typo is never ignored.
+
+    >>> from_mapping("alliance", {"name": "WAI-SR", "range": [1, 5], "score": "mean item score",
+    ...                           "reliability": 0.9}).label("alliance")
+    'WAI-SR alliance (mean item score, 1-5)'
+    """
+    if role not in ROLE_COLUMNS:
+        raise InstrumentError(f"{where}: unknown role {role!r}; roles are {sorted(ROLE_COLUMNS)}")
+    if not isinstance(spec, dict):
+        raise InstrumentError(f"{where}.{role}: expected a mapping with name and range, got {spec!r}")
+    unknown = sorted(set(spec) - set(KEYS))
+    if unknown:
+        raise InstrumentError(f"{where}.{role}: unknown key(s) {unknown}; allowed: {list(KEYS)}")
+    for key in ("name", "range"):
+        if key not in spec:
+            raise InstrumentError(f"{where}.{role}: missing key {key!r} (e.g. name: PCL-5, range: [0, 80])")
+    rng = spec["range"]
+    if not (isinstance(rng, (list, tuple)) and len(rng) == 2
+            and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in rng)):
+        raise InstrumentError(f"{where}.{role}.range: expected [low, high], got {rng!r}")
+    try:
+        return Instrument(name=str(spec["name"]), low=float(rng[0]), high=float(rng[1]),
+                          score=str(spec.get("score", "mean item score" if role == "alliance" else "total")),
+                          reliability=None if spec.get("reliability") is None else float(spec["reliability"]),
+                          reliability_source=str(spec.get("reliability_source", "")),
+                          higher_is_better=bool(spec.get("higher_is_better", role == "alliance")))
+    except InstrumentError as exc:
+        raise InstrumentError(f"{where}.{role}: {exc}") from None
+
+
+def resolve(declared: dict | None = None) -> dict:
+    """Every role's instrument: the declared ones over :data:`DEFAULTS`."""
+    out = dict(DEFAULTS)
+    for role, spec in (declared or {}).items():
+        out[role] = spec if isinstance(spec, Instrument) else from_mapping(role, spec)
+    return out
+
+
+def score_ranges(instruments: dict) -> dict:
+    """``{contract column: (low, high)}`` for every scored column.
+
+    >>> score_ranges(DEFAULTS)["pss_sr_post"]
+    (0.0, 51.0)
+    """
+    return {col: (inst.low, inst.high) for role, inst in instruments.items() for col in ROLE_COLUMNS[role]}
+
+
+def range_fit_warnings(table, instruments: dict) -> list[str]:
+    """Sentences for scored columns whose observed scores use much less of the declared range.
+
+    A scale declared 1-7 whose scores never exceed 5 is more likely a 1-5 scale declared
+    wrongly than a sample that never rated above 5: the warning names the column, the
+    instrument, the declared and the observed range. The rule: the observed maximum lies below
+    the declared maximum by a third of the range or more (or the minimum above the minimum).
+    """
+    out = []
+    for role, inst in instruments.items():
+        span = inst.high - inst.low
+        for col in ROLE_COLUMNS[role]:
+            if col not in table.columns:
+                continue
+            x = np.asarray(table[col], dtype=float)
+            x = x[np.isfinite(x)]
+            if len(x) < 10:
+                continue
+            if x.max() <= inst.high - span / 3 or x.min() >= inst.low + span / 3:
+                out.append(f"column {col!r}: scores observed {x.min():g}-{x.max():g}, but {inst.name} is declared "
+                           f"{inst.range_text}; check the instrument's range in the dataset descriptor")
+    return out
+
+
+def as_dict(instruments: dict) -> dict:
+    """Plain ``{role: {field: value}}`` (for the manifest and the notebooks' parameters)."""
+    return {role: dataclasses.asdict(inst) for role, inst in instruments.items()}
