@@ -333,3 +333,21 @@ def _present(tables: dict) -> set:
     cols = set(tables["participants"].columns) | set(tables["sessions"].columns)
     wide = {c for c in cols if re.search(r"_s\d+$", c)}
     return (cols - wide | {re.sub(r"_s\d+$", "", c) for c in wide}) - {"session"}
+
+
+def load(source, participants=None, *, warn=True):
+    """A trial from a run's ``data_source``: a descriptor (or the folder holding one) through
+    :func:`load_dataset`, otherwise files in the contract's own names through
+    :func:`helpers.data.load_trial` (``participants`` = the participants file, if separate)."""
+    import warnings
+
+    from helpers import data
+
+    descriptor = find_descriptor(source)
+    if descriptor is not None:
+        return load_dataset(descriptor, warn=warn)
+    if warn:
+        return data.load_trial(source, participants)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", data.DataWarning)  # the notebook shows them; a pre-check need not
+        return data.load_trial(source, participants)

@@ -165,8 +165,18 @@ def run(params=None, *, notebooks=None, only=None, output_root=None,
         A notebook failed; nothing was published.
     """
     params = load_params() if params is None else params
-    output_root = Path(output_root or os.environ.get("REPLICATION_OUTPUT_ROOT") or paths.ROOT)
+    output_root = Path(output_root or os.environ.get("REPLICATION_OUTPUT_ROOT") or default_output_root(params))
+    committed = Path(notebooks or paths.NOTEBOOKS).resolve() == paths.NOTEBOOKS.resolve()
+    if refresh_notebooks and committed and not is_default_run(params):
+        raise PipelineError("--refresh-notebooks copies a run's outputs into the committed notebooks/: only the "
+                            "default run may do that (this run's parameters differ from params/default.yaml)")
     books = list_notebooks(notebooks, only)
+    if not only and params.get("data_source", "simulate") != "simulate":
+        skipped = [b for b in books if b.name.startswith(SIMULATION_ONLY)]
+        books = [b for b in books if b not in skipped]
+        for b in skipped:
+            print(f"{b.stem} skipped: the simulation study does not use the data (run it with --only "
+                  f"{b.name[:2]})", file=sys.stderr)
     staging = _make_staging(output_root)
     executed_dir = staging / "results" / "notebooks"
     executed_dir.mkdir(parents=True, exist_ok=True)
@@ -183,9 +193,10 @@ def run(params=None, *, notebooks=None, only=None, output_root=None,
             out = executed_dir / nb.name
             _execute(nb, out, params, label=f"[{i}/{len(books)}] {nb.stem}", progress=progress)
             executed.append(out)
-    except PipelineError:
-        print(f"outputs of the failed run kept for inspection in {staging}", file=sys.stderr)
-        raise
+    except PipelineError as exc:
+        kept_at = _keep_failed(staging, output_root)
+        raise PipelineError(f"{exc}\noutputs of the failed run kept for inspection in {kept_at} "
+                            "(the published outputs are unchanged)") from exc.__cause__
     finally:
         for k, v in env_before.items():
             if v is None:
@@ -201,7 +212,7 @@ def run(params=None, *, notebooks=None, only=None, output_root=None,
             print(f"  ~ {line}", file=sys.stderr)
     _publish(staging, output_root)
     shutil.rmtree(staging, ignore_errors=True)
-    if output_root.resolve() == paths.ROOT.resolve() and params == load_params():
+    if output_root.resolve() == paths.ROOT.resolve() and is_default_run(params):
         _update_readme(output_root)
     published = [output_root / "results" / "notebooks" / p.name for p in executed]
     if refresh_notebooks:
@@ -209,8 +220,70 @@ def run(params=None, *, notebooks=None, only=None, output_root=None,
         # a notebook the user has edited since
         target = Path(notebooks or paths.NOTEBOOKS)
         for nb in published:
-            shutil.copyfile(nb, target / nb.name)  # already without run timestamps
+            _write_editable(nb, target / nb.name)
     return published
+
+
+#: Notebooks that do not use the trial's data (skipped on own-data runs unless asked for).
+SIMULATION_ONLY = ("05_",)
+#: Where runs on other data or with other parameters publish their outputs (git-ignored).
+RUNS = "runs"
+
+
+def is_default_run(params: dict) -> bool:
+    """Whether ``params`` are ``params/default.yaml``'s: only that run rewrites the committed
+    outputs."""
+    return params == load_params()
+
+
+def default_output_root(params: dict) -> Path:
+    """The repository root for the default run; ``runs/<name>/`` for any other run, so that a
+    researcher's own data, or a variant of the simulation, never lands in a tracked file.
+    ``<name>`` is the dataset descriptor's name, or the parameters that differ."""
+    if is_default_run(params):
+        return paths.ROOT
+    return paths.ROOT / RUNS / run_name(params)
+
+
+def run_name(params: dict) -> str:
+    import hashlib
+    import re
+
+    source = str(params.get("data_source", "simulate"))
+    if source != "simulate":
+        from helpers import dataset
+
+        descriptor = dataset.find_descriptor(source)
+        name = dataset.read_descriptor(descriptor).slug if descriptor else Path(source).stem
+    else:
+        defaults = load_params()
+        changed = {k: v for k, v in params.items() if defaults.get(k) != v}
+        name = "simulated-" + "-".join(f"{k}-{v}" for k, v in sorted(changed.items()))
+    name = re.sub(r"[^A-Za-z0-9_.-]+", "-", name).strip("-").lower()
+    if len(name) > 60:
+        name = name[:50] + "-" + hashlib.sha1(name.encode()).hexdigest()[:8]
+    return name
+
+
+def _keep_failed(staging: Path, output_root: Path) -> Path:
+    """One folder per output root holds the last failed run (git-ignored): never a pile."""
+    target = output_root / ".failed-run"
+    shutil.rmtree(target, ignore_errors=True)
+    os.replace(staging, target)
+    return target
+
+
+def _write_editable(executed: Path, target: Path) -> None:
+    """An executed notebook as the committed, editable copy: without papermill's
+    injected-parameters cell, which would override an edit of the ``parameters`` cell in
+    JupyterLab (the executed copy in results/notebooks/ keeps it, as a record of the run)."""
+    import nbformat
+
+    from helpers.tables import atomic_write_text
+
+    nb = nbformat.read(str(executed), as_version=4)
+    nb.cells = [c for c in nb.cells if "injected-parameters" not in c.metadata.get("tags", [])]
+    atomic_write_text(target, nbformat.writes(nb) + "\n")
 
 
 REPORT_NOTEBOOK = "04_replication_report.ipynb"
@@ -264,6 +337,8 @@ def _make_staging(output_root: Path) -> Path:
     """A staging folder next to the outputs (same file system, so renames are atomic),
     seeded with the current outputs so that a partial run finds its inputs."""
     output_root.mkdir(parents=True, exist_ok=True)
+    for stale in output_root.glob(".staging-*"):  # left by a run that was killed
+        shutil.rmtree(stale, ignore_errors=True)
     staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=output_root))
     for rel in OUTPUT_DIRS:
         src = output_root / rel
@@ -301,16 +376,29 @@ def _execute(nb: Path, out: Path, params: dict, *, label: str, progress: bool) -
             extra_arguments=["--IPKernelApp.log_level=ERROR"],
         )
     except PapermillExecutionError as exc:
-        first_line = (exc.source or "").strip().splitlines()[:1]
         raise PipelineError(
-            f"notebook {nb.name} failed in cell {_original_cell_number(out, exc.cell_index)} "
-            f"({first_line[0] if first_line else 'empty cell'!r}): {exc.ename}: {exc.evalue}\n"
-            f"executed copy with the traceback: {out}"
+            f"notebook {nb.name} failed in cell {_original_cell_number(out, exc.cell_index)}, "
+            f"{_failing_statement(exc)}: {exc.ename}: {exc.evalue}"
         ) from exc
     except Exception as exc:  # kernel died, bad notebook JSON, ...: still name the notebook
         raise PipelineError(f"notebook {nb.name} could not be run: {type(exc).__name__}: {exc}") from exc
     if progress:
         print(f"{label}: done in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
+
+
+def _failing_statement(exc) -> str:
+    """``line K: <statement>`` of the cell line that raised (the innermost frame in the cell,
+    from IPython's traceback), not the cell's first line."""
+    import re
+
+    text = re.sub(r"\x1b\[[0-9;]*m", "", "\n".join(exc.traceback or []))
+    hits = re.findall(r"Cell In\[\d+\], line (\d+)", text)
+    lines = (exc.source or "").splitlines()
+    if hits and 0 < int(hits[0]) <= len(lines):  # the first frame is the failing cell's own
+        k = int(hits[0])
+        return f"line {k}: {lines[k - 1].strip()!r}"
+    first = next((ln.strip() for ln in lines if ln.strip()), "empty cell")
+    return f"starting {first!r}"
 
 
 def _original_cell_number(executed, cell_index) -> int:
@@ -363,16 +451,44 @@ def _absolute_data_paths(params: dict) -> dict:
 
 
 # ----------------------------------------------------------------------------- CLI
+def parameter_help(defaults=None) -> str:
+    """Every parameter with its default and meaning, read from ``params/default.yaml`` (its
+    comments are the documentation), for ``--help``."""
+    import re
+
+    lines = []
+    for line in Path(defaults or paths.DEFAULT_PARAMS).read_text(encoding="utf-8").splitlines():
+        if line.startswith("# ---"):
+            lines.append("\n" + line.strip("# -").strip() + ":")
+        m = re.match(r"^(\w+):\s*(.*?)\s*(?:#\s*(.*))?$", line)
+        if m:
+            lines.append(f"  {m.group(1)} (default {m.group(2)}): {m.group(3) or ''}".rstrip(": "))
+    return "\n".join(lines)
+
+
+EXAMPLES = """examples:
+  python -m helpers.pipeline                                            # the default run (simulated data)
+  python -m helpers.pipeline --set data_source=data/raw/example_other_trial   # a trial's own data (dataset.yaml)
+  python -m helpers.pipeline --set criterion=sd --set k=1               # another rupture criterion -> runs/<name>/
+"""
+
+
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m helpers.pipeline", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m helpers.pipeline", description=__doc__.splitlines()[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="parameters (--set KEY=VALUE; defaults from params/default.yaml):" + parameter_help()
+               + "\n\nThe default run publishes into the repository (data/processed, results, figures); any other "
+                 "run into runs/<name>/ (git-ignored).\n\n" + EXAMPLES)
     parser.add_argument("--params", help="YAML file overriding params/default.yaml")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override one parameter (repeatable); value parsed as YAML")
     parser.add_argument("--only", nargs="+", metavar="NN", help="run only these notebooks (name prefixes)")
     parser.add_argument("--notebooks", help="folder of notebooks (default notebooks/)")
-    parser.add_argument("--output-root", help="publish outputs here (default: repository root)")
+    parser.add_argument("--output-root", help="publish outputs here (default: the repository for the default run, "
+                                              "runs/<name>/ for any other)")
     parser.add_argument("--refresh-notebooks", action="store_true",
-                        help="copy the executed notebooks over the committed ones")
+                        help="copy the executed notebooks over the committed ones (default run only)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--verify", action="store_true",
                         help="re-run the default pipeline in a temporary folder and compare every "
@@ -389,14 +505,19 @@ def main(argv=None) -> int:
         text, ok = format_verify(rows)
         print(text, file=sys.stderr)
         return 0 if ok else 1
+    from helpers import checks
+
     try:
         params = _absolute_data_paths(load_params(args.params, args.set))
-        executed = run(params, notebooks=args.notebooks, only=args.only, output_root=args.output_root,
+        checks.check_run(params)  # before any notebook: a wrong value or bad data fails now
+        root = Path(args.output_root) if args.output_root else default_output_root(params)
+        executed = run(params, notebooks=args.notebooks, only=args.only, output_root=root,
                        refresh_notebooks=args.refresh_notebooks, progress=not args.no_progress)
     except (PipelineError, KeyError, ValueError, FileNotFoundError) as exc:
         print(f"pipeline failed: {exc}", file=sys.stderr)
         return 1
-    print(f"ran {len(executed)} notebook(s); executed copies in results/notebooks/", file=sys.stderr)
+    where = "" if root.resolve() == paths.ROOT.resolve() else f" under {root}"
+    print(f"ran {len(executed)} notebook(s); outputs{where} in data/processed, results, figures", file=sys.stderr)
     return 0
 
 
