@@ -1,8 +1,8 @@
 """The study's growth model: PSS-SR over sessions by alliance pattern.
 
 ``outcome ~ time * (repaired + unrepaired) + (1 + time | participant)`` with ``time`` the
-centred session number (reference pattern: no_rupture), fitted by the generic mixed-model fit
-of :mod:`helpers.mixed` (:func:`fit_growth`), with predicted trajectories per pattern
+centred session number (reference pattern: no_rupture), fitted by the checked mixed-model fit
+of :mod:`helpers.mixed` on the exact engine of :mod:`helpers.lmm` (:func:`fit_growth`), with predicted trajectories per pattern
 (:class:`GrowthFit`) and the likelihood-ratio test of the time x pattern interaction
 (:func:`lrt_interaction`).
 """
@@ -13,10 +13,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
 from helpers.contract import PATTERN_LABELS
-from helpers.mixed import DEFAULT_METHODS, MixedFit, fit_mixed, fixed_table, linear_prediction
+from helpers.mixed import GRAD_TOL, MixedFit, fit_mixed, linear_prediction
 
 #: Patterns that enter the growth model, reference first.
 GROWTH_PATTERNS = tuple(PATTERN_LABELS)  # ("no_rupture", "repaired", "unrepaired")
@@ -79,8 +78,9 @@ class GrowthFit(MixedFit):
         """The fixed-effects table re-expressed with time origin at ``session``.
 
         Intercept and pattern main effects become levels/differences at ``session``
-        (``b0 + b_time * (session - time_center)`` etc.), with SEs from ``cov_fe``;
-        slopes are unchanged. Equivalent to refitting with ``time_center=session``.
+        (``b0 + b_time * (session - time_center)`` etc.), with SEs from ``cov_fe`` and the
+        Satterthwaite df of each combination; slopes are unchanged. Equivalent to refitting
+        with ``time_center=session``.
         """
         terms = list(self.fixed["term"])
         shift = session - self.time_center
@@ -89,9 +89,7 @@ class GrowthFit(MixedFit):
                             ("unrepaired", "time:unrepaired")):
             if main in terms and slope in terms:
                 lmat[terms.index(main), terms.index(slope)] = shift
-        beta = lmat @ self.fixed["estimate"].to_numpy(float)
-        cov = lmat @ self.cov_fe.to_numpy(float) @ lmat.T
-        return fixed_table(terms, beta, cov)
+        return self.contrast(lmat, terms)
 
 
 
@@ -155,14 +153,16 @@ def _growth_formula(outcome, interaction=True, present=("repaired", "unrepaired"
 
 
 def fit_growth(sessions, patterns, *, outcome="pss_sr", reml=True, time_center="mid",
-               methods=DEFAULT_METHODS, interaction=True, random_slope=True, pattern_col="pattern",
-               on_boundary="simplify", grad_tol=1e-3, boundary_tol=1e-4, warn=True) -> GrowthFit:
+               interaction=True, random_slope=True, pattern_col="pattern",
+               on_boundary="simplify", grad_tol=GRAD_TOL, boundary_tol=1e-4,
+               warn=True) -> GrowthFit:
     """Session-by-session growth model of the outcome by alliance pattern.
 
     ``outcome ~ time * (repaired + unrepaired) + (1 + time | participant_id)`` on the
     participants classified no_rupture, repaired or unrepaired (reference: no_rupture), with
-    ``time = session - time_center``; fitted by :func:`fit_mixed` (several optimisers, polish,
-    gradient-checked convergence, boundary refit with a random intercept only).
+    ``time = session - time_center``; fitted by :func:`helpers.mixed.fit_mixed` (exact REML/ML
+    of :mod:`helpers.lmm`, gradient-checked convergence, Satterthwaite df, boundary refit with
+    a random intercept only).
 
     Parameters
     ----------
@@ -178,7 +178,6 @@ def fit_growth(sessions, patterns, *, outcome="pss_sr", reml=True, time_center="
         session range (5.5 for sessions 1-10), which makes the intercept and slope nearly
         uncorrelated. The intercept and pattern main effects are levels/differences at that
         session; ``GrowthFit.fixed_at(s)`` re-expresses them at any session ``s``.
-    methods : sequence of str
     interaction : bool
         Include time x pattern (False gives the reduced model of :func:`lrt_interaction`).
     random_slope : bool
@@ -199,9 +198,8 @@ def fit_growth(sessions, patterns, *, outcome="pss_sr", reml=True, time_center="
     present = tuple(p for p in ("repaired", "unrepaired") if d[p].any())
     formula = _growth_formula(outcome, interaction, present)
     re = "1 + time" if random_slope else "1"
-    fit = fit_mixed(d, formula, "participant_id", re, reml=reml, methods=methods,
-                    grad_tol=grad_tol, boundary_tol=boundary_tol, on_boundary=on_boundary,
-                    warn=warn)
+    fit = fit_mixed(d, formula, "participant_id", re, reml=reml, grad_tol=grad_tol,
+                    boundary_tol=boundary_tol, on_boundary=on_boundary, warn=warn)
     counts = d.groupby("participant_id")["pattern"].first().value_counts()
     growth = GrowthFit(**{f: getattr(fit, f) for f in MixedFit.__dataclass_fields__},
                        outcome=outcome, time_center=center,
@@ -221,7 +219,7 @@ def fit_growth(sessions, patterns, *, outcome="pss_sr", reml=True, time_center="
 
 
 def lrt_interaction(sessions, patterns, *, outcome="pss_sr", time_center="mid",
-                    methods=DEFAULT_METHODS, pattern_col="pattern", warn=True) -> pd.DataFrame:
+                    pattern_col="pattern", warn=True) -> pd.DataFrame:
     """Likelihood-ratio test of the time x pattern interaction (ML fits).
 
     Both models use the random structure the full model supports (the random-intercept-only
@@ -234,7 +232,9 @@ def lrt_interaction(sessions, patterns, *, outcome="pss_sr", time_center="mid",
         One row per model (reduced, full): model, formula, re_formula, loglik, n_params, aic,
         bic, n_obs, n_groups, and on the full row chi2, df, p.
     """
-    common = dict(outcome=outcome, time_center=time_center, methods=methods,
+    from scipy import special  # the chi-squared survival function without scipy.stats
+
+    common = dict(outcome=outcome, time_center=time_center,
                   pattern_col=pattern_col, reml=False, warn=warn)
     full = fit_growth(sessions, patterns, interaction=True, **common)
     slope = full.re_formula != "1"
@@ -251,6 +251,6 @@ def lrt_interaction(sessions, patterns, *, outcome="pss_sr", time_center="mid",
     df = int(out["n_params"].iloc[1] - out["n_params"].iloc[0])
     out["chi2"] = [np.nan, chi2]
     out["df"] = [np.nan, df]
-    out["p"] = [np.nan, stats.chi2.sf(chi2, df)]
+    out["p"] = [np.nan, special.chdtrc(df, chi2)]
     out["notes"] = ["; ".join(reduced.notes), "; ".join(full.notes)]
     return out

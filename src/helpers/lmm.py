@@ -135,6 +135,16 @@ class LMMResult:
     optimizer: dict = field(default_factory=dict)
 
     @property
+    def fittedvalues(self) -> pd.Series:
+        """Conditional fitted values ``X beta + Z b`` (statsmodels' ``fittedvalues``)."""
+        return self.fitted["fitted_conditional"]
+
+    @property
+    def resid(self) -> pd.Series:
+        """Conditional residuals ``y - X beta - Z b`` (statsmodels' ``resid``)."""
+        return self.fitted["resid_conditional"]
+
+    @property
     def lambda_(self) -> np.ndarray:
         """The relative covariance factor ``Lambda`` (q x q, lower-triangular)."""
         lam = np.zeros((len(self.z_names),) * 2)
@@ -221,7 +231,7 @@ def fit_lmm(data, y, fixed, group, random="1", *, reml=True, missing="drop",
     term names follow the project's tables (``"Intercept"``); the random table follows
     lme4 (``"(Intercept)"``). The fitted criterion, ``theta``, the estimates, their SEs and the
     Satterthwaite df equal lme4 + lmerTest's at a tightly converged optimum
-    (tests/test_lmm.py). Unlike ``helpers.growth.fit_mixed`` there is no boundary refit: a
+    (tests/test_lmm.py). Unlike ``helpers.mixed.fit_mixed`` there is no boundary refit: a
     singular fit is reported (``singular``) and kept, as lme4 does.
 
     References

@@ -1,44 +1,39 @@
-"""Robust linear mixed models: statsmodels MixedLM fitted with checked convergence.
+"""Checked linear mixed models with one grouping factor, fitted by :mod:`helpers.lmm`.
 
-statsmodels' default optimiser can stop at a worse optimum of the (restricted) likelihood and
-still report convergence, or report non-convergence at the optimum. :func:`fit_mixed` therefore
+:func:`fit_mixed` takes a formula, fits it with the exact REML/ML engine of
+:mod:`helpers.lmm` (lme4's profiled criterion, Satterthwaite df as lmerTest) and adds the
+project's checks:
 
-1. fits the model with several optimisers from statsmodels' default start,
-2. keeps the best log-likelihood among the fits that produced a finite one,
-3. polishes it (restarts BFGS, then Nelder-Mead + BFGS if needed, from the best parameters),
-4. judges convergence by the gradient of the profile log-likelihood (in the unconstrained
-   Cholesky parameterisation that statsmodels optimises, so it is zero at any optimum, including
-   a boundary one) and by the stability of the log-likelihood under polishing -- never by the
-   optimiser's flag alone -- and raises :class:`MixedModelConvergenceError` if no fit passes,
-5. detects a boundary (singular) fit -- a relative Cholesky factor with a near-zero diagonal,
-   i.e. a variance near zero or a correlation near +-1, lme4's ``isSingular`` rule -- and refits
-   with the simpler random structure, with a warning and a note.
+1. convergence is judged by the gradient of the profiled criterion (``max |gradient| <
+   grad_tol``), never by an optimiser's flag, and a fit that fails raises
+   :class:`MixedModelConvergenceError`;
+2. a boundary (singular) fit -- a diagonal entry of the relative covariance factor below
+   ``boundary_tol``, i.e. a variance near zero or a correlation near +-1, lme4's
+   ``isSingular`` rule -- is said in a note and a :class:`MixedModelBoundaryWarning`, and by
+   default refitted with the simpler random structure.
 
-Standard errors of the fixed effects are computed as lme4 does,
-``sigma^2 (X' V^-1 X)^-1`` at the estimates, not from statsmodels' joint Hessian.
-
-The generic fit only: the project's growth model is :mod:`helpers.growth`.
+Standard errors are lme4's ``vcov``; ``fixed`` has Satterthwaite df and t-based p-values and
+confidence intervals (lmerTest). This is the project's one mixed-model implementation
+(statsmodels' MixedLM is only an independent cross-check in the tests). The project's growth
+model is :mod:`helpers.growth`.
 """
 
 from __future__ import annotations
 
-import time
 import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
-from scipy import stats
-from statsmodels.regression.mixed_linear_model import MixedLM
 
+from helpers import lmm
 
-#: Optimisers tried by default (statsmodels / scipy names).
-DEFAULT_METHODS = ("lbfgs", "bfgs", "powell", "nm", "cg")
-
+#: Largest absolute gradient of the profiled criterion accepted as an optimum.
+GRAD_TOL = lmm.GRAD_TOL
 
 
 class MixedModelConvergenceError(RuntimeError):
-    """No optimiser brought the mixed model to a (gradient-checked) optimum."""
+    """The mixed model did not reach a (gradient-checked) optimum."""
 
 
 class MixedModelBoundaryWarning(UserWarning):
@@ -55,41 +50,43 @@ class MixedFit:
     Attributes
     ----------
     fixed : DataFrame
-        term, estimate, se, z, p, ci_low, ci_high (Wald, normal reference as in statsmodels).
+        term, estimate, se, df (Satterthwaite, as lmerTest), t, p (two-sided on df),
+        ci_low, ci_high (t-based, 95%).
     random : DataFrame
         Variance components in lme4's ``as.data.frame(VarCorr(fit))`` layout plus a readable
         name: component, grp, var1, var2, vcov (variance or covariance), sdcor (SD or
         correlation). The residual row has grp ``Residual``.
     loglik : float
-        Maximised log-likelihood (REML criterion when ``reml``), same constant as lme4.
+        Maximised log-likelihood (REML criterion when ``reml``), lme4's ``logLik``.
     reml, converged : bool
     optimizer : str
-        Optimiser whose fit was kept, with ``+polish`` when polishing improved it.
+        How the optimum was reached (:func:`helpers.lmm.fit_lmm`).
     n_obs, n_groups : int
     notes : list of str
-        Everything a reader should know (boundary refits, centring, polishing).
+        Everything a reader should know (boundary refits, centring, dropped rows).
     aic, bic : float
         ``-2 loglik + 2k`` and ``-2 loglik + log(n_obs) k`` with k = fixed effects + covariance
         parameters + residual variance (as lme4; with REML only comparable across models with
         the same fixed effects).
     grad_norm : float
-        Max absolute gradient of the profile log-likelihood at the estimate.
+        Max absolute gradient of the profiled criterion at the estimate (machine-dependent
+        digits: report :attr:`convergence`, a bound, instead).
     convergence : str
-        Which criterion accepted the estimate: the gradient below ``grad_tol``, or (on a flat
-        ridge, gradient below 10 x ``grad_tol``) a log-likelihood that restarts of different
-        optimisers no longer raise.
+        ``"max |gradient| < 0.001"`` (the bound ``grad_tol``) when converged.
     singular : bool
-        Whether the kept fit is on the boundary.
+        Whether the fit is on the boundary.
     attempts : DataFrame
-        One row per optimiser attempt: method, start, loglik, flag, grad_norm, warnings, kept.
+        The optimisation record: method, nit, nfev, grad_norm, seconds.
     cov_fe : DataFrame
         Covariance matrix of the fixed effects (lme4's ``vcov``).
     formula, re_formula, groups : str
     boundary_fit : MixedFit or None
-        The singular fit of the richer random structure when it was simplified (its
-        ``converged`` may be False: a boundary fit is not reported, only replaced).
-    result : statsmodels MixedLMResults
-        The underlying statsmodels result at the kept parameters.
+        The singular fit of the richer random structure when it was simplified.
+    result : helpers.lmm.LMMResult
+        The underlying fit; ``result.fittedvalues`` and ``result.resid`` are the conditional
+        fitted values and residuals (fixed + random effects), as statsmodels gives them.
+    failure : str
+        Why the fit is not converged (empty otherwise).
     """
 
     fixed: pd.DataFrame
@@ -129,21 +126,35 @@ class MixedFit:
         -------
         DataFrame
             ``data`` plus columns estimate, se, ci_low, ci_high. The interval reflects the
-            uncertainty of the fixed effects only (``x' cov_fe x``), not the random effects.
+            uncertainty of the fixed effects only (``x' cov_fe x``, normal reference), not
+            the random effects.
         """
-        import patsy  # statsmodels' formula engine (a statsmodels requirement)
+        _, rhs = _split_formula(self.formula)
+        terms, intercept = lmm.expand_terms(rhs)
+        x, names = lmm._design(data.reset_index(drop=True), terms, intercept, "Intercept")
+        if names != list(self.fixed["term"]):
+            raise ValueError(f"design {names} does not match the fit's terms "
+                             f"{list(self.fixed['term'])}")
+        return linear_prediction(data, x, self, level)
 
-        design_info = self.result.model.data.model_spec
-        (x,) = patsy.build_design_matrices([design_info], data, return_type="dataframe")
-        return linear_prediction(data, x.to_numpy(float), self, level)
+    def contrast(self, L, terms=None) -> pd.DataFrame:
+        """t-tests of ``L beta`` with Satterthwaite df (:meth:`helpers.lmm.LMMResult.contrast`),
+        one row per row of ``L``, labelled by ``terms`` when given."""
+        out = self.result.contrast(L)
+        if terms is not None:
+            out.insert(0, "term", list(terms))
+        return out
 
 
 def linear_prediction(data, x, fit, level):
+    """``data`` plus estimate, se, ci_low, ci_high of ``x beta`` (normal reference)."""
+    from scipy import special  # the normal quantile without importing scipy.stats
+
     beta = fit.fixed["estimate"].to_numpy(float)
     cov = fit.cov_fe.to_numpy(float)
     est = x @ beta
     se = np.sqrt(np.einsum("ij,jk,ik->i", x, cov, x))
-    zq = stats.norm.ppf(0.5 + level / 2)
+    zq = special.ndtri(0.5 + level / 2)
     out = data.reset_index(drop=True).copy()
     out["estimate"] = est
     out["se"] = se
@@ -152,42 +163,37 @@ def linear_prediction(data, x, fit, level):
     return out
 
 
-
 # --------------------------------------------------------------------------------------------
-# generic robust fit
+# checked fit
 # --------------------------------------------------------------------------------------------
-def fit_mixed(data, formula, groups, re_formula="1", *, reml=True, methods=DEFAULT_METHODS,
-              polish=True, grad_tol=1e-3, boundary_tol=1e-4, on_boundary="simplify",
-              simple_re_formula="1", maxiter=None, warn=True) -> MixedFit:
-    """Fit a linear mixed model with several optimisers and keep a checked optimum.
+def fit_mixed(data, formula, groups, re_formula="1", *, reml=True, grad_tol=GRAD_TOL,
+              boundary_tol=lmm.SINGULAR_TOL, on_boundary="simplify", simple_re_formula="1",
+              warn=True) -> MixedFit:
+    """Fit ``formula + (re_formula | groups)`` and keep it only at a checked optimum.
 
     Parameters
     ----------
     data : DataFrame
-        Long data; rows with a missing value in a model variable must be removed beforehand.
+        Long data; numeric model columns (factors coded as 0/1 dummies). Rows with a missing
+        value in a model variable are dropped and noted.
     formula : str
-        Fixed-effects formula, e.g. ``"Reaction ~ Days"``.
+        ``"y ~ terms"`` with terms as :func:`helpers.lmm.expand_terms` reads them, e.g.
+        ``"Reaction ~ Days"`` or ``"pss_sr ~ time * (repaired + unrepaired)"``.
     groups : str
         Column of ``data`` with the grouping factor.
     re_formula : str
-        Random-effects formula without ``~`` or with it, e.g. ``"1"`` or ``"1 + Days"``.
+        Random-effects terms, with or without ``~``: ``"1"`` or ``"1 + Days"``.
     reml : bool
         REML (default) or maximum likelihood.
-    methods : sequence of str
-        Optimisers tried from statsmodels' default start (scipy names as statsmodels takes them).
-    polish : bool
-        Restart from the best fit until the gradient is below ``grad_tol``.
     grad_tol : float
-        Largest absolute gradient of the profile log-likelihood accepted as an optimum.
+        Largest absolute gradient of the profiled criterion accepted as an optimum.
     boundary_tol : float
-        A diagonal element of the relative Cholesky factor below this is a boundary fit
+        A diagonal element of the relative covariance factor below this is a boundary fit
         (lme4's ``isSingular`` default, 1e-4).
     on_boundary : {"simplify", "keep"}
         "simplify" refits with ``simple_re_formula`` (when it differs from ``re_formula``);
         either way a :class:`MixedModelBoundaryWarning` is emitted and noted.
-    maxiter : int, optional
-        Iteration limit per first-round attempt (None: statsmodels' default). Polishing
-        attempts allow 1000 iterations.
+    simple_re_formula : str
     warn : bool
         Emit warnings (boundary, refit). They are always recorded in ``notes``.
 
@@ -198,30 +204,27 @@ def fit_mixed(data, formula, groups, re_formula="1", *, reml=True, methods=DEFAU
     Raises
     ------
     MixedModelConvergenceError
-        When no attempt, even after polishing, is accepted as converged (gradient below
-        ``grad_tol``, or a flat ridge whose log-likelihood restarts no longer raise). A
-        boundary fit that is simplified does not need to pass; its simpler refit does.
-
-    Notes
-    -----
-    The log-likelihood uses lme4's constants, so REML and ML values equal lme4's ``logLik``.
+        When the kept fit's gradient is not below ``grad_tol`` (a boundary fit that is
+        simplified does not need to pass; its simpler refit does).
 
     Examples
     --------
-    lme4's sleepstudy (shipped with the tests): lme4 gives 251.405 (SE 6.825) and 10.467 (1.546).
+    lme4's sleepstudy (shipped with the tests): lme4 + lmerTest give 251.405 (SE 6.825,
+    df 17) and 10.467 (1.546, 17).
 
     >>> import pandas as pd
     >>> from helpers import paths
     >>> sleepstudy = pd.read_csv(paths.ROOT / "tests" / "data" / "lme4_sleepstudy.csv")
     >>> fit = fit_mixed(sleepstudy, "Reaction ~ Days", "Subject", "1 + Days")
-    >>> fit.fixed[["estimate", "se"]].round(3).values.tolist()
-    [[251.405, 6.825], [10.467, 1.546]]
+    >>> fit.fixed[["estimate", "se", "df"]].round(3).values.tolist()
+    [[251.405, 6.825, 17.0], [10.467, 1.546, 17.0]]
+    >>> fit.convergence
+    'max |gradient| < 0.001'
     """
     if on_boundary not in ("simplify", "keep"):
         raise ValueError(f"on_boundary must be 'simplify' or 'keep', not {on_boundary!r}")
     re_formula = _clean_re(re_formula)
-    fit = _fit_checked(data, formula, groups, re_formula, reml, methods, polish, grad_tol,
-                       boundary_tol, maxiter)
+    fit = _fit_checked(data, formula, groups, re_formula, reml, grad_tol, boundary_tol)
     if not fit.singular:
         _require_converged(fit)
         return fit
@@ -232,8 +235,7 @@ def fit_mixed(data, formula, groups, re_formula="1", *, reml=True, methods=DEFAU
         msg += f"; refitted with the simpler random structure ~{simple} | {groups}"
         if warn:
             warnings.warn(msg, MixedModelBoundaryWarning, stacklevel=2)
-        simpler = _fit_checked(data, formula, groups, simple, reml, methods, polish, grad_tol,
-                               boundary_tol, maxiter)
+        simpler = _fit_checked(data, formula, groups, simple, reml, grad_tol, boundary_tol)
         _require_converged(simpler)
         simpler.notes.insert(0, msg)
         simpler.boundary_fit = fit
@@ -261,187 +263,63 @@ def _clean_re(re_formula):
     return re_formula.strip().lstrip("~").strip()
 
 
+def _split_formula(formula):
+    if formula.count("~") != 1:
+        raise ValueError(f"formula must be 'outcome ~ terms', not {formula!r}")
+    y, rhs = (s.strip() for s in formula.split("~"))
+    return y, rhs
+
+
 def _describe_boundary(random):
     parts = [f"{r.component.replace('var(', 'SD(').replace('cov(', 'corr(')} = {r.sdcor:.4g}"
              for r in random.itertuples() if r.grp != "Residual"]
     return ", ".join(parts)
 
 
-def _attempt(model, reml, method, start, maxiter, gtol=None):
-    """One optimiser run; returns (result or None, record dict)."""
-    kwargs = {} if maxiter is None else {"maxiter": maxiter}
-    if gtol is not None:
-        kwargs["gtol"] = gtol
-    record = {"method": method, "start": "default" if start is None else "best so far",
-              "loglik": np.nan, "flag": False, "grad_norm": np.nan, "seconds": np.nan,
-              "warnings": "", "error": ""}
-    tic = time.perf_counter()
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        try:
-            res = model.fit(reml=reml, method=method, start_params=start, **kwargs)
-        except (np.linalg.LinAlgError, ValueError, FloatingPointError) as exc:
-            # An optimiser that breaks is an outcome of this attempt, recorded and reported;
-            # the caller raises if no attempt succeeds.
-            record["error"] = f"{type(exc).__name__}: {exc}"
-            res = None
-    record["seconds"] = time.perf_counter() - tic
-    record["warnings"] = "; ".join(sorted({str(w.message).splitlines()[0][:80] for w in caught}))
-    if res is None:
-        return None, record
-    record["loglik"] = float(res.llf)
-    record["flag"] = bool(res.converged)
-    record["grad_norm"] = _grad_norm(model, res)
-    if not np.isfinite(record["loglik"]) or not np.isfinite(record["grad_norm"]):
-        return None, record
-    return res, record
+def _fit_checked(data, formula, groups, re_formula, reml, grad_tol, boundary_tol):
+    """One exact fit; the returned MixedFit says whether it converged."""
+    y, rhs = _split_formula(formula)
+    res = lmm.fit_lmm(data, y, rhs, groups, re_formula, reml=reml, grad_tol=grad_tol)
+    return _from_lmm(res, formula, re_formula, groups, grad_tol, boundary_tol)
 
 
-def _grad_norm(model, res):
-    packed = res.params_object.get_packed(use_sqrt=model.use_sqrt, has_fe=False)
-    with np.errstate(all="ignore"):
-        grad = model.score(packed, profile_fe=True)
-    return float(np.max(np.abs(grad))) if np.size(grad) else 0.0
+def random_table(res: lmm.LMMResult) -> pd.DataFrame:
+    """lmm's variance table with the readable ``component`` column of the project's tables."""
+    rnd = res.random.copy()
+    bare = {n: n.strip("()") for n in res.z_names}
+    comp = []
+    for r in rnd.itertuples():
+        if r.grp == "Residual":
+            comp.append("residual")
+        elif r.var2 is None or (isinstance(r.var2, float) and np.isnan(r.var2)):
+            comp.append(f"var({bare[r.var1]})")
+        else:
+            comp.append(f"cov({bare[r.var1]},{bare[r.var2]})")
+    rnd.insert(0, "component", comp)
+    rnd[["var1", "var2"]] = rnd[["var1", "var2"]].fillna("")
+    return rnd
 
 
-def _fit_checked(data, formula, groups, re_formula, reml, methods, polish, grad_tol,
-                 boundary_tol, maxiter, ll_tol=1e-6):
-    """Multi-optimiser fit + polish; the returned fit says whether (and how) it converged."""
-    model = MixedLM.from_formula(formula, data, groups=data[groups], re_formula="~" + re_formula)
-    records, fits = [], []
-    for method in methods:
-        res, rec = _attempt(model, reml, method, None, maxiter)
-        records.append(rec)
-        fits.append(res)
-    ok = [i for i, r in enumerate(fits) if r is not None]
-    if not ok:
-        raise MixedModelConvergenceError(_fail_message(formula, re_formula, records))
-    best_i = max(ok, key=lambda i: fits[i].llf)
-    best, optimizer = fits[best_i], methods[best_i]
-    ll_first = best.llf
-    n_polish_ok, polish_gain_late = 0, 0.0
-    if polish:
-        # BFGS with a tight gradient tolerance from the best point; if the gradient is still
-        # large, Nelder-Mead (derivative-free, crosses flat ridges) then BFGS and L-BFGS again.
-        plan = [("bfgs", 1e-9), ("nm", None), ("bfgs", 1e-9), ("lbfgs", 1e-10)]
-        for method, gtol in plan:
-            if _grad_norm(model, best) < grad_tol * 1e-2:
-                break
-            start = best.params_object.get_packed(use_sqrt=model.use_sqrt, has_fe=False)
-            res, rec = _attempt(model, reml, method, start, 1000, gtol)
-            records.append(rec)
-            fits.append(res)
-            if res is None:
-                continue
-            n_polish_ok += 1
-            if n_polish_ok > 1:
-                polish_gain_late = max(polish_gain_late, res.llf - best.llf)
-            # Keep the higher log-likelihood; on a tie (flat ridge) the smaller gradient.
-            if res.llf > best.llf + 1e-10 or (
-                    res.llf >= best.llf - 1e-10 and rec["grad_norm"] < _grad_norm(model, best)):
-                best = res
-    attempts = pd.DataFrame(records)
-    attempts["kept"] = [f is best for f in fits]
-    grad = _grad_norm(model, best)
-    if best is not fits[best_i]:
-        optimizer += "+polish"
-    fit = _build_fit(model, best, data, formula, groups, re_formula, reml, optimizer, grad,
-                     attempts, boundary_tol, best.llf - ll_first)
-    if grad < grad_tol:
+def _from_lmm(res, formula, re_formula, groups, grad_tol, boundary_tol):
+    singular = bool(np.min(np.diag(res.lambda_)) < boundary_tol)
+    opt = res.optimizer
+    attempts = pd.DataFrame([{"method": opt.get("message", ""), "nit": opt.get("nit"),
+                              "nfev": opt.get("nfev"), "grad_norm": res.grad_norm,
+                              "seconds": opt.get("seconds")}])
+    fit = MixedFit(
+        fixed=res.fixed, random=random_table(res), loglik=float(res.loglik), reml=res.reml,
+        converged=bool(res.grad_norm < grad_tol), optimizer=opt.get("message", ""),
+        n_obs=res.n_obs, n_groups=res.n_groups,
+        notes=[n for n in res.notes if not n.startswith("not converged")],
+        aic=float(res.aic), bic=float(res.bic), grad_norm=float(res.grad_norm),
+        singular=singular, attempts=attempts, cov_fe=res.cov_fe, formula=formula,
+        re_formula=re_formula, groups=groups, result=res)
+    if fit.converged:
         # a bound, not the value: the gradient's digits at an optimum are machine noise
         fit.convergence = f"max |gradient| < {grad_tol:g}"
-    elif n_polish_ok >= 2 and polish_gain_late < ll_tol and grad < 10 * grad_tol:
-        # Flat ridge (typically near a boundary): the gradient is small but above tolerance,
-        # and restarting different optimisers from the estimate no longer raises the
-        # log-likelihood, so the estimate is a numerical maximum.
-        fit.convergence = (f"log-likelihood stable under {n_polish_ok} restarts (gain < "
-                           f"{ll_tol:g}); max |gradient| between {grad_tol:g} and {10 * grad_tol:g}")
-        fit.notes.append(f"converged by log-likelihood stability: {fit.convergence}")
     else:
-        fit.converged = False
-        fit.convergence = (f"not converged: gradient {grad:.3g} >= {grad_tol:g}; "
-                           f"late polish gain {polish_gain_late:.3g}")
-        fit.failure = (_fail_message(formula, re_formula, records)
-                       + f"\n{fit.convergence}")
+        fit.convergence = f"not converged: max |gradient| >= {grad_tol:g}"
+        fit.failure = (f"{formula} + (~{re_formula} | {groups}) did not reach an optimum: "
+                       f"max |gradient| {res.grad_norm:.3g} >= {grad_tol:g} "
+                       f"({opt.get('message', '')})")
     return fit
-
-
-def _fail_message(formula, re_formula, records):
-    table = pd.DataFrame(records).to_string(index=False)
-    return (f"no optimiser brought {formula} + (~{re_formula}) to a checked optimum; "
-            f"attempts:\n{table}")
-
-
-def fixed_table(terms, beta, cov):
-    se = np.sqrt(np.diag(cov))
-    z = beta / se
-    zq = stats.norm.ppf(0.975)
-    return pd.DataFrame({
-        "term": terms, "estimate": beta, "se": se, "z": z,
-        "p": 2 * stats.norm.sf(np.abs(z)), "ci_low": beta - zq * se, "ci_high": beta + zq * se,
-    })
-
-
-def _fe_cov(model, res):
-    """lme4's vcov: scale * (sum_g X_g' V_g^-1 X_g)^-1 with V_g = I + Z_g Psi Z_g' (relative)."""
-    psi = np.asarray(res.cov_re_unscaled, float)
-    info = np.zeros((model.k_fe, model.k_fe))
-    for x, z in zip(model.exog_li, model.exog_re_li):
-        v = np.eye(len(x)) + z @ psi @ z.T
-        info += x.T @ np.linalg.solve(v, x)
-    return res.scale * np.linalg.inv(info)
-
-
-def _re_names(model):
-    names = list(model.data.exog_re_names)
-    return ["(Intercept)" if n in ("Group", "Intercept") else n for n in names]
-
-
-def _bare(name):
-    return name.strip("()")
-
-
-def _random_table(res, names, groups):
-    cov = np.asarray(res.cov_re, float)
-    rows = []
-    for i, a in enumerate(names):
-        rows.append((f"var({_bare(a)})", groups, a, "", cov[i, i], np.sqrt(max(cov[i, i], 0.0))))
-    for i in range(len(names)):
-        for j in range(i + 1, len(names)):
-            denom = np.sqrt(cov[i, i] * cov[j, j])
-            corr = cov[i, j] / denom if denom > 0 else np.nan
-            label = f"cov({_bare(names[i])},{_bare(names[j])})"
-            rows.append((label, groups, names[i], names[j], cov[i, j], corr))
-    rows.append(("residual", "Residual", "", "", float(res.scale), np.sqrt(res.scale)))
-    return pd.DataFrame(rows, columns=["component", "grp", "var1", "var2", "vcov", "sdcor"])
-
-
-def _is_singular(model, res, tol):
-    chol = res.params_object.get_packed(use_sqrt=True, has_fe=False)
-    k = model.k_re
-    lower = np.zeros((k, k))
-    lower[np.tril_indices(k)] = chol[: k * (k + 1) // 2]
-    return bool(np.min(np.abs(np.diag(lower))) < tol)
-
-
-def _build_fit(model, res, data, formula, groups, re_formula, reml, optimizer, grad, attempts,
-               boundary_tol, polish_gain):
-    terms = list(model.exog_names)
-    cov = _fe_cov(model, res)
-    names = _re_names(model)
-    k = model.k_fe + model.k_re * (model.k_re + 1) // 2 + 1
-    n_obs = int(model.nobs)
-    notes = []
-    if polish_gain > 1e-6:
-        notes.append(f"polishing raised the log-likelihood by {polish_gain:.3g} over the best "
-                     "first-round optimiser")
-    return MixedFit(
-        fixed=fixed_table(terms, res.fe_params.to_numpy(float), cov),
-        random=_random_table(res, names, groups),
-        loglik=float(res.llf), reml=bool(reml), converged=True, optimizer=optimizer,
-        n_obs=n_obs, n_groups=int(model.n_groups), notes=notes,
-        aic=-2 * res.llf + 2 * k, bic=-2 * res.llf + np.log(n_obs) * k, grad_norm=grad,
-        singular=_is_singular(model, res, boundary_tol), attempts=attempts,
-        cov_fe=pd.DataFrame(cov, index=terms, columns=terms), formula=formula,
-        re_formula=re_formula, groups=groups, result=res,
-    )

@@ -25,8 +25,10 @@ d$repaired <- as.numeric(d$pattern == "repaired")
 d$unrepaired <- as.numeric(d$pattern == "unrepaired")
 
 # Tight optimiser tolerances so that the reference is the optimum, not lme4's stopping point.
+# (issue 12's control: the same as tests/reference/lmm_lme4.R)
 ctrl <- lmerControl(optimizer = "nloptwrap",
-                    optCtrl = list(xtol_abs = 1e-12, ftol_abs = 1e-14, maxeval = 1e5))
+                    optCtrl = list(ftol_abs = 1e-15, ftol_rel = 1e-15, xtol_abs = 1e-12,
+                                   xtol_rel = 1e-12, maxeval = 1e5))
 fit <- lmer(pss_sr ~ time * (repaired + unrepaired) + (1 + time | participant_id),
             data = d, REML = TRUE, control = ctrl)
 
