@@ -42,7 +42,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
-from scipy import optimize
 
 #: Largest absolute gradient of the profiled criterion accepted as an optimum.
 GRAD_TOL = 1e-3
@@ -593,6 +592,8 @@ def _optimise(prob):
     theta, _f, g, info = _bfgs(prob, _lambda_start(prob.q))
     nfev = info["nfev"]
     if not np.max(np.abs(g)) < GRAD_TOL:  # fallback: scipy's BFGS (Wolfe line search)
+        from scipy import optimize  # 0.3 s to import: only for this rare fallback
+
         res = optimize.minimize(prob.fun_and_grad, theta, jac=True, method="BFGS",
                                 options={"gtol": 1e-6, "maxiter": 2000})
         theta, nfev = res.x, nfev + int(res.nfev)

@@ -16,8 +16,6 @@ import warnings
 
 import numpy as np
 import pandas as pd
-import pingouin as pg
-import statsmodels.api as sm
 
 from helpers.contract import INSUFFICIENT, PATTERN_LABELS
 from helpers.ols import beta_scale
@@ -219,6 +217,7 @@ def pattern_chi2(patterns, participants, by="mdd", *, pattern_col="pattern",
         # the floating-point warnings come from the power-divergence variants pingouin also
         # computes (log-likelihood, Neyman: undefined with an empty cell), which are not used.
         warnings.filterwarnings("ignore", message="Low count on", category=UserWarning)
+        import pingouin as pg  # 1.5 s to import: only where used
         _, _, st = pg.chi2_independence(d, x="pattern", y=by, correction=False)
     pearson = st.set_index("test").loc["pearson"]
     n = int(observed.to_numpy().sum())
@@ -286,6 +285,7 @@ def regression_data(patterns, participants, *, outcome="pss_i", pattern_col="pat
 
 
 def _ols_table(d, terms, model, outcome, n_dropped, cov_type="nonrobust"):
+    import statsmodels.api as sm  # 0.5 s to import: only where used
     x = sm.add_constant(d[["pre", *terms]], has_constant="add")
     # use_t: t on the residual df for robust SEs too (statsmodels would switch to z)
     res = sm.OLS(d["post"], x).fit(cov_type=cov_type, use_t=True)
@@ -398,6 +398,7 @@ def mixed_anova_prepost(patterns, participants, *, outcome="pss_sr", pattern_col
         # pingouin 0.7 calls DataFrame.dropna(inplace=True), deprecated in pandas 3.1: a
         # notice about pingouin's code, not about the analysis.
         warnings.filterwarnings("ignore", message="The inplace keyword", module="pingouin")
+        import pingouin as pg
         table = pg.mixed_anova(data=long, dv="score", within="time", subject="participant_id",
                                between="pattern")
     table["n"] = int(complete.sum())

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
 
 def beta_scale(x, y) -> float:
@@ -95,6 +94,7 @@ def ols_unrepaired(post, pre, flag, level: float = 0.95) -> dict:
     t = b / se if se > 0 else np.nan
     t_hc3 = b / se_hc3 if se_hc3 > 0 else np.nan
     scale = beta_scale(g, y)
+    from scipy import stats  # 0.4 s to import: loaded on first call
     crit = float(stats.t.ppf(0.5 + level / 2, df))
     half = crit * se
     res.update(b=b, se=se, b_ci_low=b - half, b_ci_high=b + half, t=t,

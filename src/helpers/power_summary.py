@@ -31,7 +31,6 @@ import math
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
 from helpers import paper
 from helpers.contract import PATTERN_LABELS, TRUE_PATTERN
@@ -170,6 +169,7 @@ def summarise_accuracy(replications: pd.DataFrame, failures: pd.DataFrame, desig
 def _probit(p, n):
     # P = 0 or 1 has no probit: clip to half a replication from the edge (1 / 2R).
     lo = 0.5 / max(n, 1)
+    from scipy import stats  # 0.4 s to import: loaded on first call
     return float(stats.norm.ppf(np.clip(p, lo, 1 - lo)))
 
 
@@ -207,6 +207,7 @@ def interpolate_n(sizes, power, n_ok, target: float = 0.8, alpha: float = 0.05) 
     sizes = np.asarray(sizes, dtype=float)
     power = np.asarray(power, dtype=float)
     n_ok = np.asarray(n_ok, dtype=float)
+    from scipy import stats  # 0.4 s to import: loaded on first call
     zt, za = stats.norm.ppf(target), stats.norm.ppf(1 - alpha / 2)
 
     def through(i):

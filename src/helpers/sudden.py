@@ -14,7 +14,6 @@ import warnings
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
 from helpers.contract import DataValidationError
 
@@ -162,6 +161,7 @@ def _sudden_core(
     # suddengains only looks at intervals with >= 2 possible scores on each side:
     # pre column 1 .. T-3 (0-based), i.e. never the first or the last interval.
     intervals = range(1, T - 2)
+    from scipy import stats  # 0.4 s to import: loaded on first call
     cv_table = {df: abs(stats.t.ppf(crit3_alpha / 2.0, df)) for df in (2, 3, 4)}
     rows, cols = [], []
     for i in intervals:
