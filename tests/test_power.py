@@ -164,8 +164,15 @@ def test_interpolated_n_recovers_an_exact_normal_power_curve():
 
 
 # ------------------------------------------------------------------------------- Dask
+def test_small_studies_run_in_process_large_ones_on_dask():
+    assert power.runs_in_process(power.StudyDesign(**TINY))
+    default = power.StudyDesign(sample_sizes=[60, 116, 200, 400], replications=400)
+    assert not power.runs_in_process(default)
+
+
 @pytest.mark.slow  # Dask: starts local workers / an external cluster
-def test_one_and_two_local_workers_give_byte_identical_tables(tmp_path):
+def test_one_and_two_local_workers_give_byte_identical_tables(tmp_path, monkeypatch):
+    monkeypatch.setattr(power, "IN_PROCESS_MAX_CLIENTS", 0)  # TINY is small: force Dask
     one = run_study(**TINY, n_workers=1, chunk_size=1, progress=False)
     two = run_study(**TINY, n_workers=2, progress=False)
     local = run_study(**TINY, scheduler="synchronous", progress=False)
@@ -183,7 +190,8 @@ def failing_replicate(design, n_participants, rep, seed):
 
 
 @pytest.mark.slow  # Dask: starts a local worker
-def test_a_failing_replication_is_reported_with_its_seed_and_counted():
+def test_a_failing_replication_is_reported_with_its_seed_and_counted(monkeypatch):
+    monkeypatch.setattr(power, "IN_PROCESS_MAX_CLIENTS", 0)  # through a Dask worker
     with pytest.warns(UserWarning, match=r"1 of 8 replications failed.*N=40 rep=1 seed="):
         study = run_study(**TINY, n_workers=1, replicate=failing_replicate, progress=False)
     seed = power.replication_seed(TINY["seed"], 40, 1)
@@ -242,3 +250,17 @@ def test_an_existing_cluster_gives_the_same_tables_as_a_local_run(tmp_path):
     finally:
         _stop(procs)
     assert all(p.poll() is not None for p in procs)
+
+
+# ------------------------------------------------------------------------------- growth power
+def test_growth_power_uses_each_keys_trial_and_summarises_it():
+    design = power.StudyDesign(sample_sizes=[60], replications=3, seed=11)
+    summary, reps = power.growth_power(design)
+    # each row is the replication's own trial: refitting one key alone gives the same numbers
+    key = power.replication_keys(design)[1]
+    alone = power.growth_replicate(design, *key)[0]
+    row = reps[reps["rep"] == key[1]].iloc[0]
+    assert row["seed"] == key[2] and row["p"] == alone["p"] and row["estimate"] == alone["estimate"]
+    s = summary.iloc[0]
+    assert s["n_fitted"] == 3 and s["power"] == pytest.approx((reps["p"] < 0.05).mean())
+    assert s["power_mcse"] == pytest.approx(math.sqrt(s["power"] * (1 - s["power"]) / 3))

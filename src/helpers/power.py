@@ -28,6 +28,12 @@ from helpers.ols import ols_unrepaired
 REFERENCE_KEY = (0, 0)
 BOOTSTRAP_KEY = (0, 1)
 
+#: A study simulating at most this many clients in all (replications + reference trial) runs
+#: in this process when no scheduler is given: at ~0.35 ms per client (bench_power.py) that is
+#: ~3 s of work, about what a LocalCluster's start-up and shutdown (~1.7 s) would save on two
+#: workers -- and an in-process run writes no cluster logs into a notebook.
+IN_PROCESS_MAX_CLIENTS = 10_000
+
 #: Columns of one replication x criterion row (see :func:`fit_stage`).
 MC_ROW_COLUMNS = [
     "n_participants", "rep", "seed", "preset", "n_classifiable", "n_analysed", "n_unrepaired",
@@ -336,8 +342,10 @@ def run_replications(design: StudyDesign, *, scheduler=None, n_workers=None, pro
     ----------
     design : StudyDesign
     scheduler : str, optional
-        ``None``: start (and close) a LocalCluster; ``"tcp://host:port"``: use that existing
-        cluster; ``"synchronous"``: run in this process.
+        ``None``: run in this process when the study is small (at most
+        :data:`IN_PROCESS_MAX_CLIENTS` simulated clients in all), otherwise start (and close) a LocalCluster; ``"tcp://host:port"``: use that existing
+        cluster; ``"synchronous"``: always run in this process. Results are the same either
+        way (every replication is seeded by its key).
     n_workers : int, optional
         LocalCluster workers; default one per core (``os.cpu_count()``).
     progress : bool
@@ -357,6 +365,8 @@ def run_replications(design: StudyDesign, *, scheduler=None, n_workers=None, pro
     """
     tasks = replication_keys(design)
     n_workers = int(n_workers or os.cpu_count() or 1)
+    if scheduler is None and runs_in_process(design, n_workers):
+        scheduler = "synchronous"
     rows, failures = [], []
     bar = _progress_bar(len(tasks), progress)
     with ExitStack() as stack:
@@ -393,6 +403,12 @@ def run_replications(design: StudyDesign, *, scheduler=None, n_workers=None, pro
     return _tidy_rows(rows, design), _tidy_failures(failures), reference
 
 
+def runs_in_process(design: StudyDesign, n_workers: int = 1) -> bool:
+    """Whether ``run_replications(scheduler=None)`` skips the LocalCluster (see there)."""
+    clients = design.replications * sum(design.sample_sizes) + design.reference_n
+    return clients <= IN_PROCESS_MAX_CLIENTS
+
+
 def _tidy_rows(rows, design) -> pd.DataFrame:
     out = pd.DataFrame(rows)
     for col in MC_ROW_COLUMNS:
@@ -413,3 +429,99 @@ def _tidy_rows(rows, design) -> pd.DataFrame:
 def _tidy_failures(failures) -> pd.DataFrame:
     out = pd.DataFrame(failures, columns=FAILURE_COLUMNS)
     return out.sort_values(["n_participants", "rep"], kind="mergesort").reset_index(drop=True)
+
+
+# --------------------------------------------------------------------------------------------
+# power of the growth model's session x unrepaired interaction
+# --------------------------------------------------------------------------------------------
+GROWTH_TERM = "time:unrepaired"
+
+
+def growth_replicate(design: StudyDesign, n_participants: int, rep: int, seed: int, *,
+                     criterion="rci", outcome="pss_sr") -> list:
+    """One replication of the growth-model power study: the same simulated trial as the
+    replication ``(n_participants, rep)`` of the main study, patterns under ``criterion``
+    (a preset of ``design``), and :func:`helpers.growth.fit_growth` (REML; a singular
+    random-slope fit is refitted with a random intercept, as in notebook 03).
+
+    Returns
+    -------
+    list of one dict
+        n_participants, rep, seed, preset, n_analysed (clients in the model), n_unrepaired,
+        estimate, se, df, t, p of :data:`GROWTH_TERM`, re_formula, simplified.
+    """
+    from helpers import growth  # the mixed model only when this study runs
+
+    trial = simulate_stage(design, n_participants, seed)
+    kw = design.presets[criterion]
+    eps = episodes.detect_episodes(trial.sessions, repair_window=design.repair_window,
+                                   tolerance=design.tolerance, **kw)
+    pats = episodes.classify_participants(eps, trial.sessions, min_sessions=design.min_sessions)
+    fit = growth.fit_growth(trial.sessions, pats, outcome=outcome, warn=False)
+    row = {"n_participants": n_participants, "rep": rep, "seed": seed, "preset": criterion,
+           "n_analysed": fit.n_groups, "n_unrepaired": fit.pattern_counts.get("unrepaired", 0),
+           "re_formula": fit.re_formula, "simplified": fit.boundary_fit is not None}
+    fx = fit.fixed.set_index("term")
+    cols = ["estimate", "se", "df", "t", "p"]
+    row.update({c: float(fx.loc[GROWTH_TERM, c]) if GROWTH_TERM in fx.index else np.nan
+                for c in cols})
+    return [row]
+
+
+def growth_power(design: StudyDesign, *, criterion="rci", outcome="pss_sr", alpha=0.05):
+    """Power of the growth model's session x unrepaired interaction per sample size.
+
+    Every replication key of ``design`` (the same seeds, hence the same simulated trials, as
+    the main study) is analysed by :func:`growth_replicate` in this process (a fit takes
+    milliseconds); a replication that fails is counted, never dropped.
+
+    Parameters
+    ----------
+    design : StudyDesign
+    criterion : str
+        Preset of ``design`` that defines the patterns (default: the project's ``"rci"``).
+    outcome : str
+        Session-level outcome of the growth model.
+    alpha : float
+        Two-sided level of the Satterthwaite t-test of :data:`GROWTH_TERM`.
+
+    Returns
+    -------
+    summary : DataFrame
+        One row per sample size: n_participants, preset, term, n_replications, n_failed,
+        n_fitted, n_simplified (random intercept only after a singular fit), power (share
+        of fitted replications with p < alpha), power_mcse (``sqrt(power (1 - power) /
+        n_fitted)``), mean_estimate, emp_se (SD of the estimates), mean_se.
+    replications : DataFrame
+        One row per replication (:func:`growth_replicate`).
+
+    Examples
+    --------
+    >>> d = StudyDesign(sample_sizes=[60], replications=2, seed=3)
+    >>> summary, reps = growth_power(d)
+    >>> summary[["n_participants", "n_replications", "n_failed"]].values.tolist()
+    [[60, 2, 0]]
+    """
+    import functools
+
+    replicate = functools.partial(growth_replicate, criterion=criterion, outcome=outcome)
+    rows, failures = run_chunk(design, replication_keys(design), replicate)
+    reps = pd.DataFrame(rows)
+    fails = _tidy_failures(failures)
+    out = []
+    for n in design.sample_sizes:
+        r = reps[reps["n_participants"] == n] if len(reps) else reps
+        p = r["p"].dropna() if len(r) else pd.Series(dtype=float)
+        k = len(p)
+        pw = float((p < alpha).mean()) if k else np.nan
+        out.append({
+            "n_participants": n, "preset": criterion, "term": GROWTH_TERM,
+            "n_replications": design.replications,
+            "n_failed": int((fails["n_participants"] == n).sum()), "n_fitted": k,
+            "n_simplified": int(r["simplified"].sum()) if len(r) else 0,
+            "power": pw, "power_mcse": float(np.sqrt(pw * (1 - pw) / k)) if k else np.nan,
+            "mean_estimate": float(r["estimate"].mean()) if len(r) else np.nan,
+            "emp_se": float(r["estimate"].std(ddof=1)) if len(r) > 1 else np.nan,
+            "mean_se": float(r["se"].mean()) if len(r) else np.nan,
+        })
+    return pd.DataFrame(out), reps
