@@ -21,7 +21,7 @@ def test_default_parameters_pass():
     ("criterion", "reliable", "is not one of ['absolute', 'sd', 'rci', 'sudden']"),
     ("outcome", "pcl", "is not one of ['pss_i', 'pss_sr']"),
     ("sd_scale", "strict", "did you mean --set sd_scale=stricter?"),
-    ("reliability", 1.2, "expected a number > 0 and <= 0.999999"),
+    ("reliability", 1.2, "expected a number > 0 and <= 0.999999 (or null)"),
     ("min_sessions", 2.5, "expected a whole number >= 2"),
     ("k", -1, "expected a number > 0"),
     ("power_sample_sizes", [5], "list of whole numbers >= 10"),

@@ -66,7 +66,7 @@ def check_parameters(params: dict) -> None:
     _number(params, "seed", low=0, integer=True)
     _number(params, "n_participants", low=1, integer=True)
     _number(params, "n_sessions", low=3, integer=True)
-    _number(params, "reliability", low=0, high=0.999999, open_low=True)
+    _number(params, "reliability", low=0, high=0.999999, open_low=True, optional=True)
     _number(params, "rci_sd", low=0, open_low=True, optional=True)
     _number(params, "cutoff", low=0, open_low=True)
     _number(params, "k", low=0, open_low=True)

@@ -32,6 +32,17 @@ MEASURE_LABELS = {
     "pss_sr": "PSS-SR PTSD severity (0-51)",
 }
 
+
+def use_instruments(instruments: dict) -> None:
+    """Axis titles from the data's instruments (:mod:`helpers.instruments`, by role) for the
+    figures drawn after this call in this process (a notebook kernel)."""
+    from helpers.instruments import ROLE_CONSTRUCTS
+
+    for column, role in (("alliance", "alliance"), ("pss_sr", "symptoms")):
+        inst = instruments[role]
+        MEASURE_LABELS[column] = f"{inst.name} {ROLE_CONSTRUCTS[role]} ({inst.range_text})" if role == "symptoms" \
+            else inst.label(ROLE_CONSTRUCTS[role])
+
 plt.rcParams.update({
     "svg.hashsalt": "alliance-replication",  # stable SVG element ids
     "figure.dpi": 100,

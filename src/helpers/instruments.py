@@ -183,3 +183,12 @@ def range_fit_warnings(table, instruments: dict) -> list[str]:
 def as_dict(instruments: dict) -> dict:
     """Plain ``{role: {field: value}}`` (for the manifest and the notebooks' parameters)."""
     return {role: dataclasses.asdict(inst) for role, inst in instruments.items()}
+
+
+def from_dicts(stored: dict) -> dict:
+    """The inverse of :func:`as_dict`, over :data:`DEFAULTS` for roles not stored.
+
+    >>> from_dicts(as_dict(DEFAULTS)) == DEFAULTS
+    True
+    """
+    return {**DEFAULTS, **{role: Instrument(**fields) for role, fields in (stored or {}).items()}}

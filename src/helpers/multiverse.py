@@ -201,3 +201,18 @@ def multiverse_table(results: dict, participants: pd.DataFrame, *, prevalence: p
         row["note"] = "; ".join(notes)
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def summary_sentence(table: pd.DataFrame) -> str:
+    """One paragraph on how prevalence and beta move across the criteria of a multiverse
+    table (from :func:`compute`), with the Ns and the notes of criteria that could not be run."""
+    mv = table.set_index("preset")
+    n_beta = (f"N = {int(mv['n_beta'].min())}" if mv["n_beta"].nunique() == 1
+              else f"N = {int(mv['n_beta'].min())}–{int(mv['n_beta'].max())}")
+    notes = "; ".join(f"`{k}`: {v}" for k, v in mv["note"].items() if v)
+    return (f"Across the {len(mv)} criteria the unrepaired prevalence ranges from {mv['unrepaired_pct'].min():.1f}% "
+            f"(`{mv['unrepaired_pct'].idxmin()}`) to {mv['unrepaired_pct'].max():.1f}% "
+            f"(`{mv['unrepaired_pct'].idxmax()}`) of N = {int(mv['n'].iloc[0])} classifiable clients, and β from "
+            f"{mv['beta'].min():.2f} to {mv['beta'].max():.2f} ({n_beta} with pre and post scores); "
+            f"{int((mv['p_beta'] < .05).sum())} of {len(mv)} criteria give p < .05 for β."
+            + (f" Notes: {notes}." if notes else ""))

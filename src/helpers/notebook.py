@@ -1,28 +1,134 @@
-"""Notebook conventions, set up in one call at the top of every notebook.
-
-* every warning is shown, each time it occurs (non-convergence, dropped rows: a reader must
-  see them), formatted as ``Category: message`` -- without the kernel's temporary file path,
-  which changes on every run and would make the committed outputs and the HTML report differ
-  between identical runs;
-* pandas shows 3 decimals and long cells in full.
+"""Notebook conventions: :func:`setup` at the top of every notebook (every warning shown as a
+sentence, display options), :func:`load_processed` for the tables notebook 01 hands on (with
+the dataset's name, instruments and the simulated-data flag and caption), and the one stored
+form of an executed notebook (:func:`normalise_executed`).
 """
 
 from __future__ import annotations
 
+import json
 import warnings
+from dataclasses import dataclass, field
 
 import pandas as pd
 
+#: What notebook 01 records about the data for the later notebooks (in data/processed/).
+DATASET_INFO = "dataset.json"
+
 
 def _format(message, category, filename, lineno, line=None) -> str:
-    return f"{category.__name__}: {message}\n"
+    # a sentence, without the kernel's temporary file path (it changes on every run)
+    return f"Warning: {message}\n"
 
 
 def setup(precision: int = 3) -> None:
+    """Every warning shown each time it occurs (non-convergence, dropped rows: a reader must
+    see them), as ``Warning: message``; pandas shows ``precision`` decimals, long cells in full."""
     warnings.simplefilter("always")
     warnings.formatwarning = _format
     pd.set_option("display.precision", precision)
     pd.set_option("display.max_colwidth", 120)
+
+
+def dataset_info(trial) -> dict:
+    """What the later notebooks need to know about the data: name, simulated or real, the
+    instruments by role, the measures present and absent, the number of sessions."""
+    from helpers import instruments
+
+    meta = trial.meta
+    simulated = bool(trial.simulated or meta.get("simulated", False))
+    return {
+        "name": meta.get("dataset") or ("simulated trial" if trial.simulated else str(trial.source)),
+        "simulated": simulated,
+        "has_truth": trial.truth is not None,
+        "n_sessions": int(meta.get("n_sessions") or trial.sessions["session"].max()),
+        "instruments": meta.get("instruments") or instruments.as_dict(instruments.DEFAULTS),
+        "absent": sorted(meta.get("absent", [])),
+    }
+
+
+def write_dataset_info(trial, folder) -> "Path":  # noqa: F821
+    from pathlib import Path
+
+    from helpers.tables import atomic_write_text
+
+    info = dataset_info(trial)
+    return atomic_write_text(Path(folder) / DATASET_INFO, json.dumps(info, indent=1, sort_keys=True) + "\n")
+
+
+@dataclass
+class Processed:
+    """The processed tables and what is known about the data (see :func:`load_processed`)."""
+
+    sessions: pd.DataFrame
+    participants: pd.DataFrame
+    patterns: pd.DataFrame | None
+    episodes: pd.DataFrame | None
+    truth: pd.DataFrame | None
+    info: dict = field(default_factory=dict)
+
+    @property
+    def simulated(self) -> bool:
+        return bool(self.info.get("simulated", self.truth is not None))
+
+    @property
+    def caption(self) -> str:
+        """Appended to every figure title: simulated-data outputs say so."""
+        return " · SIMULATED DATA" if self.simulated else ""
+
+    @property
+    def name(self) -> str:
+        return self.info.get("name", "")
+
+    @property
+    def instruments(self) -> dict:
+        from helpers import instruments
+
+        return instruments.from_dicts(self.info.get("instruments"))
+
+    def has(self, column: str) -> bool:
+        """Whether the data hold ``column`` (declared and not all missing)."""
+        table = self.participants if column in self.participants.columns else self.sessions
+        return column not in self.info.get("absent", []) and column in table.columns and table[column].notna().any()
+
+    def banner(self, what: str = "these results") -> None:
+        """The simulated-data notice (or the real dataset's name) as a Markdown block."""
+        from IPython.display import Markdown, display
+
+        if self.simulated:
+            display(Markdown(f"> **Simulated data** ({self.name}; see notebook 01): {what} show what the pipeline "
+                             "finds in data drawn from a model built to match the paper; they are not evidence "
+                             "about real clients."))
+        else:
+            display(Markdown(f"> **Data: {self.name}.**"))
+
+
+def load_processed(folder=None, *, use_instruments: bool = True) -> Processed:
+    """The tables notebook 01 (and 02) wrote, with the dataset's description.
+
+    ``patterns`` and ``episodes`` are None before notebook 02 has run; ``truth`` is None for
+    real data. With ``use_instruments`` the figures' axis titles follow the data's
+    instruments (:func:`helpers.figures.use_instruments`).
+    """
+    from pathlib import Path
+
+    from helpers import paths
+    from helpers.tables import read_table
+
+    folder = Path(folder or paths.PROCESSED)
+
+    def optional(name):
+        return read_table(folder / name) if (folder / name).exists() else None
+
+    info_path = folder / DATASET_INFO
+    info = json.loads(info_path.read_text(encoding="utf-8")) if info_path.exists() else {}
+    out = Processed(read_table(folder / "sessions.csv"), read_table(folder / "participants.csv"),
+                    optional("patterns.csv"), optional("episodes.csv"), optional("truth.csv"), info)
+    if use_instruments:
+        from helpers import figures
+
+        figures.use_instruments(out.instruments)
+    return out
 
 
 def normalise_executed(nb):

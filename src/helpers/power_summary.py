@@ -387,3 +387,12 @@ def recommend(accuracy: pd.DataFrame, beta_summary: pd.DataFrame, n80: pd.DataFr
         text += (f" With perfect detection (the true patterns) 80% power would come with "
                  f"{_n_text(need.loc[TRUE_PATTERN])}: the difference is what detection errors cost.")
     return {"preset": pick, "test": test, "n": n, "tied": tied, "text": text}
+
+
+def with_mcse(values, mcse, digits: int = 2) -> list[str]:
+    """Each estimate with its Monte-Carlo SE, as ``"0.75 (0.003)"`` (one more digit for the SE).
+
+    >>> with_mcse([0.7512, 0.5], [0.0031, 0.01])
+    ['0.75 (0.003)', '0.50 (0.010)']
+    """
+    return [f"{v:.{digits}f} ({s:.{digits + 1}f})" for v, s in zip(values, mcse)]

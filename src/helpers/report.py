@@ -97,7 +97,8 @@ def _verdict(rule, paper_value, est, lo, hi, p=np.nan) -> str:
     return "consistent" if ok else "not consistent"
 
 
-def replication_table(participants, patterns, chi2, regression, *, outcome="pss_i") -> pd.DataFrame:
+def replication_table(participants, patterns, chi2, regression, *, outcome="pss_i",
+                      same_design=True) -> pd.DataFrame:
     """One row per target of the paper (see the module docstring for the rules).
 
     Parameters
@@ -112,38 +113,64 @@ def replication_table(participants, patterns, chi2, regression, *, outcome="pss_
         :func:`helpers.models.outcome_regression` output.
     outcome : str
         Which outcome's model-A beta is compared with the paper's.
+    same_design : bool
+        False for another trial: the paper's design facts (N = 116) are then "different
+        design", not "not consistent".
+
+    Notes
+    -----
+    What the data cannot give is said in the verdict: a measure the data lack ("not
+    available: no `mdd` column in the data"), a test that cannot run ("not estimable: ...").
     """
     sample = describe.sample_table(participants).set_index("quantity")
     prev = describe.prevalence_table(patterns).set_index("quantity")
     rows = []
 
-    def add(quantity, paper_value, est, lo, hi, n, rule, p=np.nan, statistic=""):
+    def add(quantity, paper_value, est, lo, hi, n, rule, p=np.nan, statistic="", verdict=None):
         rows.append([quantity, paper_value, est, lo, hi, n, p, statistic, RULES[rule],
-                     _verdict(rule, paper_value, est, lo, hi, p)])
+                     verdict or _verdict(rule, paper_value, est, lo, hi, p)])
 
-    add("N (PE clients)", paper.SAMPLE["N"], len(participants), np.nan, np.nan, len(participants), "equal")
+    def absent(column):
+        return f"not available: no `{column}` column in the data"
+
+    add("N (PE clients)", paper.SAMPLE["N"], len(participants), np.nan, np.nan, len(participants), "equal",
+        verdict=None if same_design else "different design")
     for label, key in (("female (%)", "female"), ("Caucasian (%)", "caucasian")):
         r = sample.loc["female" if key == "female" else "Caucasian"]
-        add(label, paper.SAMPLE[f"{key}_pct"], r["estimate"], r["ci_low"], r["ci_high"], r["n"], "in_ci")
+        add(label, paper.SAMPLE[f"{key}_pct"], r["estimate"], r["ci_low"], r["ci_high"], r["n"], "in_ci",
+            verdict=None if participants[key].notna().any() else absent(key))
     r = sample.loc["age, mean"]
-    add("age, mean (years)", paper.SAMPLE["age_mean"], r["estimate"], r["ci_low"], r["ci_high"], r["n"], "in_ci")
+    no_age = None if participants["age"].notna().any() else absent("age")
+    add("age, mean (years)", paper.SAMPLE["age_mean"], r["estimate"], r["ci_low"], r["ci_high"], r["n"], "in_ci",
+        verdict=no_age)
     sd, lo, hi, n = sd_ci(participants["age"])
-    add("age, SD (years)", paper.SAMPLE["age_sd"], sd, lo, hi, n, "sd_in_ci")
+    add("age, SD (years)", paper.SAMPLE["age_sd"], sd, lo, hi, n, "sd_in_ci", verdict=no_age)
     for label, key in (("any rupture (%)", "any_rupture"), ("repaired rupture (%)", "repaired"),
                        ("unrepaired rupture (%)", "unrepaired"), ("no rupture (%)", "no_rupture")):
         r = prev.loc[key]
         add(label, paper.PATTERN_PCT[key], r["estimate"], r["ci_low"], r["ci_high"], r["n"], "in_ci")
     for label, by in (("pattern x MDD: chi-square", "mdd"), ("pattern x childhood abuse: chi-square", "child_abuse")):
         r = chi2.set_index("by").loc[by]
+        if isinstance(r.get("note"), str) and r["note"]:  # helpers.available.chi2_by: the data cannot test it
+            add(label, paper.CHI2[by]["chi2"], np.nan, np.nan, np.nan, 0, "chi2_ns", verdict=r["note"])
+            continue
         v_lo, v_hi = cramers_v_ci(patterns, participants, by)
         add(label, paper.CHI2[by]["chi2"], r["chi2"], np.nan, np.nan, r["n"], "chi2_ns", p=r["p"],
             statistic=f"chi2({int(r['dof'])}) = {r['chi2']:.2f}, p = {r['p']:.3f}; Cramer's V = "
                       f"{r['cramers_v']:.2f} (bootstrap 95% CI {v_lo:.2f} to {v_hi:.2f})")
-    term = regression[(regression["outcome"] == outcome) & (regression["model"] == "A")
-                      & (regression["term"] == "unrepaired")].iloc[0]
-    add(f"unrepaired rupture -> post {outcome.replace('_', '-').upper()}: standardised beta", paper.BETA["beta"],
-        term["beta"], term["beta_ci_low"], term["beta_ci_high"], term["n"], "beta", p=term["p"],
-        statistic=f"b = {term['b']:.2f} (SE {term['se']:.2f}), t({int(term['df'])}) = {term['t']:.2f}")
+    terms = regression[(regression["outcome"] == outcome) & (regression["model"] == "A")
+                       & (regression["term"] == "unrepaired")]
+    label = f"unrepaired rupture -> post {outcome.replace('_', '-').upper()}: standardised beta"
+    if regression.empty:
+        add(label, paper.BETA["beta"], np.nan, np.nan, np.nan, 0, "beta",
+            verdict="not available: no outcome with pre- and post-treatment scores in the data")
+    elif terms.empty:
+        add(label, paper.BETA["beta"], np.nan, np.nan, np.nan, 0, "beta",
+            verdict="not estimable: no classifiable client with an unrepaired rupture and pre/post scores")
+    else:
+        term = terms.iloc[0]
+        add(label, paper.BETA["beta"], term["beta"], term["beta_ci_low"], term["beta_ci_high"], term["n"], "beta",
+            p=term["p"], statistic=f"b = {term['b']:.2f} (SE {term['se']:.2f}), t({int(term['df'])}) = {term['t']:.2f}")
     out = pd.DataFrame(rows, columns=REPORT_COLUMNS)
     out["n"] = out["n"].astype(int)
     return out
@@ -161,10 +188,10 @@ def format_replication_table(table: pd.DataFrame) -> pd.DataFrame:
         is_chi2 = "chi-square" in r["quantity"]
         digits = 2 if is_beta or is_chi2 else 1
         this = _fmt(r["estimate"], digits) if not r["quantity"].startswith("N ") else str(int(r["estimate"]))
-        if is_chi2 or is_beta:
+        if (is_chi2 or is_beta) and pd.notna(r["p"]):
             this += f" (p = {r['p']:.3f})" if r["p"] >= 0.001 else " (p < .001)"
         ci = f"{_fmt(r['ci_low'], digits)} to {_fmt(r['ci_high'], digits)}" if pd.notna(r["ci_low"]) else ""
-        if is_chi2:
+        if is_chi2 and r["statistic"]:
             ci = r["statistic"].split("; ")[1].replace("Cramer's V = ", "V = ")
         paper_value = _fmt(r["paper"], 2 if is_beta or is_chi2 else 1) if not r["quantity"].startswith("N ") \
             else str(int(r["paper"]))
