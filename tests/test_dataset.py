@@ -149,3 +149,10 @@ def test_instruments_defaults_are_the_papers():
     with pytest.raises(instruments.InstrumentError, match="unknown key"):
         instruments.from_mapping("alliance", {"name": "X", "range": [1, 5], "reliabilty": 0.9})
     assert issubclass(DataWarning, UserWarning)
+
+
+def test_session_labels_without_a_declaration_are_refused_with_the_hint(tmp_path):
+    (tmp_path / "sessions.csv").write_text("participant_id,session,alliance\n1,S1,5\n1,S2,6\n")
+    (tmp_path / "participants.csv").write_text("participant_id,pss_sr_pre\n1,20\n")
+    with pytest.raises(DataValidationError, match=r"declaring session_labels: 'S\{session\}'"):
+        dataset.load(tmp_path)

@@ -74,7 +74,10 @@ def load_params(params_file=None, overrides=None, *, defaults=None) -> dict:
                            ("--set", _parse_overrides(overrides))):
         unknown = sorted(set(update) - set(params))
         if unknown:
-            raise KeyError(f"{source}: unknown parameter(s) {unknown}; known: {sorted(params)}")
+            hint = ("; a trial's column mapping, codes, sessions and instruments are declared in its dataset.yaml "
+                    "(see data/README.md), then --set data_source=<its folder>"
+                    if set(unknown) & {"mapping", "codes", "instruments", "columns", "sheet", "layout"} else "")
+            raise KeyError(f"{source}: unknown parameter(s) {unknown}; known: {sorted(params)}{hint}")
         params.update(update)
     return params
 

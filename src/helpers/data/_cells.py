@@ -134,14 +134,19 @@ def _sessions_col(raw: _Raw, decimal: str, n_sessions) -> pd.Series:
 
     bad = np.array([not ok(v) for v in parsed], dtype=bool)
     if bad.any():
+        labels = [str(v) for v in raw.df["session"][bad] if isinstance(v, str)]
+        prefix = re.match(r"^\s*([A-Za-z_ -]+)\d+\s*$", labels[0]) if labels else None
+        hint = (f"; labels like {labels[0]!r} can be read by declaring session_labels: "
+                f"'{prefix.group(1)}{{session}}' in the dataset's dataset.yaml (see data/README.md)" if prefix else "")
         raise _error(raw.file, "session",
-                     "session is not a positive integer (1, 2, ...; missing is not allowed)",
+                     "session is not a positive integer (1, 2, ...; missing is not allowed)" + hint,
                      raw.df, bad, ["participant_id", "session"])
     values = pd.Series(parsed, index=raw.df.index, dtype="float64").astype("int64")
     if n_sessions is not None:
         beyond = (values > n_sessions).to_numpy()
         if beyond.any():
-            raise _error(raw.file, "session", f"session beyond n_sessions={n_sessions}",
+            raise _error(raw.file, "session", f"session beyond n_sessions={n_sessions} (if the trial has more "
+                                              "sessions, declare n_sessions in dataset.yaml or leave it out to infer it)",
                          raw.df, beyond, ["participant_id", "session"])
     return values
 
