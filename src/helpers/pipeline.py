@@ -517,7 +517,8 @@ def main(argv=None) -> int:
         executed = run(params, notebooks=args.notebooks, only=args.only, output_root=root,
                        refresh_notebooks=args.refresh_notebooks, progress=not args.no_progress)
     except (PipelineError, KeyError, ValueError, FileNotFoundError) as exc:
-        print(f"pipeline failed: {exc}", file=sys.stderr)
+        # KeyError's str() quotes its message
+        print(f"pipeline failed: {exc.args[0] if isinstance(exc, KeyError) and exc.args else exc}", file=sys.stderr)
         return 1
     where = "" if root.resolve() == paths.ROOT.resolve() else f" under {root}"
     print(f"ran {len(executed)} notebook(s); outputs{where} in data/processed, results, figures", file=sys.stderr)
