@@ -81,6 +81,9 @@ def beta_by_preset(results: dict, participants: pd.DataFrame, *, outcome: str = 
     for name, (_, pats) in results.items():
         classified = pats[pats["pattern"] != INSUFFICIENT]
         n_unrep = int((classified["pattern"] == "unrepaired").sum())
+        if outcome is None:  # helpers.available.regression_outcomes found none
+            rows.append({"preset": name, "note": "no outcome with pre- and post-treatment scores: not estimable"})
+            continue
         if n_unrep in (0, len(classified)):
             rows.append({"preset": name, "note": f"{n_unrep} of {len(classified)} unrepaired: not estimable"})
             continue
@@ -97,7 +100,7 @@ def beta_by_preset(results: dict, participants: pd.DataFrame, *, outcome: str = 
             "n_unrepaired", "n_dropped", "note"]
     out = pd.DataFrame(rows).reindex(columns=cols)
     dropped = out["n_dropped"].max()
-    if dropped > 0:
+    if pd.notna(dropped) and dropped > 0:
         warnings.warn(f"beta_by_preset ({outcome}): up to {int(dropped)} classifiable participants without "
                       "both pre and post scores left out (listwise); see n_dropped per preset",
                       UserWarning, stacklevel=2)
@@ -137,9 +140,14 @@ def compute(sessions: pd.DataFrame, participants: pd.DataFrame, truth: pd.DataFr
             presets=None, by=("mdd", "child_abuse")) -> Multiverse:
     """The multiverse of one dataset, computed once (notebook 02 writes its tables; 04 and 05 read them).
 
-    Patterns under every preset, then prevalence, the paper's beta, agreement with the truth
-    (when ``truth`` is given) and :func:`multiverse_table`.
+    Patterns under every preset, then prevalence, the paper's beta (``outcome=None`` when the
+    data have no pre/post outcome: every row says so), agreement with the truth (when ``truth``
+    is given) and :func:`multiverse_table` (the association tests only for the ``by`` columns the
+    data have).
     """
+    from helpers.available import has_column
+
+    by = tuple(b for b in by if has_column(participants, b))
     results = episodes.detect_by_preset(sessions, presets, min_sessions=min_sessions,
                                         repair_window=repair_window, tolerance=tolerance)
     prevalence = prevalence_by_preset(results)
@@ -209,7 +217,7 @@ def summary_sentence(table: pd.DataFrame) -> str:
     mv = table.set_index("preset")
     n_beta = (f"N = {int(mv['n_beta'].min())}" if mv["n_beta"].nunique() == 1
               else f"N = {int(mv['n_beta'].min())}–{int(mv['n_beta'].max())}")
-    notes = "; ".join(f"`{k}`: {v}" for k, v in mv["note"].items() if v)
+    notes = "; ".join(f"`{k}`: {v}" for k, v in mv["note"].items() if isinstance(v, str) and v)
     return (f"Across the {len(mv)} criteria the unrepaired prevalence ranges from {mv['unrepaired_pct'].min():.1f}% "
             f"(`{mv['unrepaired_pct'].idxmin()}`) to {mv['unrepaired_pct'].max():.1f}% "
             f"(`{mv['unrepaired_pct'].idxmax()}`) of N = {int(mv['n'].iloc[0])} classifiable clients, and β from "
