@@ -152,3 +152,19 @@ def test_refresh_only_copies_the_notebooks_this_run_executed(books, published):
     sources = [c["source"] for c in json.loads((books / "01_first.ipynb").read_text())["cells"]]
     assert edited in sources  # not overwritten by the old executed copy
     assert any(c.get("execution_count") for c in json.loads((books / "02_second.ipynb").read_text())["cells"])
+
+
+def test_committed_notebooks_hold_the_parameters_cell_only_with_the_default_values():
+    # Editing the parameters cell in JupyterLab must take effect (no injected cell overriding it),
+    # and re-executing a committed notebook (nbval) must be the default run.
+    import ast
+
+    defaults = pipeline.load_params()
+    for nb_path in pipeline.list_notebooks():
+        nb = nbformat.read(str(nb_path), as_version=4)
+        assert not any("injected-parameters" in c.metadata.get("tags", []) for c in nb.cells), nb_path.name
+        cell = next(c for c in nb.cells if "parameters" in c.metadata.get("tags", []))
+        for node in ast.parse(cell.source).body:
+            name = node.targets[0].id
+            if name in defaults:
+                assert ast.literal_eval(node.value) == defaults[name], (nb_path.name, name)
