@@ -2,12 +2,16 @@
 
 Run:  .venv/bin/python benchmarks/bench_power.py [--replications 100] [--workers 1 2] [--stage-reps 30]
 
+0. **Batched vs one at a time**: the study's replications in this process, one at a time
+   (``replicate_trial``) and batched per sample size (``replicate_batch``, the default of
+   ``run_chunk``); replications per second of both and their ratio, and the largest
+   difference between the two tables.
 1. **Stages of one replication** (in this process, no Dask): ``simulate_stage`` (one trial),
    ``detect_stage`` (the 9 criterion presets: detect episodes and classify) and ``fit_stage``
    (agreement with the truth and the paper's regression for the 9 presets and the oracle),
    each timed with ``time.perf_counter`` over ``--stage-reps`` replications at every sample
    size; mean milliseconds per replication.
-2. **Throughput**: the study's replications (sample sizes 60, 116, 200, 400; ``--replications``
+2. **Throughput** (batched path): the study's replications (sample sizes 60, 116, 200, 400; ``--replications``
    per size; the reference trial shrunk to 2,000 clients so that it does not dominate) on a
    LocalCluster with 1 and with 2 workers. Cluster start-up and shut-down are timed apart
    (an empty cluster opened and closed); replications per minute = replications / (run time
@@ -28,6 +32,7 @@ from contextlib import ExitStack
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "src"))
@@ -59,6 +64,26 @@ def stage_times(reps: int, seed: int = 20140101) -> list[dict]:
     return rows
 
 
+def batched_vs_one_at_a_time(replications: int, seed: int = 20140101) -> dict:
+    """Replications per second in this process (no Dask): one at a time
+    (``power.replicate_trial``, the reference) and batched per sample size
+    (``power.replicate_batch``), on the same keys; the rows are checked to agree."""
+    design = power.StudyDesign(sample_sizes=SIZES, replications=replications, seed=seed)
+    tasks = power.replication_keys(design)
+    t0 = time.perf_counter()
+    ref, _ = power.run_chunk(design, tasks, power.replicate_trial)
+    t1 = time.perf_counter()
+    bat, _ = power.run_chunk(design, tasks)  # batched (power.BATCHED)
+    t2 = time.perf_counter()
+    a, b = pd.DataFrame(ref), pd.DataFrame(bat)
+    num = a.select_dtypes("float").columns
+    rel = float(np.nanmax(np.abs(a[num] - b[num]).to_numpy() / np.maximum(np.abs(a[num]).to_numpy(), 1.0)))
+    same_other = a.drop(columns=num).equals(b.drop(columns=num))
+    n = len(tasks)
+    return {"replications": n, "one_s": t1 - t0, "batch_s": t2 - t1, "one_rate": n / (t1 - t0),
+            "batch_rate": n / (t2 - t1), "max_diff": rel, "same_other": same_other}
+
+
 def startup_time(n_workers: int) -> float:
     t0 = time.perf_counter()
     with ExitStack() as stack:
@@ -78,7 +103,7 @@ def throughput(replications: int, n_workers: int) -> dict:
             "total_s": total, "rate_per_min": 60 * n / (total - startup), "table": reps}
 
 
-def markdown(stages, runs, args) -> str:
+def markdown(stages, runs, args, cmp=None) -> str:
     lines = [
         "# Benchmark: helpers.power (simulation study on Dask)",
         "",
@@ -94,6 +119,22 @@ def markdown(stages, runs, args) -> str:
     ]
     for r in stages:
         lines.append(f"| {r['n']} | {r['simulate']:.1f} | {r['detect']:.1f} | {r['fit']:.1f} | {r['total']:.1f} |")
+    if cmp is not None:
+        lines += [
+            "",
+            f"## Batched vs one at a time (one process, no Dask; sample sizes {', '.join(map(str, SIZES))}; "
+            f"{args.replications} replications each)",
+            "",
+            "| path | replications | time (s) | replications / s |",
+            "|---|---|---|---|",
+            f"| one at a time (`replicate_trial`) | {cmp['replications']} | {cmp['one_s']:.1f} | {cmp['one_rate']:.1f} |",
+            f"| batched per sample size (`replicate_batch`) | {cmp['replications']} | {cmp['batch_s']:.1f} | "
+            f"{cmp['batch_rate']:.1f} |",
+            "",
+            f"Speed-up batched / one at a time: **{cmp['batch_rate'] / cmp['one_rate']:.1f}x**. Largest difference "
+            f"of a float column, relative (absolute below 1): {cmp['max_diff']:.1e}; other columns identical: "
+            f"{'yes' if cmp['same_other'] else 'NO'}.",
+        ]
     lines += [
         "",
         f"## Throughput (sample sizes {', '.join(map(str, SIZES))}; {args.replications} replications each)",
@@ -117,8 +158,11 @@ def main(argv=None) -> int:
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     args = parser.parse_args(argv)
     stages = stage_times(args.stage_reps)
+    cmp = batched_vs_one_at_a_time(args.replications)
+    print(f"batched vs one at a time: {cmp['batch_rate']:.1f} vs {cmp['one_rate']:.1f} replications/s "
+          f"= {cmp['batch_rate'] / cmp['one_rate']:.1f}x", flush=True)
     runs = [throughput(args.replications, w) for w in args.workers]
-    text = markdown(stages, runs, args)
+    text = markdown(stages, runs, args, cmp)
     print(text)
     (HERE / "results_power.md").write_text(text, encoding="utf-8")
     return 0

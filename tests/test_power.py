@@ -11,6 +11,7 @@ in-process run, and a failing replication is reported with its seed and counted.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import random
@@ -264,3 +265,67 @@ def test_growth_power_uses_each_keys_trial_and_summarises_it():
     s = summary.iloc[0]
     assert s["n_fitted"] == 3 and s["power"] == pytest.approx((reps["p"] < 0.05).mean())
     assert s["power_mcse"] == pytest.approx(math.sqrt(s["power"] * (1 - s["power"]) / 3))
+
+
+# ------------------------------------------------------------------------------- batched
+def _assert_rows_equal(ref, bat):
+    a, b = pd.DataFrame(ref), pd.DataFrame(bat)
+    assert list(a.columns) == list(b.columns) and len(a) == len(b) > 0
+    for col in a.columns:
+        if a[col].dtype.kind == "f":
+            # the batched SVD / inverse round differently: 1e-12 relative (1e-12 absolute
+            # for CI bounds that cross zero); NaN exactly where the reference has NaN
+            np.testing.assert_allclose(b[col].to_numpy(), a[col].to_numpy(), rtol=1e-12, atol=1e-12,
+                                       equal_nan=True, err_msg=col)
+        else:
+            assert a[col].tolist() == b[col].tolist(), col
+
+
+EDGE_PRESETS = {**episodes.presets(), "absolute_huge": {"criterion": "absolute", "cutoff": 100.0}}
+
+
+def test_batched_replications_equal_the_one_at_a_time_reference():
+    design = power.StudyDesign(sample_sizes=[12, 60], replications=5, seed=21, presets=EDGE_PRESETS)
+    tasks = power.replication_keys(design)
+    ref_rows, ref_fail = power.run_chunk(design, tasks, power.replicate_trial)
+    rows, fail = power.run_chunk(design, tasks)  # batched per sample size
+    assert ref_fail == fail == []
+    _assert_rows_equal(ref_rows, rows)
+    got = pd.DataFrame(rows)
+    # edge cases are in there: a criterion that finds no unrepaired client (not estimable)
+    assert not got.loc[got["preset"] == "absolute_huge", "estimable"].any()
+    assert (got["n_unrepaired"] == 0).sum() > 5
+    # sd_* criteria: between-client SD differs per replication (trial-level quantity per trial)
+    assert got[got["preset"] == "rci"]["n_unrepaired"].nunique() > 1
+
+
+def _edge_trials(design):
+    """Trials with edge cases: no changes at all (between SD undefined, everybody insufficient),
+    one client with an alliance score (the RCI fails), and ordinary ones."""
+    out = []
+    for rep in range(4):
+        seed = power.replication_seed(design.seed, 30, rep)
+        trial = power.simulate_stage(design, 30, seed)
+        s = trial.sessions.copy()
+        if rep == 1:    # one observed alliance score per client
+            s.loc[s["session"] != 1, "alliance"] = np.nan
+        elif rep == 2:  # a single client with alliance scores: the RCI's SD is undefined
+            s.loc[s["participant_id"] != s["participant_id"].iloc[0], "alliance"] = np.nan
+        out.append(((30, rep, seed), dataclasses.replace(trial, sessions=s)))
+    return out
+
+
+def test_batched_edge_cases_warn_and_fail_as_the_reference(monkeypatch):
+    design = power.StudyDesign(sample_sizes=[30], replications=4, seed=5, presets=EDGE_PRESETS)
+    trials = dict(_edge_trials(design))
+    monkeypatch.setattr(power, "simulate_stage", lambda d, n, seed: next(
+        t for k, t in trials.items() if k[2] == seed))
+    tasks = list(trials)
+    ref_rows, ref_fail = power.run_chunk(design, tasks, power.replicate_trial)
+    rows, fail = power.run_chunk(design, tasks)
+    assert fail == ref_fail and [f["rep"] for f in fail] == [2]
+    assert "SD of the first observed scores" in fail[0]["error"] or "fewer than 2" in fail[0]["error"]
+    _assert_rows_equal(ref_rows, rows)
+    warned = pd.DataFrame(rows).query("rep == 1")
+    assert warned["n_warnings"].sum() >= 4  # sd_k*_between / stricter: between SD undefined
+    assert (warned["n_classifiable"] == 0).all() and not warned["estimable"].any()

@@ -646,3 +646,120 @@ def detect_by_preset(sessions, presets=None, *, min_sessions=6, repair_window=No
             record += [f"{name}: {w.message}" for w in caught]
         out[name] = (episodes, patterns)
     return out
+
+
+# --------------------------------------------------------------------------------------------
+# Stacked trials (the batched power study)
+# --------------------------------------------------------------------------------------------
+#: Pattern codes of :func:`detect_grouped`: the index in this tuple.
+PATTERN_CODES = ("no_rupture", "repaired", "unrepaired", INSUFFICIENT)
+_DETECT_DEFAULTS = dict(criterion=DEFAULT_CRITERION, cutoff=1.0, k=2.0, scale="stricter",
+                        reliability=CALPAS_RELIABILITY, sd=None)
+
+
+def _group_rci(X, starts, reliability, sd):
+    """Per-row RCI of stacked trials (the SD of each trial's own first observed scores)."""
+    thr = np.full(X.shape[0], np.nan)
+    failed = set()
+    for g in range(starts.size - 1):
+        a, b = starts[g], starts[g + 1]
+        try:
+            thr[a:b] = _rci_from_data(X[a:b], reliability, sd)[0]
+        except ValueError:
+            failed.add(g)
+    return thr, failed
+
+
+def detect_grouped(X, labels, starts, presets, *, min_sessions=6, repair_window=None,
+                   tolerance=0.0):
+    """Patterns of several trials stacked in one wide matrix, under every preset.
+
+    Rows ``starts[g]:starts[g + 1]`` of ``X`` (participants x sessions, as built by
+    :func:`detect_episodes` from one trial's long table, participants sorted) are trial ``g``;
+    every trial-level quantity (the RCI's SD of first observed scores, the between-client SD
+    of the ``"sd"`` criterion) is computed per trial, so that each trial's patterns are those
+    of :func:`detect_by_preset` on that trial alone.
+
+    Returns
+    -------
+    codes : dict
+        preset -> int array (one per row) indexing :data:`PATTERN_CODES`.
+    messages : list of list of str
+        Per trial, the ``"<preset>: <message>"`` warnings :func:`detect_by_preset` would record.
+    failed : set of int
+        Trials on which a preset raises (e.g. the RCI's SD is undefined); their codes are
+        meaningless -- run them one at a time for the error.
+
+    Raises
+    ------
+    ValueError, TypeError
+        Invalid preset arguments or ``min_sessions`` (as :func:`detect_episodes`).
+    """
+    X = np.asarray(X, dtype=float)
+    labels = np.asarray(labels, dtype=np.int64)
+    starts = np.asarray(starts, dtype=np.int64)
+    if isinstance(min_sessions, bool) or not float(min_sessions).is_integer() or min_sessions < 0:
+        raise ValueError(f"min_sessions must be a non-negative whole number, got {min_sessions}")
+    n, T = X.shape
+    G = starts.size - 1
+    n_obs = (~np.isnan(X)).sum(axis=1)
+    messages = [[] for _ in range(G)]
+    failed = set()
+    codes = {}
+    for name, kw in presets.items():
+        opts = {**_DETECT_DEFAULTS, **kw}
+        criterion = opts.pop("criterion")
+        base = {key: opts.pop(key) for key in ("cutoff", "k", "scale", "reliability", "sd")}
+        sudden_kwargs = opts
+        _validate_episode_args(criterion, base["cutoff"], base["k"], base["scale"],
+                               base["reliability"], base["sd"], repair_window, tolerance,
+                               sudden_kwargs)
+        msgs = [[] for _ in range(G)]
+        if criterion == "absolute":
+            r, jpre, j, _ = _above_threshold(X, np.full(n, float(base["cutoff"])))
+        elif criterion == "rci":
+            thr, bad = _group_rci(X, starts, base["reliability"], base["sd"])
+            failed |= bad
+            r, jpre, j, _ = _above_threshold(X, thr)
+        elif criterion == "sd":
+            k, scale = base["k"], base["scale"]
+            within = _row_sd(X)
+            D, _ = _consecutive_drops(X)
+            between = np.empty(n)
+            for g in range(G):
+                a, b = starts[g], starts[g + 1]
+                Dg = D[a:b]
+                changes = Dg[~np.isnan(Dg)]
+                bg = float(np.std(changes, ddof=1)) if changes.size >= 2 else np.nan
+                between[a:b] = bg
+                if scale in ("between", "stricter") and not np.isfinite(bg):
+                    msgs[g].append("fewer than 2 session-to-session changes in the sample: "
+                                   "the between-client SD is undefined, no rupture detected")
+            if scale == "within":
+                thr = k * within
+            elif scale == "between":
+                thr = k * between
+            else:
+                thr = k * np.maximum(within, between)
+            r, jpre, j, _ = _above_threshold(X, thr)
+        else:  # sudden
+            sopts = {**SUDDEN_DEFAULTS, **sudden_kwargs}
+            thr, bad = _group_rci(X, starts, base["reliability"], base["sd"])
+            failed |= bad
+            if T < 4:
+                for m in msgs:
+                    m.append(f"criterion='sudden' needs at least 4 sessions; the data have {T}, "
+                             "so no rupture can be detected")
+            res = _sudden_core(X, sign=1, cutoff=thr, pct=sopts["pct"], crit3=sopts["crit3"],
+                               crit3_adjust=sopts["crit3_adjust"], crit3_alpha=sopts["crit3_alpha"],
+                               crit3_critical_value=sopts["crit3_critical_value"])
+            r, jpre = res["row"], res["col"]
+            j = jpre + 1
+        pre = X[r, jpre]
+        repair_col, _ = _repairs(X, labels, r, j, pre, repair_window, tolerance)
+        n_rup = np.bincount(r, minlength=n)
+        n_rep = np.bincount(r[repair_col >= 0], minlength=n)
+        codes[name] = np.select([n_obs < min_sessions, n_rup - n_rep > 0, n_rup > 0], [3, 2, 1], 0)
+        for g in range(G):
+            messages[g] += [f"{name}: {m}" for m in msgs[g]]
+    return codes, messages, failed

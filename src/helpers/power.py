@@ -163,11 +163,16 @@ def agreement_stats(true, detected, labels=PATTERN_LABELS) -> dict:
     (0.4, 0.5)
     """
     code = {lab: i for i, lab in enumerate(labels)}
-    t = np.array([code.get(v, -1) for v in true])
-    d = np.array([code.get(v, -1) for v in detected])
+    t = np.array([code.get(v, -1) for v in true], dtype=np.int64)  # int even when empty
+    d = np.array([code.get(v, -1) for v in detected], dtype=np.int64)
     ok = (t >= 0) & (d >= 0)
     k = len(labels)
     m = np.bincount(k * t[ok] + d[ok], minlength=k * k).reshape(k, k).astype(float)
+    return _agreement_from_matrix(m, labels)
+
+
+def _agreement_from_matrix(m, labels=PATTERN_LABELS) -> dict:
+    """:func:`agreement_stats` from the confusion matrix ``m`` (truth x detected, float)."""
     n = m.sum()
     out = {"kappa": np.nan, "agreement": np.nan}
     if n > 0:
@@ -272,11 +277,166 @@ def reference_values(design: StudyDesign, replicate=None) -> pd.DataFrame:
 
 
 # --------------------------------------------------------------------------------------------
+# many replications of one sample size at once
+# --------------------------------------------------------------------------------------------
+#: Whether :func:`run_chunk` analyses the replications of a sample size together
+#: (:func:`replicate_batch`) rather than one by one (:func:`replicate_trial`, the reference).
+BATCHED = True
+
+_FIT_KEYS = ("b", "se", "b_ci_low", "b_ci_high", "p", "se_hc3", "b_hc3_ci_low", "b_hc3_ci_high",
+             "p_hc3", "beta", "beta_se", "beta_ci_low", "beta_ci_high")
+
+
+def _trial_arrays(design: StudyDesign, trial):
+    """Wide alliance matrix and the per-client arrays of :func:`fit_stage`, in one order."""
+    ids_w, labels, X = episodes._to_wide(trial.sessions, "participant_id", "session", "alliance")
+    ids = np.sort(trial.sessions["participant_id"].unique())
+    if not np.array_equal(np.asarray(ids_w, dtype=object), np.asarray(ids, dtype=object)):
+        raise ValueError("participant order differs")
+    part = trial.participants
+    if np.array_equal(part["participant_id"].to_numpy(dtype=object), np.asarray(ids, dtype=object)):
+        pre = part[f"{design.outcome}_pre"].to_numpy(dtype=float)
+        post = part[f"{design.outcome}_post"].to_numpy(dtype=float)
+    else:
+        part = part.set_index("participant_id").reindex(ids)
+        pre = part[f"{design.outcome}_pre"].to_numpy(dtype=float)
+        post = part[f"{design.outcome}_post"].to_numpy(dtype=float)
+    truth = trial.truth.set_index("participant_id")["true_pattern"].reindex(ids).to_numpy(dtype=object)
+    return labels, X, pre, post, truth
+
+
+def replicate_batch(design: StudyDesign, n_participants: int, tasks) -> tuple[list, list]:
+    """The replications ``tasks`` (``(n, rep, seed)``, all of size ``n_participants``) at once.
+
+    Each trial is simulated from its own seed; the trials are stacked as one wide matrix of
+    R x N clients and detected once per preset with the trial-level quantities (RCI SD, SD
+    scales) computed per trial (:func:`helpers.episodes.detect_grouped`); the agreement
+    statistics come from one confusion matrix per trial and criterion, the paper's regression
+    from one batched least-squares fit (:func:`helpers.ols.ols_unrepaired_batch`). The rows
+    equal those of :func:`replicate_trial` to rounding (tests/test_power.py). A replication
+    that does not fit the batch (its simulation or a preset raises, its sessions differ from
+    the others') runs through :func:`replicate_trial`, so that it fails -- or not -- exactly
+    as it would alone; so does the whole batch if the batched detection warns.
+
+    Returns
+    -------
+    rows, failures : list of dict
+        As :func:`run_chunk`.
+    """
+    from helpers.ols import ols_unrepaired_batch
+
+    items, alone = [], []
+    for task in tasks:
+        try:
+            trial = simulate_stage(design, task[0], task[2])
+            items.append((task, *_trial_arrays(design, trial)))
+        except Exception:  # noqa: BLE001 -- rerun alone: it fails there with its own error
+            alone.append(task)
+    if items:
+        labels0 = items[0][1]
+        same = [it for it in items if np.array_equal(it[1], labels0) and it[2].shape[1] == labels0.size]
+        alone += [it[0] for it in items if not any(it is s for s in same)]
+        items = same
+    rows = []
+    if items:
+        import warnings
+
+        starts = np.cumsum([0] + [it[2].shape[0] for it in items])
+        X = np.vstack([it[2] for it in items])
+        try:
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                codes, messages, failed = episodes.detect_grouped(
+                    X, items[0][1], starts, design.presets, min_sessions=design.min_sessions,
+                    repair_window=design.repair_window, tolerance=design.tolerance)
+            if caught:
+                raise RuntimeError("the batched detection warned")
+        except Exception:  # noqa: BLE001 -- the reference path decides (and words the errors)
+            return run_chunk(design, list(tasks), replicate_trial)
+        keep = np.array([g not in failed for g in range(len(items))])
+        alone += [it[0] for g, it in enumerate(items) if not keep[g]]
+        rows = _fit_batch(design, items, starts, X, codes, messages, keep, ols_unrepaired_batch)
+    r, f = run_chunk(design, alone, replicate_trial)
+    order = {t[1]: i for i, t in enumerate(tasks)}
+    rows = sorted(rows + r, key=lambda row: order.get(row["rep"], -1))
+    return rows, f
+
+
+def _fit_batch(design, items, starts, X, codes, messages, keep, ols_batch) -> list:
+    """:func:`fit_stage` of the stacked trials (those with ``keep``)."""
+    G = len(items)
+    k = len(PATTERN_LABELS)
+    code_of = {lab: i for i, lab in enumerate(episodes.PATTERN_CODES)}
+    group = np.repeat(np.arange(G), np.diff(starts))
+    pre = np.concatenate([it[3] for it in items])
+    post = np.concatenate([it[4] for it in items])
+    truth = np.concatenate([it[5] for it in items])
+    t_code = np.array([code_of.get(v, len(code_of)) for v in truth], dtype=np.int64)
+    complete = ~np.isnan(pre) & ~np.isnan(post)
+    classifiable = (~np.isnan(X)).sum(axis=1) >= design.min_sessions
+    all_codes = dict(codes)
+    all_codes[TRUE_PATTERN] = np.where(classifiable, t_code, code_of[INSUFFICIENT])
+    names = list(all_codes)
+    C = len(names)
+    # One regression per trial x criterion, each padded to the largest.
+    m = int(np.diff(starts).max())
+    shape = (C, G, m)
+    Y, P, F = np.zeros(shape), np.zeros(shape), np.zeros(shape)
+    n_used = np.zeros((C, G), dtype=np.int64)
+    stats_rows = {}
+    for c, name in enumerate(names):
+        d = all_codes[name]
+        cls = d != code_of[INSUFFICIENT]
+        used = cls & complete
+        ui = np.flatnonzero(used)
+        gu = group[ui]
+        n_used[c] = np.bincount(gu, minlength=G)
+        pos = np.arange(ui.size) - np.repeat(np.cumsum(n_used[c]) - n_used[c], n_used[c])
+        Y[c, gu, pos] = post[ui]
+        P[c, gu, pos] = pre[ui]
+        F[c, gu, pos] = (d[ui] == code_of["unrepaired"]).astype(float)
+        ok = (t_code < k) & (d < k)
+        mat = np.bincount(group[ok] * k * k + k * t_code[ok] + d[ok], minlength=G * k * k)
+        mat = mat.reshape(G, k, k).astype(float)
+        stats_rows[name] = (np.bincount(group[cls], minlength=G), mat)
+    fit = ols_batch(Y.reshape(C * G, m), P.reshape(C * G, m), F.reshape(C * G, m), n_used.ravel())
+    n_unrep = F.sum(axis=2)
+    rows = []
+    for g, it in enumerate(items):
+        if not keep[g]:
+            continue
+        n, rep, seed = it[0]
+        for c, name in enumerate(names):
+            i = c * G + g
+            n_cls, mat = stats_rows[name]
+            own = [msg for msg in messages[g] if msg.startswith(f"{name}: ")]
+            rows.append({
+                "n_participants": n, "rep": rep, "seed": seed, "preset": name,
+                "n_classifiable": int(n_cls[g]), "n_analysed": int(n_used[c, g]),
+                "n_unrepaired": int(n_unrep[c, g]), "estimable": bool(fit["estimable"][i]),
+                **{key: float(fit[key][i]) for key in _FIT_KEYS},
+                **_agreement_from_matrix(mat[g]), "n_warnings": len(own), "warnings": " | ".join(own),
+            })
+    return rows
+
+
+# --------------------------------------------------------------------------------------------
 # running replications: chunks, failures, Dask
 # --------------------------------------------------------------------------------------------
 def run_chunk(design: StudyDesign, tasks, replicate=None) -> tuple[list, list]:
-    """Run ``tasks`` (``(n, rep, seed)`` tuples) one by one; an exception in one replication
-    is caught and returned as a failure record (key, seed, error text) -- the others go on."""
+    """Run ``tasks`` (``(n, rep, seed)`` tuples); an exception in one replication is caught
+    and returned as a failure record (key, seed, error text) -- the others go on.
+
+    Without ``replicate`` (and with :data:`BATCHED`) the replications of each sample size are
+    analysed together (:func:`replicate_batch`); with it, one by one.
+    """
+    if replicate is None and BATCHED:
+        rows, failures = [], []
+        for n in dict.fromkeys(t[0] for t in tasks):
+            r, f = replicate_batch(design, n, [t for t in tasks if t[0] == n])
+            rows += r
+            failures += f
+        return rows, failures
     replicate = replicate or replicate_trial
     rows, failures = [], []
     for n, rep, seed in tasks:
