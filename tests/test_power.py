@@ -168,7 +168,9 @@ def test_interpolated_n_recovers_an_exact_normal_power_curve():
 def test_small_studies_run_in_process_large_ones_on_dask():
     assert power.runs_in_process(power.StudyDesign(**TINY))
     default = power.StudyDesign(sample_sizes=[60, 116, 200, 400], replications=400)
-    assert not power.runs_in_process(default)
+    assert power.runs_in_process(default)  # the default run: no cluster, no cluster logs
+    full = power.StudyDesign(sample_sizes=[60, 116, 200, 400], replications=2000)  # params/power_full.yaml
+    assert not power.runs_in_process(full)
 
 
 @pytest.mark.slow  # Dask: starts local workers / an external cluster

@@ -29,10 +29,13 @@ REFERENCE_KEY = (0, 0)
 BOOTSTRAP_KEY = (0, 1)
 
 #: A study simulating at most this many clients in all (replications + reference trial) runs
-#: in this process when no scheduler is given: at ~0.35 ms per client (bench_power.py) that is
-#: ~3 s of work, about what a LocalCluster's start-up and shutdown (~1.7 s) would save on two
-#: workers -- and an in-process run writes no cluster logs into a notebook.
-IN_PROCESS_MAX_CLIENTS = 10_000
+#: in this process when no scheduler is given. Batched, one process handles about 40,000
+#: clients/s (197 replications/s, bench_power.py), so the default study (R = 400: ~510,000
+#: clients with the reference trial) takes ~13 s: about what two Dask workers would take once
+#: the cluster's start-up and shutdown are counted -- and an in-process run is deterministic
+#: in its output, where a LocalCluster's shutdown sometimes logs heartbeat warnings into the
+#: notebook. The full study (params/power_full.yaml, R = 2000) runs on Dask.
+IN_PROCESS_MAX_CLIENTS = 1_000_000
 
 #: Columns of one replication x criterion row (see :func:`fit_stage`).
 MC_ROW_COLUMNS = [
