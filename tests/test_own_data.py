@@ -32,7 +32,7 @@ def test_the_worked_example_runs_end_to_end_and_leaves_git_status_as_it_was(caps
         table = pd.read_csv(run_dir / "results" / "tables" / "replication.csv").set_index("quantity")
         assert table.loc["N (PE clients)", "verdict"] == "different design"
         assert table.loc["pattern x MDD: chi-square", "verdict"] == "not available: no `mdd` column in the data"
-        assert table.loc["unrepaired rupture -> post PSS-SR: standardised beta", "n"] > 0  # beta on the self-report
+        assert table.loc["unrepaired rupture -> post PCL-5: standardised beta", "n"] > 0  # on the self-report, named
         html = (run_dir / "results" / "report.html").read_text()
         assert "Other trial (simulated example)" in html and "UserWarning" not in html
         assert str(paths.ROOT) not in html  # no housekeeping paths

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from helpers.contract import PATTERN_LABELS
+from helpers.contract import INSUFFICIENT, PATTERN_LABELS, TRUE_PATTERN
 from helpers.describe import proportion_ci
 
 
@@ -87,3 +87,18 @@ def cohen_kappa(table: pd.DataFrame, level=0.95) -> dict:
     z = stats.norm.ppf(0.5 + level / 2)
     return dict(kappa=float(kappa), se=se, ci_low=float(kappa - z * se), ci_high=float(kappa + z * se),
                 n=int(n), observed=float(po), expected=pe)
+
+
+def true_patterns(truth: pd.DataFrame, patterns: pd.DataFrame) -> pd.DataFrame:
+    """The generative truth's patterns of the clients the detection could classify, as a
+    ``participant_id, pattern`` table (simulated data): the paper's tests run on the same
+    clients with the true patterns instead of the detected ones.
+
+    >>> truth = pd.DataFrame({"participant_id": ["a", "b"], "true_pattern": ["repaired", "unrepaired"]})
+    >>> detected = pd.DataFrame({"participant_id": ["a", "b"], "pattern": ["no_rupture", "insufficient_data"]})
+    >>> true_patterns(truth, detected).to_dict("records")
+    [{'participant_id': 'a', 'pattern': 'repaired'}]
+    """
+    keep = patterns.loc[patterns["pattern"] != INSUFFICIENT, "participant_id"]
+    out = truth.rename(columns={TRUE_PATTERN: "pattern"})[["participant_id", "pattern"]]
+    return out[out["participant_id"].isin(keep)].reset_index(drop=True)

@@ -98,7 +98,7 @@ def _verdict(rule, paper_value, est, lo, hi, p=np.nan) -> str:
 
 
 def replication_table(participants, patterns, chi2, regression, *, outcome="pss_i",
-                      same_design=True) -> pd.DataFrame:
+                      same_design=True, outcome_name=None) -> pd.DataFrame:
     """One row per target of the paper (see the module docstring for the rules).
 
     Parameters
@@ -116,6 +116,8 @@ def replication_table(participants, patterns, chi2, regression, *, outcome="pss_
     same_design : bool
         False for another trial: the paper's design facts (N = 116) are then "different
         design", not "not consistent".
+    outcome_name : str, optional
+        The outcome instrument's name in the β row (e.g. "PCL-5"); default from ``outcome``.
 
     Notes
     -----
@@ -160,7 +162,7 @@ def replication_table(participants, patterns, chi2, regression, *, outcome="pss_
                       f"{r['cramers_v']:.2f} (bootstrap 95% CI {v_lo:.2f} to {v_hi:.2f})")
     terms = regression[(regression["outcome"] == outcome) & (regression["model"] == "A")
                        & (regression["term"] == "unrepaired")]
-    label = f"unrepaired rupture -> post {outcome.replace('_', '-').upper()}: standardised beta"
+    label = f"unrepaired rupture -> post {outcome_name or outcome.replace('_', '-').upper()}: standardised beta"
     if regression.empty:
         add(label, paper.BETA["beta"], np.nan, np.nan, np.nan, 0, "beta",
             verdict="not available: no outcome with pre- and post-treatment scores in the data")
