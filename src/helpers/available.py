@@ -23,6 +23,11 @@ def has_column(table: pd.DataFrame, column: str) -> bool:
     return column in table.columns and bool(table[column].notna().any())
 
 
+def not_available(column: str) -> str:
+    """The sentence a result shows when the data lack ``column``."""
+    return f"not available: no `{column}` column in the data"
+
+
 def chi2_by(patterns: pd.DataFrame, participants: pd.DataFrame, bys=CHI2_BYS, **kwargs) -> pd.DataFrame:
     """:func:`helpers.models.pattern_chi2` for each of ``bys``, with a row saying why for those
     the data cannot test: the column is absent (or all missing), or it has too few levels or
@@ -36,7 +41,7 @@ def chi2_by(patterns: pd.DataFrame, participants: pd.DataFrame, bys=CHI2_BYS, **
     rows = []
     for by in bys:
         if not has_column(participants, by):
-            rows.append(pd.DataFrame({"by": [by], "note": [f"not available: no `{by}` column in the data"]}))
+            rows.append(pd.DataFrame({"by": [by], "note": [not_available(by)]}))
             continue
         try:
             rows.append(models.pattern_chi2(patterns, participants, by=by, **kwargs).assign(note=""))
@@ -44,11 +49,6 @@ def chi2_by(patterns: pd.DataFrame, participants: pd.DataFrame, bys=CHI2_BYS, **
             rows.append(pd.DataFrame({"by": [by], "note": [f"not estimable: {exc}"]}))
     out = pd.concat(rows, ignore_index=True)
     return out.drop(columns="note") if not out["note"].astype(bool).any() else out
-
-
-#: Columns of :func:`helpers.models.outcome_regression`'s table (for an empty one).
-REGRESSION_COLUMNS = ["outcome", "model", "contrast", "term", "b", "se", "ci_low", "ci_high", "beta", "beta_ci_low",
-                      "beta_ci_high", "se_type", "t", "df", "p", "n", "n_dropped", "r2", "r2_adj"]
 
 
 def regression_outcomes(participants: pd.DataFrame, preferred: str) -> tuple[list[str], str, str]:
@@ -79,7 +79,7 @@ def regressions(patterns: pd.DataFrame, participants: pd.DataFrame, outcomes, **
     """:func:`helpers.models.outcome_regression` for each outcome, stacked; an empty table
     with the same columns when there is none."""
     tables = [models.outcome_regression(patterns, participants, outcome=o, **kwargs) for o in outcomes]
-    return pd.concat(tables, ignore_index=True) if tables else pd.DataFrame(columns=REGRESSION_COLUMNS)
+    return pd.concat(tables, ignore_index=True) if tables else pd.DataFrame(columns=models.REGRESSION_COLUMNS)
 
 
 def prepost_anova(patterns: pd.DataFrame, participants: pd.DataFrame, outcomes, **kwargs) -> pd.DataFrame:

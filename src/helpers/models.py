@@ -284,6 +284,11 @@ def regression_data(patterns, participants, *, outcome="pss_i", pattern_col="pat
     return d, int((~complete).sum())
 
 
+#: Columns of :func:`outcome_regression`'s table, in order.
+REGRESSION_COLUMNS = ["outcome", "model", "contrast", "term", "b", "se", "ci_low", "ci_high", "beta", "beta_ci_low",
+                      "beta_ci_high", "se_type", "t", "df", "p", "n", "n_dropped", "r2", "r2_adj"]
+
+
 def _ols_table(d, terms, model, outcome, n_dropped, cov_type="nonrobust"):
     import statsmodels.api as sm  # 0.5 s to import: only where used
     x = sm.add_constant(d[["pre", *terms]], has_constant="add")
@@ -303,7 +308,7 @@ def _ols_table(d, terms, model, outcome, n_dropped, cov_type="nonrobust"):
         "n": int(res.nobs), "n_dropped": n_dropped, "r2": res.rsquared,
         "r2_adj": res.rsquared_adj,
     })
-    return out
+    return out[REGRESSION_COLUMNS]
 
 
 def outcome_regression(patterns, participants, *, outcome="pss_i", models=("A", "B"),

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from helpers import agreement, describe, episodes, models
+from helpers import agreement, available, describe, episodes, models
 from helpers.contract import INSUFFICIENT, PATTERN_LABELS
 
 
@@ -145,9 +145,7 @@ def compute(sessions: pd.DataFrame, participants: pd.DataFrame, truth: pd.DataFr
     is given) and :func:`multiverse_table` (the association tests only for the ``by`` columns the
     data have).
     """
-    from helpers.available import has_column
-
-    by = tuple(b for b in by if has_column(participants, b))
+    by = tuple(b for b in by if available.has_column(participants, b))
     results = episodes.detect_by_preset(sessions, presets, min_sessions=min_sessions,
                                         repair_window=repair_window, tolerance=tolerance)
     prevalence = prevalence_by_preset(results)

@@ -88,8 +88,10 @@ class Processed:
 
     def has(self, column: str) -> bool:
         """Whether the data hold ``column`` (declared and not all missing)."""
+        from helpers.available import has_column
+
         table = self.participants if column in self.participants.columns else self.sessions
-        return column not in self.info.get("absent", []) and column in table.columns and table[column].notna().any()
+        return column not in self.info.get("absent", []) and has_column(table, column)
 
     def banner(self, what: str = "these results") -> None:
         """The simulated-data notice (or the real dataset's name) as a Markdown block."""

@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from helpers import describe, models, paper, paths
+from helpers import available, describe, models, paper, paths
 from helpers.contract import INSUFFICIENT
 from helpers.tables import atomic_write_text
 
@@ -132,17 +132,14 @@ def replication_table(participants, patterns, chi2, regression, *, outcome="pss_
         rows.append([quantity, paper_value, est, lo, hi, n, p, statistic, RULES[rule],
                      verdict or _verdict(rule, paper_value, est, lo, hi, p)])
 
-    def absent(column):
-        return f"not available: no `{column}` column in the data"
-
     add("N (PE clients)", paper.SAMPLE["N"], len(participants), np.nan, np.nan, len(participants), "equal",
         verdict=None if same_design else "different design")
     for label, key in (("female (%)", "female"), ("Caucasian (%)", "caucasian")):
         r = sample.loc["female" if key == "female" else "Caucasian"]
         add(label, paper.SAMPLE[f"{key}_pct"], r["estimate"], r["ci_low"], r["ci_high"], r["n"], "in_ci",
-            verdict=None if participants[key].notna().any() else absent(key))
+            verdict=None if available.has_column(participants, key) else available.not_available(key))
     r = sample.loc["age, mean"]
-    no_age = None if participants["age"].notna().any() else absent("age")
+    no_age = None if available.has_column(participants, "age") else available.not_available("age")
     add("age, mean (years)", paper.SAMPLE["age_mean"], r["estimate"], r["ci_low"], r["ci_high"], r["n"], "in_ci",
         verdict=no_age)
     sd, lo, hi, n = sd_ci(participants["age"])
