@@ -441,6 +441,36 @@ def _tables(arr, n, S):
     return sessions, participants, truth
 
 
+def _check_size(n_participants, n_sessions) -> tuple[int, int]:
+    n, S = int(n_participants), int(n_sessions)
+    if n != n_participants or n < 1:
+        raise ValueError(f"n_participants must be a positive integer, got {n_participants!r}")
+    if S != n_sessions or S < 3:
+        raise ValueError(f"n_sessions must be an integer >= 3, got {n_sessions!r}")
+    return n, S
+
+
+def simulate_arrays(n_participants=116, n_sessions=10, seed=None, **knobs) -> dict:
+    """The arrays behind :func:`simulate_trial` (same seed, same numbers), without the tables.
+
+    For the power study, which simulates thousands of trials and needs only the matrices: the
+    wide alliance and PSS-SR scores (``n_participants x n_sessions``, NaN where missed), the
+    pre/post scores, the true pattern code (index into :data:`PATTERN_LABELS`) and the
+    latent quantities. Row ``i`` is participant ``P{i+1}`` of :func:`simulate_trial` (ids are
+    zero-padded, so rows are also in the tables' sorted id order); column ``j`` is session
+    ``j + 1``.
+
+    Examples
+    --------
+    >>> arr = simulate_arrays(116, 10, seed=1)
+    >>> trial = simulate_trial(116, 10, seed=1)
+    >>> bool(np.array_equal(arr["alliance"].ravel(), trial.sessions["alliance"].to_numpy(), equal_nan=True))
+    True
+    """
+    n, S = _check_size(n_participants, n_sessions)
+    return _simulate_arrays(n, S, np.random.default_rng(seed), _make_knobs(knobs))
+
+
 def simulate_trial(n_participants=116, n_sessions=10, seed=None, **knobs) -> Trial:
     """Simulate one prolonged-exposure trial with known alliance patterns.
 
@@ -476,11 +506,7 @@ def simulate_trial(n_participants=116, n_sessions=10, seed=None, **knobs) -> Tri
     >>> sorted(trial.truth["true_pattern"].unique())
     ['no_rupture', 'repaired', 'unrepaired']
     """
-    n, S = int(n_participants), int(n_sessions)
-    if n != n_participants or n < 1:
-        raise ValueError(f"n_participants must be a positive integer, got {n_participants!r}")
-    if S != n_sessions or S < 3:
-        raise ValueError(f"n_sessions must be an integer >= 3, got {n_sessions!r}")
+    n, S = _check_size(n_participants, n_sessions)
     kn = _make_knobs(knobs)
     rng = np.random.default_rng(seed)
     arr = _simulate_arrays(n, S, rng, kn)
