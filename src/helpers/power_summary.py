@@ -166,11 +166,21 @@ def summarise_accuracy(replications: pd.DataFrame, failures: pd.DataFrame, desig
     return pd.DataFrame(rows)
 
 
-def _probit(p, n):
-    # P = 0 or 1 has no probit: clip to half a replication from the edge (1 / 2R).
-    lo = 0.5 / max(n, 1)
-    from scipy import stats  # 0.4 s to import: loaded on first call
-    return float(stats.norm.ppf(np.clip(p, lo, 1 - lo)))
+def _probit(p, n_ok):
+    """Probit of the powers ``p`` (any shape; the last axis runs over sample sizes).
+
+    P = 0 or 1 has no probit: clipped to half a replication from the edge (1 / 2R, R =
+    ``n_ok`` at that size). ``scipy.special.ndtri`` is what ``scipy.stats.norm.ppf``
+    computes, without its per-call argument checks (the bootstrap calls it on arrays).
+    """
+    from scipy import special
+
+    lo = 0.5 / np.maximum(np.asarray(n_ok, dtype=float), 1)
+    return special.ndtri(np.clip(p, lo, 1 - lo))
+
+
+#: Codes of the ways :func:`interpolate_many` obtained N (index into this tuple).
+STATUSES = ("interpolated", "extrapolated below smallest N", "extrapolated above largest N", "not estimable")
 
 
 def interpolate_n(sizes, power, n_ok, target: float = 0.8, alpha: float = 0.05) -> tuple:
@@ -204,29 +214,54 @@ def interpolate_n(sizes, power, n_ok, target: float = 0.8, alpha: float = 0.05) 
     >>> round(n), status   # delta = 3.92 / 10: 80% power at ((0.84 + 1.96) / 0.392)^2
     (51, 'extrapolated below smallest N')
     """
+    n, code, lo, hi = interpolate_many(sizes, np.asarray(power, dtype=float)[None, :], n_ok, target, alpha)
+    return float(n[0]), STATUSES[code[0]], int(lo[0]), int(hi[0])
+
+
+def interpolate_many(sizes, power, n_ok, target: float = 0.8, alpha: float = 0.05) -> tuple:
+    """:func:`interpolate_n` of every row of ``power`` (draws x sizes) at once.
+
+    Returns
+    -------
+    n : ndarray of float
+    status : ndarray of int
+        Index into :data:`STATUSES`.
+    n_low, n_high : ndarray of int
+        Sizes used (-1 when none).
+    """
+    from scipy import special
+
     sizes = np.asarray(sizes, dtype=float)
-    power = np.asarray(power, dtype=float)
-    n_ok = np.asarray(n_ok, dtype=float)
-    from scipy import stats  # 0.4 s to import: loaded on first call
-    zt, za = stats.norm.ppf(target), stats.norm.ppf(1 - alpha / 2)
-
-    def through(i):
-        delta = (_probit(power[i], n_ok[i]) + za) / math.sqrt(sizes[i])
-        return float(((zt + za) / delta) ** 2) if delta > 0 else np.nan
-
-    if np.isnan(power).any():
-        return np.nan, "not estimable", -1, -1
-    if power[0] >= target:
-        n = through(0)
-        return n, ("extrapolated below smallest N" if np.isfinite(n) else "not estimable"), -1, int(sizes[0])
-    for i in range(1, sizes.size):
-        if power[i] >= target:
-            z0, z1 = _probit(power[i - 1], n_ok[i - 1]), _probit(power[i], n_ok[i])
-            s0, s1 = math.sqrt(sizes[i - 1]), math.sqrt(sizes[i])
-            frac = (zt - z0) / (z1 - z0) if z1 > z0 else 1.0
-            return float((s0 + frac * (s1 - s0)) ** 2), "interpolated", int(sizes[i - 1]), int(sizes[i])
-    n = through(sizes.size - 1)
-    return n, ("extrapolated above largest N" if np.isfinite(n) else "not estimable"), int(sizes[-1]), -1
+    power = np.atleast_2d(np.asarray(power, dtype=float))
+    rows = np.arange(power.shape[0])
+    last = sizes.size - 1
+    zt, za = special.ndtri(target), special.ndtri(1 - alpha / 2)
+    z = _probit(power, n_ok)
+    root = np.sqrt(sizes)
+    reached = power >= target
+    first = np.where(reached.any(axis=1), reached.argmax(axis=1), -1)
+    # one end: through the power at the smallest (target reached there) or the largest N
+    end = np.where(first == 0, 0, last)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        delta = (z[rows, end] + za) / root[end]
+        through = np.where(delta > 0, ((zt + za) / delta) ** 2, np.nan)
+        # between the last size below the target and the first at or above it (rows with
+        # first > 0; the others compute a value that is not used, on columns padded by one)
+        i1 = np.maximum(first, 1)
+        zp = np.pad(z, ((0, 0), (0, 1)), constant_values=np.nan)
+        rp, sp = np.append(root, np.nan), np.append(sizes, -1)
+        z0, z1 = zp[rows, i1 - 1], zp[rows, i1]
+        frac = np.where(z1 > z0, (zt - z0) / (z1 - z0), 1.0)
+        between = (rp[i1 - 1] + frac * (rp[i1] - rp[i1 - 1])) ** 2
+    inside = first > 0
+    n = np.where(inside, between, through)
+    status = np.where(inside, 0, np.where(first == 0, 1, 2))
+    status = np.where(np.isfinite(n), status, 3)
+    lo = np.where(inside, sp[i1 - 1], np.where(first == 0, -1, sizes[last])).astype(int)
+    hi = np.where(inside, sp[i1], np.where(first == 0, sizes[0], -1)).astype(int)
+    bad = np.isnan(power).any(axis=1)
+    n[bad], status[bad], lo[bad], hi[bad] = np.nan, 3, -1, -1
+    return n, status, lo, hi
 
 
 #: Test name -> power column of :func:`summarise_beta`.
@@ -267,9 +302,8 @@ def n_for_power(beta_summary: pd.DataFrame, *, target: float = 0.8, n_boot: int 
         n, status, lo, hi = interpolate_n(sizes, power, n_ok, target, alpha)
         rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(t, i)))
         draws = rng.binomial(n_ok, np.nan_to_num(power), size=(n_boot, sizes.size)) / np.maximum(n_ok, 1)
-        boot = [interpolate_n(sizes, d, n_ok, target, alpha) for d in draws]
-        values = np.array([b[0] for b in boot])
-        same = np.array([b[1:] == (status, lo, hi) for b in boot])
+        values, b_status, b_lo, b_hi = interpolate_many(sizes, draws, n_ok, target, alpha)
+        same = (b_status == STATUSES.index(status)) & (b_lo == lo) & (b_hi == hi)
         ok = np.isfinite(values)
         share = cell["mean_n_analysed"].to_numpy(dtype=float) / sizes
         rows.append({
