@@ -301,6 +301,20 @@ def test_batched_replications_equal_the_one_at_a_time_reference():
     assert got[got["preset"] == "rci"]["n_unrepaired"].nunique() > 1
 
 
+@pytest.mark.parametrize("knobs", [{}, {"p_unrepaired": 0.4, "dropout_hazard": 0.3, "p_missed_session": 0.3}])
+def test_array_route_equals_the_table_route(knobs):
+    """The batched study reads the simulator's arrays; they must be exactly what pivoting the
+    simulated long tables gives (ids in order, every session a column, NaN where missed)."""
+    design = power.StudyDesign(sample_sizes=[30], replications=1, seed=5, knobs=knobs)
+    for n, seed in [(30, 1), (117, 2), (1001, 3)]:
+        want = power._trial_arrays(design, power.simulate_stage(design, n, seed))
+        got = power._replication_arrays(design, n, seed)
+        assert len(got) == len(want) == 5
+        for g, w in zip(got, want):
+            assert g.dtype == w.dtype
+            np.testing.assert_array_equal(g, w)
+
+
 def _edge_trials(design):
     """Trials with edge cases: no changes at all (between SD undefined, everybody insufficient),
     one client with an alliance score (the RCI fails), and ordinary ones."""
@@ -320,8 +334,11 @@ def _edge_trials(design):
 def test_batched_edge_cases_warn_and_fail_as_the_reference(monkeypatch):
     design = power.StudyDesign(sample_sizes=[30], replications=4, seed=5, presets=EDGE_PRESETS)
     trials = dict(_edge_trials(design))
-    monkeypatch.setattr(power, "simulate_stage", lambda d, n, seed: next(
-        t for k, t in trials.items() if k[2] == seed))
+    def edge(seed):
+        return next(t for k, t in trials.items() if k[2] == seed)
+
+    monkeypatch.setattr(power, "simulate_stage", lambda d, n, seed: edge(seed))
+    monkeypatch.setattr(power, "_replication_arrays", lambda d, n, seed: power._trial_arrays(d, edge(seed)))
     tasks = list(trials)
     ref_rows, ref_fail = power.run_chunk(design, tasks, power.replicate_trial)
     rows, fail = power.run_chunk(design, tasks)

@@ -289,9 +289,10 @@ def _empty_like_episodes(id_dtype):
 
 # One function per rupture criterion: (X, options) -> rupture rows, pre- and rupture columns,
 # thresholds, the parameters applied and warnings. detect_episodes dispatches on the name.
-def _above_threshold(X, thr):
-    """Ruptures where the drop between consecutive observed sessions is >= ``thr`` (per row)."""
-    D, prev = _consecutive_drops(X)
+def _above_threshold(X, thr, drops=None):
+    """Ruptures where the drop between consecutive observed sessions is >= ``thr`` (per row).
+    ``drops``: :func:`_consecutive_drops` of ``X`` when already computed."""
+    D, prev = _consecutive_drops(X) if drops is None else drops
     with np.errstate(invalid="ignore"):
         is_rup = (D > 0) & (D >= thr[:, None] - _EPS)
     r, j = np.nonzero(is_rup)
@@ -703,6 +704,7 @@ def detect_grouped(X, labels, starts, presets, *, min_sessions=6, repair_window=
     n, T = X.shape
     G = starts.size - 1
     n_obs = (~np.isnan(X)).sum(axis=1)
+    drops = _consecutive_drops(X)  # the same for every preset: computed once
     messages = [[] for _ in range(G)]
     failed = set()
     codes = {}
@@ -716,15 +718,15 @@ def detect_grouped(X, labels, starts, presets, *, min_sessions=6, repair_window=
                                sudden_kwargs)
         msgs = [[] for _ in range(G)]
         if criterion == "absolute":
-            r, jpre, j, _ = _above_threshold(X, np.full(n, float(base["cutoff"])))
+            r, jpre, j, _ = _above_threshold(X, np.full(n, float(base["cutoff"])), drops)
         elif criterion == "rci":
             thr, bad = _group_rci(X, starts, base["reliability"], base["sd"])
             failed |= bad
-            r, jpre, j, _ = _above_threshold(X, thr)
+            r, jpre, j, _ = _above_threshold(X, thr, drops)
         elif criterion == "sd":
             k, scale = base["k"], base["scale"]
             within = _row_sd(X)
-            D, _ = _consecutive_drops(X)
+            D = drops[0]
             between = np.empty(n)
             for g in range(G):
                 a, b = starts[g], starts[g + 1]
@@ -741,7 +743,7 @@ def detect_grouped(X, labels, starts, presets, *, min_sessions=6, repair_window=
                 thr = k * between
             else:
                 thr = k * np.maximum(within, between)
-            r, jpre, j, _ = _above_threshold(X, thr)
+            r, jpre, j, _ = _above_threshold(X, thr, drops)
         else:  # sudden
             sopts = {**SUDDEN_DEFAULTS, **sudden_kwargs}
             thr, bad = _group_rci(X, starts, base["reliability"], base["sd"])

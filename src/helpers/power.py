@@ -273,7 +273,14 @@ def reference_values(design: StudyDesign, replicate=None) -> pd.DataFrame:
         unstandardised coefficient, PSS points), kappa, n_participants, n_analysed, seed.
     """
     seed = replication_seed(design.seed, *REFERENCE_KEY)
-    rows = (replicate or replicate_trial)(design, design.reference_n, -1, seed)
+    if replicate is None and BATCHED:
+        # the batched route on one trial (the same rows to rounding, without 2 million
+        # session rows in pandas); if it fails, the reference route raises the error itself
+        rows, failures = replicate_batch(design, design.reference_n, [(design.reference_n, -1, seed)])
+        if failures:
+            rows = replicate_trial(design, design.reference_n, -1, seed)
+    else:
+        rows = (replicate or replicate_trial)(design, design.reference_n, -1, seed)
     cols = ["preset", "beta", "beta_se", "b", "kappa", "n_analysed"]
     # Rows stay in the design's order (presets, then the oracle).
     return pd.DataFrame(rows)[cols].assign(n_participants=design.reference_n, seed=seed)
@@ -308,6 +315,19 @@ def _trial_arrays(design: StudyDesign, trial):
     return labels, X, pre, post, truth
 
 
+def _replication_arrays(design: StudyDesign, n_participants: int, seed: int):
+    """What :func:`_trial_arrays` gives for the trial of :func:`simulate_stage`, straight from
+    the simulator's arrays (:func:`helpers.simulate.simulate_arrays`): no long tables built
+    only to be pivoted back. The simulated sessions table has a row for every client and
+    session 1..n_sessions (missing scores are NaN), so the wide matrix is the alliance array
+    itself, rows in id order (tests/test_power.py checks the two routes agree exactly)."""
+    arr = simulate.simulate_arrays(n_participants, design.n_sessions, seed=seed, **design.knobs)
+    labels = np.arange(1, design.n_sessions + 1, dtype=np.int64)
+    truth = np.asarray(PATTERN_LABELS, dtype=object)[arr["pattern"]]
+    return (labels, arr["alliance"].astype(float), arr[f"{design.outcome}_pre"].astype(float),
+            arr[f"{design.outcome}_post"].astype(float), truth)
+
+
 def replicate_batch(design: StudyDesign, n_participants: int, tasks) -> tuple[list, list]:
     """The replications ``tasks`` (``(n, rep, seed)``, all of size ``n_participants``) at once.
 
@@ -331,8 +351,7 @@ def replicate_batch(design: StudyDesign, n_participants: int, tasks) -> tuple[li
     items, alone = [], []
     for task in tasks:
         try:
-            trial = simulate_stage(design, task[0], task[2])
-            items.append((task, *_trial_arrays(design, trial)))
+            items.append((task, *_replication_arrays(design, task[0], task[2])))
         except Exception:  # noqa: BLE001 -- rerun alone: it fails there with its own error
             alone.append(task)
     if items:
