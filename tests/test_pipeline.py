@@ -168,3 +168,65 @@ def test_committed_notebooks_hold_the_parameters_cell_only_with_the_default_valu
             name = node.targets[0].id
             if name in defaults:
                 assert ast.literal_eval(node.value) == defaults[name], (nb_path.name, name)
+
+
+# ------------------------------------------------------------------- notebooks side by side
+STAMP = """
+import time
+from helpers import paths
+paths.TABLES.mkdir(parents=True, exist_ok=True)
+(paths.TABLES / "{name}_start").write_text(repr(time.time()))
+{body}
+(paths.TABLES / "{name}_end").write_text(repr(time.time()))
+"""
+
+
+def _stamps(root, name):
+    tables = root / "results" / "tables"
+    return float((tables / f"{name}_start").read_text()), float((tables / f"{name}_end").read_text())
+
+
+def test_an_independent_notebook_runs_beside_the_others_and_the_rest_keep_their_order(
+        tmp_path, published, monkeypatch):
+    books = tmp_path / "side"
+    books.mkdir()
+    _notebook(books / "01_slow.ipynb", STAMP.format(name="a", body="time.sleep(3)"))
+    _notebook(books / "02_reads_01.ipynb", STAMP.format(name="b", body="assert (paths.TABLES / 'a_end').exists()"))
+    _notebook(books / "03_free.ipynb", STAMP.format(name="c", body=""))
+    monkeypatch.setattr(pipeline, "INDEPENDENT", {"03_": ("01_", "02_")})
+    monkeypatch.setattr(pipeline, "parallel_lanes", lambda: 2)
+    executed = pipeline.run({"seed": 1}, notebooks=books, output_root=published, progress=False)
+    assert [p.name for p in executed] == ["01_slow.ipynb", "02_reads_01.ipynb", "03_free.ipynb"]
+    a, b, c = (_stamps(published, n) for n in "abc")
+    assert c[0] < a[1]   # 03 ran while 01 was still running
+    assert b[0] >= a[1]  # 02 waited for 01
+
+
+def test_a_failure_beside_the_others_is_named_and_nothing_is_published(tmp_path, published, monkeypatch, capsys):
+    books = tmp_path / "side"
+    books.mkdir()
+    _notebook(books / "01_fine.ipynb", STAMP.format(name="a", body="time.sleep(1)"))
+    _notebook(books / "02_free_broken.ipynb", "raise ValueError('the free one fails')")
+    monkeypatch.setattr(pipeline, "INDEPENDENT", {"02_": ("01_",)})
+    monkeypatch.setattr(pipeline, "parallel_lanes", lambda: 2)
+    rc = pipeline.main(["--notebooks", str(books), "--output-root", str(published), "--no-progress"])
+    err = capsys.readouterr().err
+    assert rc == 1 and "02_free_broken.ipynb" in err and "the free one fails" in err
+    assert not (published / "results" / "tables" / "a_start").exists()  # 01's outputs not published either
+    assert (published / "results" / "tables" / "first.csv").read_text() == "previous good result"
+
+
+def test_needs_follow_the_declared_independence():
+    names = [pipeline.paths.NOTEBOOKS / n for n in ("01_a.ipynb", "02_b.ipynb", "03_c.ipynb", "05_e.ipynb")]
+    assert pipeline._needs(names[3], names[:3]) == []          # the simulation study needs nothing
+    assert pipeline._needs(names[2], names[:2]) == names[:2]   # the others wait for every earlier one
+
+
+@pytest.mark.slow
+def test_the_simulation_study_runs_alone_in_an_empty_folder(tmp_path):
+    """05 reads nothing that 01-04 write: that is what lets it run beside them."""
+    params = pipeline.load_params(overrides=["power_replications=4", "power_sample_sizes=[60, 116]"])
+    executed = pipeline.run(params, only=["05"], output_root=tmp_path, progress=False)
+    assert [p.name for p in executed] == ["05_robustness_power.ipynb"]
+    assert (tmp_path / "results" / "tables" / "power_beta.csv").is_file()
+    assert not (tmp_path / "data" / "processed" / "sessions.csv").exists()

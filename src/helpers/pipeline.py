@@ -190,12 +190,8 @@ def run(params=None, *, notebooks=None, only=None, output_root=None,
     # Parameters are matched by declared_parameters(); papermill's own type-inference notices
     # about them ("Passed unknown parameter" for `x = None`) are noise here.
     logging.getLogger("papermill").setLevel(logging.ERROR)
-    executed = []
     try:
-        for i, nb in enumerate(books, 1):
-            out = executed_dir / nb.name
-            _execute(nb, out, params, label=f"[{i}/{len(books)}] {nb.stem}", progress=progress)
-            executed.append(out)
+        executed = _execute_all(books, executed_dir, params, progress=progress)
     except PipelineError as exc:
         kept_at = _keep_failed(staging, output_root)
         raise PipelineError(f"{exc}\noutputs of the failed run kept for inspection in {kept_at} "
@@ -229,6 +225,60 @@ def run(params=None, *, notebooks=None, only=None, output_root=None,
 
 #: Notebooks that do not use the trial's data (skipped on own-data runs unless asked for).
 SIMULATION_ONLY = ("05_",)
+#: Notebook prefix -> prefixes of earlier notebooks it neither reads nor is read by, so they
+#: may run at the same time (on a second core). Every other earlier notebook must have finished
+#: before a notebook starts. 05, the simulation study, reads no trial data and nothing that
+#: 01-04 write, and they never read what it writes (tests/test_pipeline.py runs 05 alone in an
+#: empty folder, and 01-04 without it).
+INDEPENDENT = {"05_": ("01_", "02_", "03_", "04_")}
+
+
+def _needs(nb: Path, earlier: list[Path]) -> list[Path]:
+    """The earlier notebooks that must have finished before ``nb`` starts."""
+    free = next((v for k, v in INDEPENDENT.items() if nb.name.startswith(k)), ())
+    return [e for e in earlier if not e.name.startswith(free)]
+
+
+def parallel_lanes() -> int:
+    """Notebooks run at once: 2 where there are 2 cores or more (each kernel is one process)."""
+    return 2 if (os.cpu_count() or 1) >= 2 else 1
+
+
+def _execute_all(books: list[Path], executed_dir: Path, params: dict, *, progress: bool) -> list[Path]:
+    """Execute ``books`` (in order, each as soon as the notebooks it needs have finished; at
+    most :func:`parallel_lanes` at once) and return the executed copies in notebook order.
+
+    A failure stops new notebooks from starting; the ones already running finish, and the
+    first failure in notebook order is raised (:class:`PipelineError`).
+    """
+    from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+
+    outs = {nb: executed_dir / nb.name for nb in books}
+    labels = {nb: f"[{i}/{len(books)}] {nb.stem}" for i, nb in enumerate(books, 1)}
+    needs = {nb: _needs(nb, books[:i]) for i, nb in enumerate(books)}
+    done, errors, running = set(), {}, {}  # running: future -> (notebook, lane)
+    waiting = list(books)
+    with ThreadPoolExecutor(max_workers=parallel_lanes()) as pool:
+        while waiting or running:
+            if not errors:
+                free = sorted(set(range(parallel_lanes())) - {lane for _, lane in running.values()})
+                for nb, lane in zip([nb for nb in waiting if all(d in done for d in needs[nb])], free):
+                    waiting.remove(nb)
+                    running[pool.submit(_execute, nb, outs[nb], params, label=labels[nb],
+                                        progress=progress, lane=lane)] = (nb, lane)
+            if not running:
+                break
+            finished, _ = wait(running, return_when=FIRST_COMPLETED)
+            for fut in finished:
+                nb, _ = running.pop(fut)
+                try:
+                    fut.result()
+                    done.add(nb)
+                except PipelineError as exc:
+                    errors[nb] = exc
+    if errors:
+        raise errors[min(errors, key=books.index)]
+    return [outs[nb] for nb in books]
 #: Where runs on other data or with other parameters publish their outputs (git-ignored).
 RUNS = "runs"
 
@@ -363,7 +413,7 @@ def _prepare_kernel_env(staging: Path) -> None:
     os.environ["PYDEVD_DISABLE_FILE_VALIDATION"] = "1"
 
 
-def _execute(nb: Path, out: Path, params: dict, *, label: str, progress: bool) -> None:
+def _execute(nb: Path, out: Path, params: dict, *, label: str, progress: bool, lane: int = 0) -> None:
     import papermill as pm
     from papermill.exceptions import PapermillExecutionError
 
@@ -373,7 +423,7 @@ def _execute(nb: Path, out: Path, params: dict, *, label: str, progress: bool) -
     try:
         pm.execute_notebook(
             str(nb), str(out), parameters=passed, kernel_name=KERNEL_NAME,
-            progress_bar={"desc": label, "leave": True} if progress else False,
+            progress_bar={"desc": label, "leave": True, "position": lane} if progress else False,
             log_output=False, cwd=str(nb.parent),
             # Kernel start-up chatter (e.g. the TCP transport notice) is not for the user.
             extra_arguments=["--IPKernelApp.log_level=ERROR"],
