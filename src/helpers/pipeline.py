@@ -17,6 +17,9 @@ How a run stays safe:
   and ``figures/`` (one atomic rename per file). A failure stops the run at once, names the
   notebook and the failing cell, exits non-zero and leaves the previous good results intact;
   the staging folder is kept for inspection and its path printed.
+* Notebooks run in order; one that reads nothing the others write (:data:`INDEPENDENT`: the
+  simulation study, 05) runs beside them on a second core (:func:`parallel_lanes`). A
+  failure stops new notebooks from starting; one already running finishes first.
 * Each notebook receives only the parameters that its ``parameters`` cell declares.
 * The kernel is the active environment's own (``JUPYTER_PATH`` is pointed at this
   interpreter's prefix), so nothing has to be registered globally.
