@@ -79,3 +79,40 @@ def test_helpers_has_no_import_cycle():
     assert "helpers.power_summary" in graph and len(graph) > 20
     cycle = find_cycle(graph)
     assert cycle is None, "import cycle: " + " -> ".join(cycle)
+
+
+# Modules the notebooks import at the top load no heavy statistics library: scipy.stats
+# (0.5 s), statsmodels and pingouin are imported where they are used, so a notebook pays for
+# them only if it calls them. Their quantiles come from scipy.special, to the bit.
+LIGHT_MODULES = ["helpers.describe", "helpers.agreement", "helpers.report", "helpers.figures",
+                 "helpers.multiverse", "helpers.available", "helpers.models", "helpers.episodes",
+                 "helpers.sudden", "helpers.notebook"]
+HEAVY = ["scipy.stats", "statsmodels", "pingouin", "nbconvert"]
+
+
+def test_notebook_modules_do_not_import_heavy_libraries():
+    import subprocess
+    import sys
+
+    code = (f"import sys\nimport {', '.join(LIGHT_MODULES)}\n"
+            f"print([m for m in {HEAVY!r} if m in sys.modules])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]", out.stdout + out.stderr
+
+
+def test_special_quantiles_equal_scipy_stats_to_the_bit():
+    import numpy as np
+    from scipy import special, stats
+
+    from helpers.figures import normal_qq
+
+    for q in (0.025, 0.5, 0.975, 0.995):
+        assert special.ndtri(q) == stats.norm.ppf(q)
+        for df in (1, 2, 3, 10, 79, 115):
+            assert special.stdtrit(df, q) == stats.t.ppf(q, df)
+            assert 2 * special.gammaincinv(df / 2, q) == stats.chi2.ppf(q, df)
+    x = np.random.default_rng(1).normal(size=50)
+    (osm, osr), (slope, intercept, _) = stats.probplot(x, dist="norm")
+    got = normal_qq(x)
+    assert np.array_equal(got[0], osm) and np.array_equal(got[1], osr)
+    assert (got[2], got[3]) == (slope, intercept)
