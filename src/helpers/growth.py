@@ -218,6 +218,109 @@ def fit_growth(sessions, patterns, *, outcome="pss_sr", reml=True, time_center="
     return growth
 
 
+def growth_design(outcome, pattern, *, sessions=None, time_center="mid", interaction=True):
+    """The arrays :func:`fit_growth` fits, built from a wide outcome matrix without tables.
+
+    For the growth model's power study, which fits it to thousands of simulated trials: the
+    same rows, columns, time coding and dropped rows as :func:`growth_data` and the design of
+    :func:`helpers.lmm.fit_lmm` give for the long table of these scores (bit for bit; tested
+    against :func:`fit_growth`).
+
+    Parameters
+    ----------
+    outcome : array_like
+        ``participants x sessions`` outcome scores, NaN where missing; rows in participant-id
+        order (the order of the long table's sorted ids), columns in session order.
+    pattern : array_like of str
+        Pattern of each row; rows not in :data:`GROWTH_PATTERNS` are left out.
+    sessions : array_like, optional
+        Session number of each column (default ``1..n_columns``), ascending.
+    time_center, interaction
+        As in :func:`fit_growth`.
+
+    Returns
+    -------
+    dict
+        ``y``, ``X`` (columns ``x_names``: Intercept, time, the patterns present, their time
+        interactions), ``Z`` (Intercept, time: the random slope model; its first column alone
+        is the random-intercept model), ``groups`` (row index of each observation's
+        participant), ``x_names``, ``center``, ``pattern_counts``.
+
+    Raises
+    ------
+    ValueError
+        No observed outcome among classifiable participants (as :func:`growth_data`).
+    """
+    y_wide = np.asarray(outcome, dtype=float)
+    pattern = np.asarray(pattern, dtype=object)
+    if sessions is None:
+        sessions = np.arange(1, y_wide.shape[1] + 1)
+    keep = np.isin(pattern, GROWTH_PATTERNS)
+    # row-major nonzero: by participant, then session -- growth_data's sort order
+    rows, cols = np.nonzero(keep[:, None] & ~np.isnan(y_wide))
+    if rows.size == 0:
+        raise ValueError("no observed outcome among classifiable participants")
+    session = np.asarray(sessions, dtype=float)[cols]
+    center = _time_center(session, time_center)
+    time = session - center
+    pats = pattern[rows]
+    dummies = {p: (pats == p).astype(float) for p in ("repaired", "unrepaired")}
+    present = [p for p in ("repaired", "unrepaired") if dummies[p].any()]
+    ones = np.ones(rows.size)
+    # the columns lmm._design stacks: products of columns, in expand_terms' order
+    cols_x = [ones, time] + [dummies[p] for p in present]
+    names = ["Intercept", "time", *present]
+    if interaction:
+        cols_x += [np.prod([time, dummies[p]], axis=0) for p in present]
+        names += [f"time:{p}" for p in present]
+    first = np.unique(rows)
+    counts = {p: int((pattern[first] == p).sum()) for p in GROWTH_PATTERNS}
+    return {"y": y_wide[rows, cols], "X": np.column_stack(cols_x),
+            "Z": np.column_stack([ones, time]), "groups": rows, "x_names": names,
+            "center": center, "pattern_counts": counts}
+
+
+def fit_growth_lean(designs, *, reml=True, grad_tol=GRAD_TOL, boundary_tol=1e-4) -> list:
+    """:func:`fit_growth` of many :func:`growth_design` designs at once, lean results.
+
+    The fits of :func:`fit_growth` (random intercept and slope; a singular fit -- a diagonal
+    entry of Lambda below ``boundary_tol`` -- refitted with a random intercept, as
+    :func:`helpers.mixed.fit_mixed` does), computed by :func:`helpers.lmm.fit_lmm_lean`:
+    the same numbers, no tables.
+
+    Returns
+    -------
+    list
+        Per design a dict -- ``fit`` (:class:`helpers.lmm.LeanFit` of the kept model),
+        ``re_formula`` (``"1 + time"`` or ``"1"``), ``simplified`` (a singular random-slope
+        fit was refitted) -- or ``None`` where :func:`fit_growth` would raise (an invalid
+        model, a failed factorisation, a kept fit that did not converge): run that one
+        through :func:`fit_growth` for its error.
+    """
+    from helpers import lmm
+
+    first = lmm.fit_lmm_lean([(d["y"], d["X"], d["Z"], d["groups"]) for d in designs],
+                             reml=reml, grad_tol=grad_tol)
+    out = [None] * len(designs)
+    simplify = []
+    for i, fit in enumerate(first):
+        if isinstance(fit, Exception):
+            continue
+        if np.min(fit.lambda_diag) < boundary_tol:
+            simplify.append(i)
+        elif fit.converged:
+            out[i] = {"fit": fit, "re_formula": "1 + time", "simplified": False}
+    # the random-intercept design of lmm._design: a fresh one-column stack
+    second = lmm.fit_lmm_lean([(designs[i]["y"], designs[i]["X"],
+                                np.column_stack([np.ones(len(designs[i]["y"]))]),
+                                designs[i]["groups"]) for i in simplify],
+                              reml=reml, grad_tol=grad_tol)
+    for i, fit in zip(simplify, second):
+        if not isinstance(fit, Exception) and fit.converged:
+            out[i] = {"fit": fit, "re_formula": "1", "simplified": True}
+    return out
+
+
 def lrt_interaction(sessions, patterns, *, outcome="pss_sr", time_center="mid",
                     pattern_col="pattern", warn=True) -> pd.DataFrame:
     """Likelihood-ratio test of the time x pattern interaction (ML fits).

@@ -51,8 +51,10 @@ SINGULAR_TOL = 1e-4
 EIGEN_TOL = 1e-8
 #: Relative step of the finite differences of the gradient (Hessian of the deviance).
 HESS_STEP = 1e-3
+#: Groups per stack of :func:`fit_lmm_lean` (its per-group arrays fit in a 2 MB cache).
+STACK_GROUPS = 3000
 
-__all__ = ["LMMResult", "expand_terms", "fit_lmm", "fit_lmm_arrays"]
+__all__ = ["LMMResult", "LeanFit", "expand_terms", "fit_lmm", "fit_lmm_arrays", "fit_lmm_lean"]
 
 
 # --------------------------------------------------------------------------------------------
@@ -587,23 +589,50 @@ def _optimise(prob):
     make Lambda's diagonal >= 0 (flipping a column's sign leaves Lambda Lambda' unchanged).
 
     Returns theta, the deviance Hessian in (theta, sigma) at theta (for Satterthwaite), and a
-    record of the optimisation.
+    record of the optimisation. The steps are :func:`_optimise_steps`, each evaluation
+    answered by ``prob.evaluate`` (:func:`_drive`).
     """
-    theta, _f, g, info = _bfgs(prob, _lambda_start(prob.q))
+    return _drive(prob, _optimise_steps(prob))
+
+
+def _drive(prob, steps):
+    """Run an optimisation generator, answering each ``(theta, gradient)`` request with
+    ``prob.evaluate(theta, gradient)``; its return value."""
+    try:
+        request = next(steps)
+        while True:
+            request = steps.send(prob.evaluate(*request))
+    except StopIteration as done:
+        return done.value
+
+
+def _fun_and_grad_steps(prob, theta):
+    """``prob.fun_and_grad(theta)`` as a generator step (the evaluation is requested)."""
+    ev = yield theta, True
+    return prob.criterion(ev), prob.criterion_gradient(ev)
+
+
+def _optimise_steps(prob):
+    """:func:`_optimise` as a generator: it yields ``(theta, gradient)`` for every evaluation
+    of the criterion and is sent ``prob.evaluate(theta, gradient)`` back, so that many
+    problems can be evaluated together (:func:`fit_lmm_lean`) along exactly the path each
+    would take alone."""
+    theta, _f, g, info = yield from _bfgs_steps(prob, _lambda_start(prob.q))
     nfev = info["nfev"]
     if not np.max(np.abs(g)) < GRAD_TOL:  # fallback: scipy's BFGS (Wolfe line search)
         from scipy import optimize  # 0.3 s to import: only for this rare fallback
 
+        # evaluated directly: prob.evaluate gives the numbers a request would get
         res = optimize.minimize(prob.fun_and_grad, theta, jac=True, method="BFGS",
                                 options={"gtol": 1e-6, "maxiter": 2000})
         theta, nfev = res.x, nfev + int(res.nfev)
         info["message"] = f"BFGS, then scipy BFGS ({res.message}), + Newton polish"
     hess = None
     for _ in range(3):  # Newton polish; the last Hessian is reused by Satterthwaite
-        ev = prob.evaluate(theta)
+        ev = yield theta, True
         crit, grad = prob.criterion(ev), prob.criterion_gradient(ev)
         sigma = np.sqrt(ev["r2"] / prob.nu)
-        hess = _varpar_hessian(prob, theta, sigma, ev)
+        hess = yield from _varpar_hessian_steps(prob, theta, sigma, ev)
         nfev += 1 + 2 * len(theta)
         step = _newton_step(hess, grad)
         if np.max(np.abs(grad)) < 1e-8 or np.all(
@@ -612,7 +641,7 @@ def _optimise(prob):
         new = theta - step
         nfev += 1
         # accept unless the criterion rises above its rounding noise
-        if prob.criterion(prob.evaluate(new, gradient=False)) > crit + 1e-13 * abs(crit):
+        if prob.criterion((yield new, False)) > crit + 1e-13 * abs(crit):
             break
         theta = new
         if np.all(np.abs(step) <= 1e-6 * np.maximum(np.abs(theta), 1.0)):
@@ -628,15 +657,21 @@ def _optimise(prob):
 
 
 def _bfgs(prob, theta, maxiter=200):
+    """:func:`_bfgs_steps` with every evaluation by ``prob.evaluate``."""
+    return _drive(prob, _bfgs_steps(prob, theta, maxiter))
+
+
+def _bfgs_steps(prob, theta, maxiter=200):
     """BFGS with Armijo backtracking, started with the inverse of a forward-difference Hessian.
 
     A plain loop: the criterion costs ~0.1 ms, so scipy's line-search overhead would dominate.
     Stops when the predicted decrease ``-g'd/2`` reaches the criterion's rounding noise.
+    A generator (see :func:`_optimise_steps`).
     """
     k = len(theta)
-    f, g = prob.fun_and_grad(theta)
+    f, g = yield from _fun_and_grad_steps(prob, theta)
     nfev = 1 + k
-    hinv = _initial_inverse_hessian(prob, theta, g)
+    hinv = yield from _initial_inverse_hessian_steps(prob, theta, g)
     for it in range(maxiter):
         d = -hinv @ g
         slope = g @ d
@@ -647,7 +682,7 @@ def _bfgs(prob, theta, maxiter=200):
             break
         t = 1.0
         while True:
-            f_new, g_new = prob.fun_and_grad(theta + t * d)
+            f_new, g_new = yield from _fun_and_grad_steps(prob, theta + t * d)
             nfev += 1
             if (np.isfinite(f_new) and f_new <= f + 1e-4 * t * slope) or t < 1e-8:
                 break
@@ -666,12 +701,17 @@ def _bfgs(prob, theta, maxiter=200):
 
 
 def _initial_inverse_hessian(prob, theta, g, h=1e-4):
+    """:func:`_initial_inverse_hessian_steps` with every evaluation by ``prob.evaluate``."""
+    return _drive(prob, _initial_inverse_hessian_steps(prob, theta, g, h))
+
+
+def _initial_inverse_hessian_steps(prob, theta, g, h=1e-4):
     k = len(theta)
     hess = np.empty((k, k))
     for j in range(k):
         e = np.zeros(k)
         e[j] = h
-        hess[:, j] = (prob.fun_and_grad(theta + e)[1] - g) / h
+        hess[:, j] = ((yield from _fun_and_grad_steps(prob, theta + e))[1] - g) / h
     hess = (hess + hess.T) / 2.0
     vals, vecs = np.linalg.eigh(hess)
     # keep curvature positive and bounded so that the first steps stay reasonable
@@ -703,14 +743,19 @@ def _varpar_hessian(prob, theta, sigma, ev):
     """Hessian of the deviance in (theta, sigma) (lmerTest's devfun_vp): the theta block by
     central differences of the analytic gradient (relative step 1e-3), the sigma row and
     column analytically."""
+    return _drive(prob, _varpar_hessian_steps(prob, theta, sigma, ev))
+
+
+def _varpar_hessian_steps(prob, theta, sigma, ev):
+    """:func:`_varpar_hessian` as a generator (see :func:`_optimise_steps`)."""
     k = len(theta)
     hess = np.zeros((k + 1, k + 1))
     steps = HESS_STEP * np.maximum(np.abs(theta), 0.1)
     for j in range(k):
         e = np.zeros(k)
         e[j] = steps[j]
-        g_plus = prob.varpar_grad_theta(prob.evaluate(theta + e), sigma)
-        g_minus = prob.varpar_grad_theta(prob.evaluate(theta - e), sigma)
+        g_plus = prob.varpar_grad_theta((yield theta + e, True), sigma)
+        g_minus = prob.varpar_grad_theta((yield theta - e, True), sigma)
         hess[:k, j] = (g_plus - g_minus) / (2.0 * steps[j])
     hess[:k, :k] = (hess[:k, :k] + hess[:k, :k].T) / 2.0
     # d/dsigma of (d r2/dtheta) / sigma^2 with d r2/dtheta = -2 (sum s s' Lambda)
@@ -749,11 +794,18 @@ def _satterthwaite(L, var, jac, vcov_varpar):
         return 2.0 * var**2 / denom
 
 
-def _t_table(est, se, df, conf_level):
+def _t_stats(est, se, df):
+    """t and two-sided p on ``df`` (the columns of :func:`_t_table`, without the table)."""
     from scipy import special  # t distribution without importing scipy.stats
 
     t = est / se
-    p = 2.0 * special.stdtr(df, -np.abs(t))
+    return t, 2.0 * special.stdtr(df, -np.abs(t))
+
+
+def _t_table(est, se, df, conf_level):
+    from scipy import special
+
+    t, p = _t_stats(est, se, df)
     crit = special.stdtrit(df, 0.5 + conf_level / 2.0)
     return pd.DataFrame({"estimate": est, "se": se, "df": df, "t": t, "p": p,
                          "ci_low": est - crit * se, "ci_high": est + crit * se})
@@ -811,3 +863,282 @@ def _build_result(prob, theta, hess, opt, levels, codes, x_names, z_names, group
         ranef=pd.DataFrame(b, index=pd.Index(levels, name=group_name), columns=z_names),
         fitted=fitted, vcov_varpar=vcov_varpar, jac_cov_fe=jac, x_names=list(x_names),
         z_names=list(z_names), group=group_name, notes=notes, optimizer=opt)
+
+
+# --------------------------------------------------------------------------------------------
+# many models at once, lean results (the growth model's power study)
+# --------------------------------------------------------------------------------------------
+@dataclass
+class LeanFit:
+    """What :func:`fit_lmm_lean` keeps of a fit: the fixed effects' tests and the optimum.
+
+    Attributes
+    ----------
+    estimate, se, df, t, p : ndarray
+        Per fixed effect (in the columns' order): the ``fixed`` table of :func:`fit_lmm_arrays`
+        without the confidence interval.
+    theta : ndarray
+        lme4's ``theta`` (Lambda's diagonal >= 0).
+    lambda_diag : ndarray
+        The diagonal of ``Lambda`` (a boundary fit has an entry near 0).
+    grad_norm : float
+    converged : bool
+        ``grad_norm < grad_tol``.
+    n_obs, n_groups : int
+    """
+
+    estimate: np.ndarray
+    se: np.ndarray
+    df: np.ndarray
+    t: np.ndarray
+    p: np.ndarray
+    theta: np.ndarray
+    lambda_diag: np.ndarray
+    grad_norm: float
+    converged: bool
+    n_obs: int
+    n_groups: int
+
+
+def fit_lmm_lean(models, *, reml=True, grad_tol=GRAD_TOL) -> list:
+    """Fit many models at once; the same numbers as :func:`fit_lmm_arrays`, fewer of them.
+
+    For simulation studies that fit thousands of small models and keep a few numbers: each
+    model is optimised along exactly the path :func:`fit_lmm_arrays` takes (the same
+    generator, :func:`_optimise_steps`), but the evaluations of all models that are waiting
+    for one are computed together (:class:`_Stack`), bit for bit equal to each model's own
+    ``_Problem.evaluate``; no tables are built. Bit-for-bit matters: the optimiser stops at
+    the criterion's rounding noise and the Satterthwaite df use the Hessian where it
+    stopped, so a different last bit moves the df by up to ~1e-7 relative.
+
+    Parameters
+    ----------
+    models : sequence of tuple
+        ``(y, X, Z, groups)`` per model, as :func:`fit_lmm_arrays` takes them.
+    reml : bool
+    grad_tol : float
+        ``converged`` is ``grad_norm < grad_tol``.
+
+    Returns
+    -------
+    list
+        Per model a :class:`LeanFit`, or the exception :func:`fit_lmm_arrays` would raise
+        (an invalid model, a failed factorisation) -- returned, not raised, so that one bad
+        model leaves the others alone.
+
+    Notes
+    -----
+    NumPy warnings of the stacked evaluations cannot be told apart by model; a caller that
+    must show each model's warnings as :func:`fit_lmm_arrays` would should refit the models
+    one at a time when any is raised here.
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> from helpers import paths
+    >>> sleep = pd.read_csv(paths.ROOT / "tests" / "data" / "lme4_sleepstudy.csv")
+    >>> X = np.column_stack([np.ones(len(sleep)), sleep["Days"]])
+    >>> fit, = fit_lmm_lean([(sleep["Reaction"], X, X, sleep["Subject"])])
+    >>> np.round(fit.se, 3).tolist(), np.round(fit.df, 3).tolist()
+    ([6.825, 1.546], [17.0, 17.0])
+    """
+    out = [None] * len(models)
+    probs = {}
+    for i, (y, X, Z, groups) in enumerate(models):
+        try:  # the checks and set-up of fit_lmm_arrays
+            y, X, Z = (np.asarray(a, float) for a in (y, X, Z))
+            X, Z = (a.reshape(len(a), -1) for a in (X, Z))
+            levels, codes = _group_codes(groups)
+            _check_inputs(y, X, Z, codes, len(levels))
+            probs[i] = _Problem(y, X, Z, codes, len(levels), reml)
+        except Exception as exc:  # noqa: BLE001 -- returned for this model only
+            out[i] = exc
+    by_shape = {}
+    for i, prob in probs.items():
+        by_shape.setdefault((prob.q, prob.p), []).append(i)
+    chunks = []
+    for members in by_shape.values():
+        # stacks of about STACK_GROUPS groups: their per-group arrays stay in the CPU's cache
+        # (one stack of every model is slower per group than one model alone)
+        sizes = np.cumsum([probs[i].G for i in members])
+        cut = np.searchsorted(sizes, np.arange(STACK_GROUPS, sizes[-1], STACK_GROUPS))
+        chunks += [list(c) for c in np.split(np.asarray(members), np.unique(cut + 1)) if len(c)]
+    for members in chunks:
+        optima = _optimise_many([probs[i] for i in members])
+        for i, opt in zip(members, optima):
+            if isinstance(opt, Exception):
+                out[i] = opt
+                continue
+            try:
+                out[i] = _lean_result(probs[i], opt[0], opt[1], grad_tol)
+            except Exception as exc:  # noqa: BLE001
+                out[i] = exc
+    return out
+
+
+def _lean_result(prob, theta, hess, grad_tol):
+    """The numbers of :func:`_build_result` that :class:`LeanFit` keeps, computed the same way."""
+    ev = prob.evaluate(theta)
+    grad = prob.criterion_gradient(ev)
+    sigma = float(np.sqrt(ev["r2"] / prob.nu))
+    beta = ev["beta"] + prob.beta0
+    cov = sigma**2 * ev["sinv"]
+    vcov_varpar = _pseudo_inverse_cov(hess)
+    jac = _jac_cov_fe(prob, ev, sigma)
+    df = _satterthwaite(np.eye(prob.p), np.diag(cov), jac, vcov_varpar)
+    se = np.sqrt(np.diag(cov))
+    t, p = _t_stats(beta, se, df)
+    grad_norm = float(np.max(np.abs(grad)))
+    return LeanFit(estimate=beta, se=se, df=df, t=t, p=p, theta=theta,
+                   lambda_diag=np.diag(ev["lam"]).copy(), grad_norm=grad_norm,
+                   converged=grad_norm < grad_tol, n_obs=prob.n, n_groups=prob.G)
+
+
+def _optimise_many(probs) -> list:
+    """:func:`_optimise` of every problem (same q and p), the evaluations stacked.
+
+    Each problem runs its own :func:`_optimise_steps`; every round, the evaluations that the
+    waiting problems request are computed together by :meth:`_Stack.evaluate`. If the
+    stacked evaluation raises (one problem's factorisation fails), that round is evaluated
+    problem by problem, and a problem whose own evaluation raises gets that exception as
+    its result, as :func:`_optimise` would raise it.
+    """
+    stack = _Stack(probs)
+    gens = [_optimise_steps(prob) for prob in probs]
+    results = [None] * len(probs)
+    pending = {}
+
+    def advance(i, ev=None, first=False):
+        try:
+            pending[i] = next(gens[i]) if first else gens[i].send(ev)
+        except StopIteration as done:
+            results[i] = done.value
+        except Exception as exc:  # noqa: BLE001 -- this problem's error, as _optimise raises it
+            results[i] = exc
+
+    for i in range(len(probs)):
+        advance(i, first=True)
+    while pending:
+        idx = sorted(pending)
+        requests = [pending.pop(i) for i in idx]
+        try:
+            evs = stack.evaluate(idx, np.array([r[0] for r in requests]),
+                                 any(r[1] for r in requests))
+        except Exception:  # noqa: BLE001 -- one at a time: each problem's own answer or error
+            evs = []
+            for i, (theta, gradient) in zip(idx, requests):
+                try:
+                    evs.append(probs[i].evaluate(theta, gradient))
+                except Exception as exc:  # noqa: BLE001
+                    evs.append(exc)
+        for i, ev in zip(idx, evs):
+            if isinstance(ev, Exception):
+                gens[i].close()
+                results[i] = ev
+            else:
+                advance(i, ev)
+    return results
+
+
+class _Stack:
+    """Problems with the same ``q`` and ``p``, evaluated together bit for bit as each alone.
+
+    Everything in :meth:`_Problem.evaluate` that works group by group (``A_i^{-1}``,
+    ``W_i``, ``W_i Z_i'[X y]``, ...) is elementwise over the groups: it is done once for
+    the groups of all requested problems, each group with its own problem's ``Lambda``
+    (the same products, summed in the same order). What sums over a problem's groups (BLAS
+    products, numpy's pairwise sums) is computed per problem, on its slice, by the call that
+    ``evaluate`` makes; the small factorisations run as stacks, which numpy's linalg loops
+    over with the routine it uses for one matrix. tests/test_lmm.py checks the bits.
+    """
+
+    def __init__(self, probs):
+        self.probs = list(probs)
+        self.q, self.p = self.probs[0].q, self.probs[0].p
+        if any(pr.q != self.q or pr.p != self.p for pr in self.probs):
+            raise ValueError("a stack holds problems of one shape (q, p)")
+        sizes = np.array([pr.G for pr in self.probs])
+        self.start = np.concatenate([[0], np.cumsum(sizes)])
+        self.member = np.repeat(np.arange(len(self.probs)), sizes)
+        self.ztz = np.concatenate([pr.ztz for pr in self.probs], axis=2)
+        self.ztxy = np.concatenate([pr.ztxy for pr in self.probs], axis=2)
+        self.xytxy = np.stack([pr.xytxy for pr in self.probs])
+        self.sum_ztz = np.stack([pr.sum_ztz for pr in self.probs])
+        self.rows, self.cols = _tril_index(self.q)
+
+    def evaluate(self, idx, thetas, gradient=True) -> list:
+        """``[self.probs[i].evaluate(theta) for i, theta in zip(idx, thetas)]`` (idx ascending)."""
+        if self.q > 2:  # the q x q Cholesky per group sums in an order not reproduced here
+            return [self.probs[i].evaluate(th, gradient) for i, th in zip(idx, thetas)]
+        idx = np.asarray(idx, dtype=np.int64)
+        q, p, R = self.q, self.p, len(idx)
+        probs = [self.probs[i] for i in idx]
+        lam = np.zeros((R, q, q))
+        lam[:, self.rows, self.cols] = thetas
+        if R == len(self.probs):
+            ztz, ztxy, start, local = self.ztz, self.ztxy, self.start, self.member
+        else:
+            mask = np.zeros(len(self.probs), dtype=bool)
+            mask[idx] = True
+            sel = np.flatnonzero(mask[self.member])
+            sizes = self.start[idx + 1] - self.start[idx]
+            start = np.concatenate([[0], np.cumsum(sizes)])
+            local = np.repeat(np.arange(R), sizes)
+            # take, not [:, :, sel]: fancy indexing puts the group axis first in memory, and the
+            # per-problem products below would then leave BLAS (other rounding)
+            ztz, ztxy = self.ztz.take(sel, axis=2), self.ztxy.take(sel, axis=2)
+        # each group's own Lambda, (q, q, groups) in C order like every per-group array here
+        # (the elementwise loops then run over contiguous groups)
+        lg = np.ascontiguousarray(lam.transpose(1, 2, 0)).take(local, axis=2)
+        # A_i^{-1} and log|A_i| as _Problem._a_inverse
+        if q == 1:
+            sq = np.array([lm[0, 0] ** 2 for lm in lam])  # the scalar square evaluate takes
+            det = sq[local] * ztz[0, 0] + 1.0
+            ainv = (1.0 / det)[None, None, :]
+        else:
+            M = _bmm(lg.transpose(1, 0, 2), _bmm(ztz, lg))
+            a, b, c = M[0, 0] + 1.0, M[0, 1], M[1, 1] + 1.0
+            det = a * c - b * b
+            ainv = np.array([[c, -b], [-b, a]]) / det
+        log_det = np.log(det)
+        W = _bmm(lg, _bmm(ainv, lg.transpose(1, 0, 2)))
+        WXY = _bmm(W, ztxy)
+        cross = np.empty((R, q, p + 1, p + 1))
+        for r, prob in enumerate(probs):
+            a0, a1 = start[r], start[r + 1]
+            np.matmul(prob.ztxy, WXY[:, :, a0:a1].transpose(0, 2, 1), out=cross[r])
+        full = self.xytxy[idx] - cross.sum(axis=1)
+        S, rhs = full[:, :p, :p], full[:, :p, p]
+        chol = np.linalg.cholesky(S)
+        beta = np.linalg.solve(S, rhs[:, :, None])[:, :, 0]
+        ld_s = 2.0 * np.log(np.diagonal(chol, axis1=1, axis2=2)).sum(axis=1)
+        evs = []
+        for r, prob in enumerate(probs):
+            a0, a1 = start[r], start[r + 1]
+            evs.append({"lam": lam[r], "W": W[:, :, a0:a1], "ld_a": float(log_det[a0:a1].sum()),
+                        "S": S[r], "beta": beta[r], "r2": float(full[r, p, p] - rhs[r] @ beta[r]),
+                        "ld_s": float(ld_s[r])})
+        if gradient:
+            self._gradient_parts(evs, probs, ztz, ztxy, W, start)
+        return evs
+
+    def _gradient_parts(self, evs, probs, ztz, ztxy, W, start):
+        """:meth:`_Problem._gradient_parts` of every requested problem."""
+        p, q = self.p, self.q
+        GW = _bmm(ztz, W)
+        HY = ztxy - _bmm(GW, ztxy)
+        H = HY[:, :p]
+        sinv = np.linalg.inv(np.stack([ev["S"] for ev in evs]))
+        bh = np.empty((q, HY.shape[2]))
+        for r, ev in enumerate(evs):
+            a0, a1 = start[r], start[r + 1]
+            np.matmul(ev["beta"], H[:, :, a0:a1], out=bh[:, a0:a1])
+        s = HY[:, p] - bh
+        for r, (ev, prob) in enumerate(zip(evs, probs)):
+            a0, a1 = start[r], start[r + 1]
+            h, sr = H[:, :, a0:a1], s[:, a0:a1]
+            hs = np.matmul(sinv[r], h)
+            ev["H"], ev["sinv"] = h, sinv[r]
+            ev["sum_p"] = prob.sum_ztz - GW[:, :, a0:a1].reshape(q, -1) @ prob.ztz_flat
+            ev["sum_hsh"] = hs.reshape(q, -1) @ h.reshape(q, -1).T
+            ev["sum_ss"] = sr @ sr.T

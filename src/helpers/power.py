@@ -650,12 +650,112 @@ def growth_replicate(design: StudyDesign, n_participants: int, rep: int, seed: i
     return [row]
 
 
-def growth_power(design: StudyDesign, *, criterion="rci", outcome="pss_sr", alpha=0.05):
+def growth_replicate_batch(design: StudyDesign, tasks, *, criterion="rci",
+                           outcome="pss_sr") -> tuple[list, list]:
+    """The replications ``tasks`` (``(n, rep, seed)``) of :func:`growth_replicate`, at once.
+
+    The same rows (tests/test_growth_power.py), without tables: each trial is simulated as
+    arrays (:func:`helpers.simulate.simulate_arrays`, the numbers of ``simulate_trial``),
+    the trials of a sample size are detected together under ``criterion``
+    (:func:`helpers.episodes.detect_grouped`), each growth design is built from the wide
+    outcome matrix (:func:`helpers.growth.growth_design`) and all models are fitted together
+    (:func:`helpers.growth.fit_growth_lean`). A replication that does not fit this route --
+    its simulation, detection or fit raises, its detection would warn, its fit would not be
+    kept -- runs through :func:`growth_replicate`, so that it fails (a failure record) or
+    warns exactly as it would alone; so does every replication if anything here warns.
+
+    Returns
+    -------
+    rows, failures : list of dict
+        As :func:`run_chunk` with :func:`growth_replicate`, rows in the order of ``tasks``.
+    """
+    import functools
+    import warnings
+
+    from helpers import growth
+    from helpers.contract import SESSION_COLUMNS
+
+    tasks = [tuple(t) for t in tasks]
+    reference = functools.partial(growth_replicate, criterion=criterion, outcome=outcome)
+    alone, fitted = set(), {}
+    if outcome not in SESSION_COLUMNS[2:] or criterion not in design.presets:
+        return run_chunk(design, tasks, reference)
+    S = design.n_sessions
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        sims = {}
+        for task in tasks:
+            try:
+                arr = simulate.simulate_arrays(task[0], S, task[2], **design.knobs)
+                # the wide matrices of the sessions table: every client x session 1..S
+                if arr["alliance"].shape != (task[0], S) or arr[outcome].shape != (task[0], S):
+                    raise ValueError("not one row per client and one column per session")
+                sims[task] = arr
+            except Exception:  # noqa: BLE001 -- alone, it fails with its own error
+                alone.add(task)
+        codes = {}
+        for n in dict.fromkeys(t[0] for t in sims):
+            group = [t for t in sims if t[0] == n]
+            starts = np.cumsum([0] + [n] * len(group))
+            try:
+                with warnings.catch_warnings(record=True) as det_caught:
+                    warnings.simplefilter("always")
+                    found, messages, failed = episodes.detect_grouped(
+                        np.vstack([sims[t]["alliance"] for t in group]), np.arange(1, S + 1),
+                        starts, {criterion: design.presets[criterion]},
+                        min_sessions=design.min_sessions, repair_window=design.repair_window,
+                        tolerance=design.tolerance)
+            except Exception:  # noqa: BLE001
+                alone.update(group)
+                continue
+            if det_caught:
+                alone.update(group)
+                continue
+            for g, task in enumerate(group):
+                if g in failed or messages[g]:
+                    alone.add(task)
+                else:
+                    codes[task] = found[criterion][starts[g]:starts[g + 1]]
+        labels = np.array(episodes.PATTERN_CODES, dtype=object)
+        designs = {}
+        for task, c in codes.items():
+            try:
+                designs[task] = growth.growth_design(sims[task][outcome], labels[c])
+            except Exception:  # noqa: BLE001
+                alone.add(task)
+        keys = list(designs)
+        for task, fit in zip(keys, growth.fit_growth_lean([designs[t] for t in keys])):
+            if fit is None:
+                alone.add(task)
+            else:
+                fitted[task] = fit
+    if caught:  # the reference decides what is shown, and where
+        alone, fitted = set(tasks), {}
+    rows = {}
+    for task, res in fitted.items():
+        n, rep, seed = task
+        des, fit = designs[task], res["fit"]
+        j = des["x_names"].index(GROWTH_TERM) if GROWTH_TERM in des["x_names"] else None
+        row = {"n_participants": n, "rep": rep, "seed": seed, "preset": criterion,
+               "n_analysed": fit.n_groups, "n_unrepaired": des["pattern_counts"]["unrepaired"],
+               "re_formula": res["re_formula"], "simplified": res["simplified"]}
+        row.update({c: float(getattr(fit, c)[j]) if j is not None else np.nan
+                    for c in ("estimate", "se", "df", "t", "p")})
+        rows[task] = [row]
+    r, failures = run_chunk(design, [t for t in tasks if t in alone], reference)
+    for row in r:
+        rows[(row["n_participants"], row["rep"], row["seed"])] = [row]
+    return [row for t in tasks for row in rows.get(t, [])], failures
+
+
+def growth_power(design: StudyDesign, *, criterion="rci", outcome="pss_sr", alpha=0.05,
+                 batched=True):
     """Power of the growth model's session x unrepaired interaction per sample size.
 
     Every replication key of ``design`` (the same seeds, hence the same simulated trials, as
-    the main study) is analysed by :func:`growth_replicate` in this process (a fit takes
-    milliseconds); a replication that fails is counted, never dropped.
+    the main study) is analysed as :func:`growth_replicate` analyses it, in this process:
+    by default all together (:func:`growth_replicate_batch`, the same numbers ~5x faster);
+    a replication that fails is counted, never dropped.
 
     Parameters
     ----------
@@ -666,6 +766,9 @@ def growth_power(design: StudyDesign, *, criterion="rci", outcome="pss_sr", alph
         Session-level outcome of the growth model.
     alpha : float
         Two-sided level of the Satterthwaite t-test of :data:`GROWTH_TERM`.
+    batched : bool
+        :func:`growth_replicate_batch` (default) or :func:`growth_replicate` one replication
+        at a time (the reference; the same rows).
 
     Returns
     -------
@@ -686,8 +789,12 @@ def growth_power(design: StudyDesign, *, criterion="rci", outcome="pss_sr", alph
     """
     import functools
 
-    replicate = functools.partial(growth_replicate, criterion=criterion, outcome=outcome)
-    rows, failures = run_chunk(design, replication_keys(design), replicate)
+    if batched:
+        rows, failures = growth_replicate_batch(design, replication_keys(design),
+                                                criterion=criterion, outcome=outcome)
+    else:
+        replicate = functools.partial(growth_replicate, criterion=criterion, outcome=outcome)
+        rows, failures = run_chunk(design, replication_keys(design), replicate)
     reps = pd.DataFrame(rows)
     fails = _tidy_failures(failures)
     out = []

@@ -1,0 +1,149 @@
+"""The batched growth-model power study equals its one-at-a-time reference row by row.
+
+``power.growth_replicate_batch`` (simulated arrays, stacked detection, designs built with
+numpy, all mixed models optimised together by ``lmm.fit_lmm_lean``) against
+``power.growth_replicate`` (tables, ``growth.fit_growth``) on the same keys, including
+singular fits refitted with a random intercept, replications without an unrepaired client
+and replications that fail.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from helpers import growth, lmm, power, simulate
+
+FLOATS = ["estimate", "se", "df", "t", "p"]
+
+
+def _reference(design, **kw):
+    tasks = power.replication_keys(design)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the reference designs below do not warn
+        return power.run_chunk(design, tasks, lambda d, n, r, s: power.growth_replicate(d, n, r, s, **kw))
+
+
+def _assert_same(ref, fast):
+    a, b = pd.DataFrame(ref), pd.DataFrame(fast)
+    assert list(a.columns) == list(b.columns) and len(a) == len(b) > 0
+    for col in a.columns:
+        if col in FLOATS:
+            # in fact bit for bit (the same optimiser path); the brief's bound is 1e-9
+            np.testing.assert_allclose(b[col].to_numpy(), a[col].to_numpy(), rtol=1e-9, atol=0,
+                                       equal_nan=True, err_msg=col)
+        else:
+            assert a[col].tolist() == b[col].tolist(), col
+
+
+@pytest.mark.parametrize("design, check", [
+    # the notebook's kind of design
+    (power.StudyDesign(sample_sizes=[40, 60], replications=6, seed=11), None),
+    # no between-client spread of improvement: a singular random-slope fit, simplified
+    (power.StudyDesign(sample_sizes=[40, 60], replications=6, seed=5,
+                       knobs={"improvement_rate_sigma": 0.0}), "simplified"),
+    # tiny trials: no unrepaired client, simplified fits, and fits that fail (one client)
+    (power.StudyDesign(sample_sizes=[4, 12], replications=6, seed=7), "edges"),
+])
+def test_batched_growth_replications_equal_the_reference(design, check):
+    ref_rows, ref_fail = _reference(design)
+    rows, fail = power.growth_replicate_batch(design, power.replication_keys(design))
+    _assert_same(ref_rows, rows)
+    assert fail == ref_fail
+    got = pd.DataFrame(rows)
+    if check == "simplified":
+        assert got["simplified"].any() and (got["re_formula"] == "1").any()
+    if check == "edges":
+        assert got["simplified"].any() and (got["n_unrepaired"] == 0).any()
+        assert got["estimate"].isna().any()  # no unrepaired client: no interaction term
+        assert fail and all(f["error"].startswith("ValueError") for f in fail)
+
+
+def test_growth_power_batched_equals_one_at_a_time():
+    design = power.StudyDesign(sample_sizes=[60], replications=4, seed=3)
+    s_ref, r_ref = power.growth_power(design, batched=False)
+    s_bat, r_bat = power.growth_power(design)
+    _assert_same(r_ref.to_dict("records"), r_bat.to_dict("records"))
+    pd.testing.assert_frame_equal(s_ref.round(6), s_bat.round(6))
+
+
+def test_a_warning_sends_the_replications_to_the_reference(monkeypatch):
+    design = power.StudyDesign(sample_sizes=[40], replications=3, seed=11)
+    ref_rows, _ = _reference(design)
+    calls = []
+    real = power.growth_replicate
+
+    def counted(*args, **kw):
+        calls.append(args[1:])
+        return real(*args, **kw)
+
+    def warns(designs, **kw):
+        warnings.warn("something odd", RuntimeWarning)
+        return [None] * len(designs)
+
+    monkeypatch.setattr(power, "growth_replicate", counted)
+    monkeypatch.setattr(growth, "fit_growth_lean", warns)
+    rows, fail = power.growth_replicate_batch(design, power.replication_keys(design))
+    assert fail == [] and len(calls) == 3  # every replication ran alone
+    _assert_same(ref_rows, rows)
+
+
+def test_growth_design_is_the_design_fit_growth_fits():
+    trial = simulate.simulate_trial(60, 10, seed=4)
+    arr = simulate.simulate_arrays(60, 10, seed=4)
+    pats = np.where(np.arange(60) % 7 == 0, "insufficient_data",
+                    np.array(["no_rupture", "repaired", "unrepaired"])[np.arange(60) % 3])
+    table = pd.DataFrame({"participant_id": sorted(trial.sessions["participant_id"].unique()),
+                          "pattern": pats})
+    d, center, _ = growth.growth_data(trial.sessions, table)
+    des = growth.growth_design(arr["pss_sr"], pats)
+    X, names = lmm._design(d, lmm.expand_terms("time * (repaired + unrepaired)")[0], True, "Intercept")
+    assert names == des["x_names"] and center == des["center"]
+    assert np.array_equal(des["X"], X) and np.array_equal(des["y"], d["pss_sr"].to_numpy())
+    assert np.array_equal(pd.factorize(d["participant_id"], sort=True)[0],
+                          pd.factorize(des["groups"], sort=True)[0])
+
+
+def test_stacked_evaluations_equal_each_problems_own_bit_for_bit():
+    rng = np.random.default_rng(1)
+    probs = []
+    for k in range(7):
+        n_groups = 20 + 9 * k
+        groups = np.repeat(np.arange(n_groups), rng.integers(2, 9, n_groups))
+        t = rng.normal(size=groups.size)
+        X = np.column_stack([np.ones(groups.size), t, (groups % 3 == 0) * 1.0])
+        y = X @ [1.0, 0.5, -1.0] + rng.normal(size=n_groups)[groups] * (1 + t) + rng.normal(size=groups.size)
+        for Z in (X[:, :2], X[:, :1]):
+            probs.append(lmm._Problem(y, X, np.ascontiguousarray(Z), groups, n_groups, True))
+    for q in (1, 2):
+        stack = lmm._Stack([p for p in probs if p.q == q])
+        k = len(stack.rows)
+        for idx in (np.arange(len(stack.probs)), np.array([1, 4, 5])):  # all, and a subset
+            thetas = rng.normal(size=(len(idx), k))
+            for i, theta, ev in zip(idx, thetas, stack.evaluate(idx, thetas)):
+                own = stack.probs[i].evaluate(theta)
+                assert set(own) <= set(ev)
+                for key, value in own.items():
+                    assert np.array_equal(np.asarray(ev[key]), np.asarray(value)), (q, key)
+
+
+def test_lean_fits_equal_fit_lmm_arrays():
+    rng = np.random.default_rng(2)
+    models = []
+    for n in (40, 80, 116):
+        arr = simulate.simulate_arrays(n, 10, seed=n)
+        pats = np.array(["no_rupture", "repaired", "unrepaired", "insufficient_data"])[rng.integers(0, 4, n)]
+        des = growth.growth_design(arr["pss_sr"], pats)
+        models += [(des["y"], des["X"], des["Z"], des["groups"]),
+                   (des["y"], des["X"], np.column_stack([np.ones(len(des["y"]))]), des["groups"])]
+    models.append((np.ones(3), np.ones((3, 1)), np.ones((3, 1)), np.zeros(3)))  # one group: invalid
+    lean = lmm.fit_lmm_lean(models)
+    assert isinstance(lean[-1], ValueError)
+    for model, fit in zip(models[:-1], lean[:-1]):
+        ref = lmm.fit_lmm_arrays(*model)
+        for col in FLOATS:
+            assert np.array_equal(getattr(fit, col), ref.fixed[col].to_numpy()), col
+        assert np.array_equal(fit.theta, ref.theta) and fit.converged == ref.converged
