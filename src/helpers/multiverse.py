@@ -138,7 +138,7 @@ class Multiverse:
 def compute(sessions: pd.DataFrame, participants: pd.DataFrame, truth: pd.DataFrame | None = None,
             *, min_sessions: int = 6, repair_window=None, tolerance: float = 0.0, outcome: str = "pss_i",
             presets=None, by=("mdd", "child_abuse")) -> Multiverse:
-    """The multiverse of one dataset, computed once (notebook 02 writes its tables; 04 and 05 read them).
+    """The multiverse of one dataset, computed once (notebook 02 shows it and writes its tables; 04 reads them).
 
     Patterns under every preset, then prevalence, the paper's beta (``outcome=None`` when the
     data have no pre/post outcome: every row says so), agreement with the truth (when ``truth``
