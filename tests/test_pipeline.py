@@ -1,6 +1,7 @@
 """The papermill runner: parameters, ordering, failure handling, safe publishing."""
 
 import json
+import os
 
 import nbformat
 import pytest
@@ -195,7 +196,9 @@ def test_an_independent_notebook_runs_beside_the_others_and_the_rest_keep_their_
     _notebook(books / "03_free.ipynb", STAMP.format(name="c", body=""))
     monkeypatch.setattr(pipeline, "INDEPENDENT", {"03_": ("01_", "02_")})
     monkeypatch.setattr(pipeline, "parallel_lanes", lambda: 2)
+    cwd = os.getcwd()
     executed = pipeline.run({"seed": 1}, notebooks=books, output_root=published, progress=False)
+    assert os.getcwd() == cwd  # the kernels start in the notebooks' folder; the caller's is restored
     assert [p.name for p in executed] == ["01_slow.ipynb", "02_reads_01.ipynb", "03_free.ipynb"]
     a, b, c = (_stamps(published, n) for n in "abc")
     assert c[0] < a[1]   # 03 ran while 01 was still running

@@ -255,13 +255,17 @@ def _execute_all(books: list[Path], executed_dir: Path, params: dict, *, progres
     first failure in notebook order is raised (:class:`PipelineError`).
     """
     from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+    from contextlib import chdir
 
     outs = {nb: executed_dir / nb.name for nb in books}
     labels = {nb: f"[{i}/{len(books)}] {nb.stem}" for i, nb in enumerate(books, 1)}
     needs = {nb: _needs(nb, books[:i]) for i, nb in enumerate(books)}
     done, errors, running = set(), {}, {}  # running: future -> (notebook, lane)
     waiting = list(books)
-    with ThreadPoolExecutor(max_workers=parallel_lanes()) as pool:
+    folders = {nb.parent.resolve() for nb in books}
+    if len(folders) != 1:
+        raise PipelineError(f"notebooks of one run must share a folder, got {sorted(map(str, folders))}")
+    with chdir(folders.pop()), ThreadPoolExecutor(max_workers=parallel_lanes()) as pool:
         while waiting or running:
             if not errors:
                 free = sorted(set(range(parallel_lanes())) - {lane for _, lane in running.values()})
@@ -424,12 +428,20 @@ def _execute(nb: Path, out: Path, params: dict, *, label: str, progress: bool, l
     passed = {k: v for k, v in params.items() if k in wanted}
     t0 = time.perf_counter()
     try:
+        # cwd: the kernel starts in the process's working directory, set once for the whole run
+        # by _execute_all (papermill's own cwd= changes it per call, which races between lanes).
+        # The executed notebook is written once at the end (with the error marked, on failure),
+        # not twice per cell: papermill's per-cell saves (for watching a long notebook, which the
+        # progress bar does) re-validated and re-wrote the whole notebook ~40 times.
         pm.execute_notebook(
             str(nb), str(out), parameters=passed, kernel_name=KERNEL_NAME,
             progress_bar={"desc": label, "leave": True, "position": lane} if progress else False,
-            log_output=False, cwd=str(nb.parent),
-            # Kernel start-up chatter (e.g. the TCP transport notice) is not for the user.
-            extra_arguments=["--IPKernelApp.log_level=ERROR"],
+            log_output=False, request_save_on_cell_execute=False,
+            # Kernel start-up and shut-down chatter is not for the user: the TCP transport notice,
+            # and "KeyboardInterrupt caught in kernel" when a busy machine makes the kernel slow
+            # to stop after its last cell. An error in a cell reaches the notebook and fails the
+            # run; a kernel that dies fails it too.
+            extra_arguments=["--IPKernelApp.log_level=CRITICAL"],
         )
     except PapermillExecutionError as exc:
         raise PipelineError(
