@@ -147,3 +147,12 @@ def test_lean_fits_equal_fit_lmm_arrays():
         for col in FLOATS:
             assert np.array_equal(getattr(fit, col), ref.fixed[col].to_numpy()), col
         assert np.array_equal(fit.theta, ref.theta) and fit.converged == ref.converged
+
+
+def test_worker_processes_give_the_same_rows():
+    design = power.StudyDesign(sample_sizes=[4, 40], replications=4, seed=7)
+    tasks = power.replication_keys(design)
+    alone_rows, alone_fail = power.growth_replicate_batch(design, tasks, n_workers=1)
+    rows, fail = power.growth_replicate_batch(design, tasks, n_workers=2)  # a forked worker
+    _assert_same(alone_rows, rows)
+    assert fail == alone_fail and fail  # the n = 4 failures are counted either way
