@@ -32,6 +32,12 @@ variance parameters are ``(theta, sigma)``, their asymptotic covariance is twice
 gradient in ``(theta, sigma)``. Here ``g`` is analytic, and the Hessian is analytic in
 ``sigma`` and comes from central differences of the analytic gradient in ``theta`` (relative
 step 1e-3).
+
+Simulation studies fit thousands of small models: :func:`fit_lmm_lean` optimises many at once
+-- each along exactly the path :func:`fit_lmm_arrays` takes (the optimiser is a generator that
+requests evaluations), their evaluations stacked bit for bit -- and keeps only the fixed
+effects' tests. Bit for bit matters: the Hessian behind the Satterthwaite df is taken where the
+optimiser stops, which moves with the criterion's last bits (up to ~1e-7 relative in the df).
 """
 
 from __future__ import annotations
