@@ -233,3 +233,21 @@ def test_the_simulation_study_runs_alone_in_an_empty_folder(tmp_path):
     assert [p.name for p in executed] == ["05_robustness_power.ipynb"]
     assert (tmp_path / "results" / "tables" / "power_beta.csv").is_file()
     assert not (tmp_path / "data" / "processed" / "sessions.csv").exists()
+
+
+def test_every_kernel_is_started_ahead_and_stopped(tmp_path, published, monkeypatch):
+    from helpers import kernels
+
+    books = tmp_path / "three"
+    books.mkdir()
+    for i in (1, 2, 3):
+        _notebook(books / f"0{i}_n.ipynb", "import os\nprint(os.getcwd())")
+    started = []
+    real_start = kernels.start
+    monkeypatch.setattr(kernels, "start", lambda *a, **k: started.append(real_start(*a, **k)) or started[-1])
+    executed = pipeline.run({"seed": 1}, notebooks=books, output_root=published, progress=False)
+    assert len(started) == 3  # one kernel per notebook, none left over
+    assert not any(km.has_kernel for km in started)  # all stopped
+    for nb in executed:  # each ran in the notebooks' folder, as in a kernel papermill starts
+        out = nbformat.read(str(nb), as_version=4).cells[0].outputs[0]["text"].strip()
+        assert out == str(books.resolve())

@@ -251,6 +251,7 @@ def _execute_all(books: list[Path], executed_dir: Path, params: dict, *, progres
     """Execute ``books`` (in order, each as soon as the notebooks it needs have finished; at
     most :func:`parallel_lanes` at once) and return the executed copies in notebook order.
 
+    The next notebook's kernel is started while the current ones run (:mod:`helpers.kernels`).
     A failure stops new notebooks from starting; the ones already running finish, and the
     first failure in notebook order is raised (:class:`PipelineError`).
     """
@@ -265,27 +266,61 @@ def _execute_all(books: list[Path], executed_dir: Path, params: dict, *, progres
     folders = {nb.parent.resolve() for nb in books}
     if len(folders) != 1:
         raise PipelineError(f"notebooks of one run must share a folder, got {sorted(map(str, folders))}")
-    with chdir(folders.pop()), ThreadPoolExecutor(max_workers=parallel_lanes()) as pool:
-        while waiting or running:
-            if not errors:
-                free = sorted(set(range(parallel_lanes())) - {lane for _, lane in running.values()})
-                for nb, lane in zip([nb for nb in waiting if all(d in done for d in needs[nb])], free):
-                    waiting.remove(nb)
-                    running[pool.submit(_execute, nb, outs[nb], params, label=labels[nb],
-                                        progress=progress, lane=lane)] = (nb, lane)
-            if not running:
-                break
-            finished, _ = wait(running, return_when=FIRST_COMPLETED)
-            for fut in finished:
-                nb, _ = running.pop(fut)
-                try:
-                    fut.result()
-                    done.add(nb)
-                except PipelineError as exc:
-                    errors[nb] = exc
+    folder = folders.pop()
+    warm, used = {}, {}  # notebook -> kernel manager: started ahead / running a notebook
+    # A kernel takes a moment to stop politely: stopped in the background, never in the way
+    # of the next notebook (all are stopped before this function returns).
+    stopper, stopping = ThreadPoolExecutor(max_workers=1), []
+    try:
+        with chdir(folder), ThreadPoolExecutor(max_workers=parallel_lanes()) as pool:
+            while waiting or running:
+                if not errors:
+                    free = sorted(set(range(parallel_lanes())) - {lane for _, lane in running.values()})
+                    for nb, lane in zip([nb for nb in waiting if all(d in done for d in needs[nb])], free):
+                        waiting.remove(nb)
+                        used[nb] = warm.pop(nb, None) or _start_kernel(nb, folder)
+                        running[pool.submit(_execute, nb, outs[nb], params, label=labels[nb],
+                                            progress=progress, lane=lane, km=used[nb])] = (nb, lane)
+                    if waiting and not warm:
+                        warm[waiting[0]] = _start_kernel(waiting[0], folder)
+                if not running:
+                    break
+                finished, _ = wait(running, return_when=FIRST_COMPLETED)
+                for fut in finished:
+                    nb, _ = running.pop(fut)
+                    try:
+                        fut.result()
+                        done.add(nb)
+                    except PipelineError as exc:
+                        errors[nb] = exc
+                    stopping.append(stopper.submit(_stop_kernel, used.pop(nb)))
+    finally:
+        stopping += [stopper.submit(_stop_kernel, km) for km in [*used.values(), *warm.values()]]
+        stopper.shutdown(wait=True)
+        for fut in stopping:  # a kernel that would not stop is worth knowing, not worth failing for
+            if fut.exception() is not None:
+                print(f"warning: a notebook kernel did not shut down cleanly: {fut.exception()!r}", file=sys.stderr)
     if errors:
         raise errors[min(errors, key=books.index)]
     return [outs[nb] for nb in books]
+
+
+def _start_kernel(nb: Path, folder: Path):
+    from helpers import kernels
+
+    try:
+        return kernels.start(KERNEL_NAME, folder)
+    except Exception as exc:  # no such kernel spec, ...: name the notebook that needed it
+        raise PipelineError(f"notebook {nb.name} could not be run: its kernel {KERNEL_NAME!r} did not start: "
+                            f"{type(exc).__name__}: {exc}") from exc
+
+
+def _stop_kernel(km) -> None:
+    from helpers import kernels
+
+    kernels.shutdown(km)
+
+
 #: Where runs on other data or with other parameters publish their outputs (git-ignored).
 RUNS = "runs"
 
@@ -420,9 +455,14 @@ def _prepare_kernel_env(staging: Path) -> None:
     os.environ["PYDEVD_DISABLE_FILE_VALIDATION"] = "1"
 
 
-def _execute(nb: Path, out: Path, params: dict, *, label: str, progress: bool, lane: int = 0) -> None:
+def _execute(nb: Path, out: Path, params: dict, *, label: str, progress: bool, lane: int = 0,
+             km=None) -> None:
+    """Run one notebook with papermill, in the kernel ``km`` when given (started by
+    :mod:`helpers.kernels`; its owner shuts it down), else in one papermill starts."""
     import papermill as pm
     from papermill.exceptions import PapermillExecutionError
+
+    from helpers import kernels
 
     wanted = declared_parameters(nb)
     passed = {k: v for k, v in params.items() if k in wanted}
@@ -437,11 +477,7 @@ def _execute(nb: Path, out: Path, params: dict, *, label: str, progress: bool, l
             str(nb), str(out), parameters=passed, kernel_name=KERNEL_NAME,
             progress_bar={"desc": label, "leave": True, "position": lane} if progress else False,
             log_output=False, request_save_on_cell_execute=False,
-            # Kernel start-up and shut-down chatter is not for the user: the TCP transport notice,
-            # and "KeyboardInterrupt caught in kernel" when a busy machine makes the kernel slow
-            # to stop after its last cell. An error in a cell reaches the notebook and fails the
-            # run; a kernel that dies fails it too.
-            extra_arguments=["--IPKernelApp.log_level=CRITICAL"],
+            extra_arguments=list(kernels.KERNEL_ARGUMENTS), **({"km": km} if km is not None else {}),
         )
     except PapermillExecutionError as exc:
         raise PipelineError(

@@ -1,0 +1,47 @@
+"""Kernels started ahead of the notebooks that will run in them (used by :mod:`helpers.pipeline`).
+
+A Jupyter kernel takes about 0.6 s to boot (a new Python process importing ipykernel). The
+runner knows which notebook comes next, so it starts that notebook's kernel while the current
+one runs: the boot then overlaps with work instead of adding to it. Starting a kernel returns
+as soon as its process is launched; nothing is executed in it before papermill hands it the
+notebook, so the notebook runs exactly as in a kernel papermill would have started itself:
+the same kernel spec, working folder, environment (captured at start: the runner sets
+``REPLICATION_OUTPUT_ROOT`` before), command-line options and in-memory IPython history
+(nbclient's default).
+
+A kernel is started and shut down in the runner's thread; papermill (nbclient) runs the
+notebook in it from a lane thread, through its own client (``km=`` of
+:class:`nbclient.NotebookClient`, which then leaves the kernel's shutdown to its owner).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+#: Kernel options of every notebook run: start-up and shut-down chatter is not for the user
+#: (the TCP transport notice; "KeyboardInterrupt caught in kernel" when a busy machine makes
+#: a kernel slow to stop). An error in a cell reaches the notebook and fails the run; a kernel
+#: that dies fails it too. The history in memory: nbclient's own default.
+KERNEL_ARGUMENTS = ("--IPKernelApp.log_level=CRITICAL", "--HistoryManager.hist_file=:memory:")
+
+
+def start(kernel_name: str, cwd: Path):
+    """Launch a kernel and return its (asynchronous) kernel manager, without waiting for it to
+    be ready (nbclient waits for that when it connects)."""
+    from jupyter_client.manager import AsyncKernelManager
+    from jupyter_core.utils import run_sync
+
+    km = AsyncKernelManager(kernel_name=kernel_name)
+    run_sync(km.start_kernel)(extra_arguments=list(KERNEL_ARGUMENTS), cwd=str(cwd))
+    return km
+
+
+def shutdown(km) -> None:
+    """Stop the kernel (politely, then by force) and free its ports and files."""
+    from jupyter_core.utils import run_sync
+
+    try:
+        if run_sync(km.is_alive)():
+            run_sync(km.shutdown_kernel)(now=False)
+    finally:
+        run_sync(km.cleanup_resources)()
