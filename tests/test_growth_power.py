@@ -128,6 +128,10 @@ def test_stacked_evaluations_equal_each_problems_own_bit_for_bit():
                 assert set(own) <= set(ev)
                 for key, value in own.items():
                     assert np.array_equal(np.asarray(ev[key]), np.asarray(value)), (q, key)
+                # the criterion and its gradient, computed for the whole stack at once
+                prob = stack.probs[i]
+                assert ev["crit"] == prob.criterion(own)
+                assert np.array_equal(ev["grad"], prob.criterion_gradient(own))
 
 
 def test_lean_fits_equal_fit_lmm_arrays():

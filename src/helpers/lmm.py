@@ -564,6 +564,8 @@ class _Problem:
 
     def criterion(self, ev):
         """Profiled REML criterion or ML deviance (lme4's ``REMLcrit`` / ``deviance``)."""
+        if "crit" in ev:  # computed for a whole stack by _Stack.evaluate, the same arithmetic
+            return ev["crit"]
         nu = self.nu
         crit = ev["ld_a"] + nu * (1.0 + np.log(2.0 * np.pi * ev["r2"] / nu))
         return crit + ev["ld_s"] if self.reml else crit
@@ -575,6 +577,8 @@ class _Problem:
         return (2.0 * M @ ev["lam"])[self.rows, self.cols]
 
     def criterion_gradient(self, ev):
+        if "grad" in ev:  # as "crit" in criterion
+            return ev["grad"]
         # profiled: sigma^2 = r2 / nu, so d(nu log r2) = nu / r2 d r2
         return self._grad_matrix(ev, self.nu / ev["r2"])
 
@@ -976,15 +980,15 @@ def fit_lmm_lean(models, *, reml=True, grad_tol=GRAD_TOL) -> list:
                 out[i] = opt
                 continue
             try:
-                out[i] = _lean_result(probs[i], opt[0], opt[1], grad_tol)
+                out[i] = _lean_result(probs[i], *opt, grad_tol)
             except Exception as exc:  # noqa: BLE001
                 out[i] = exc
     return out
 
 
-def _lean_result(prob, theta, hess, grad_tol):
-    """The numbers of :func:`_build_result` that :class:`LeanFit` keeps, computed the same way."""
-    ev = prob.evaluate(theta)
+def _lean_result(prob, theta, hess, info, ev, grad_tol):
+    """The numbers of :func:`_build_result` that :class:`LeanFit` keeps, computed the same way
+    (``ev``: the evaluation at ``theta``)."""
     grad = prob.criterion_gradient(ev)
     sigma = float(np.sqrt(ev["r2"] / prob.nu))
     beta = ev["beta"] + prob.beta0
@@ -1008,6 +1012,10 @@ def _optimise_many(probs) -> list:
     stacked evaluation raises (one problem's factorisation fails), that round is evaluated
     problem by problem, and a problem whose own evaluation raises gets that exception as
     its result, as :func:`_optimise` would raise it.
+
+    Returns per problem ``(theta, hess, info, ev)`` -- what :func:`_optimise` returns and the
+    evaluation at the optimum that :func:`_build_result` makes (requested with the others) --
+    or the exception.
     """
     stack = _Stack(probs)
     gens = [_optimise_steps(prob) for prob in probs]
@@ -1019,6 +1027,7 @@ def _optimise_many(probs) -> list:
             pending[i] = next(gens[i]) if first else gens[i].send(ev)
         except StopIteration as done:
             results[i] = done.value
+            pending[i] = (done.value[0], True)  # the final evaluation, for the result
         except Exception as exc:  # noqa: BLE001 -- this problem's error, as _optimise raises it
             results[i] = exc
 
@@ -1041,6 +1050,8 @@ def _optimise_many(probs) -> list:
             if isinstance(ev, Exception):
                 gens[i].close()
                 results[i] = ev
+            elif results[i] is not None:
+                results[i] = (*results[i], ev)
             else:
                 advance(i, ev)
     return results
@@ -1124,8 +1135,27 @@ class _Stack:
             evs.append({"lam": lam[r], "W": W[:, :, a0:a1], "ld_a": float(log_det[a0:a1].sum()),
                         "S": S[r], "beta": beta[r], "r2": float(full[r, p, p] - rhs[r] @ beta[r]),
                         "ld_s": float(ld_s[r])})
+        if len({pr.reml for pr in probs}) == 1:
+            # _Problem.criterion for all at once: the same operations, elementwise
+            nu = np.array([pr.nu for pr in probs])
+            r2 = np.array([ev["r2"] for ev in evs])
+            crit = np.array([ev["ld_a"] for ev in evs]) + nu * (1.0 + np.log(2.0 * np.pi * r2 / nu))
+            if probs[0].reml:
+                crit = crit + np.array([ev["ld_s"] for ev in evs])
+            for ev, c in zip(evs, crit):
+                ev["crit"] = c
         if gradient:
             self._gradient_parts(evs, probs, ztz, ztxy, W, start)
+            if "crit" in evs[0]:
+                # _Problem.criterion_gradient (_grad_matrix at sigma^2 = r2 / nu); numpy's
+                # stacked matmul runs each q x q product as the single one would
+                M = (np.stack([ev["sum_p"] for ev in evs])
+                     - (nu / r2)[:, None, None] * np.stack([ev["sum_ss"] for ev in evs]))
+                if probs[0].reml:
+                    M = M - np.stack([ev["sum_hsh"] for ev in evs])
+                grad = np.matmul(2.0 * M, lam)[:, self.rows, self.cols]
+                for ev, g in zip(evs, grad):
+                    ev["grad"] = g
         return evs
 
     def _gradient_parts(self, evs, probs, ztz, ztxy, W, start):
