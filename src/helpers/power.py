@@ -696,9 +696,15 @@ def growth_replicate_batch(design: StudyDesign, tasks, *, criterion="rci", outco
         # interleaved parts: each holds every sample size, so the work is balanced
         parts = [tasks[w::n_workers] for w in range(n_workers)]
         try:
+            import warnings
             from concurrent.futures import ProcessPoolExecutor
 
-            with ProcessPoolExecutor(n_workers - 1, mp_context=multiprocessing.get_context("fork")) as pool:
+            with warnings.catch_warnings(), ProcessPoolExecutor(
+                    n_workers - 1, mp_context=multiprocessing.get_context("fork")) as pool:
+                # Python >= 3.12 warns on fork() in a process with threads (a notebook kernel);
+                # the workers only compute with numpy and return their rows
+                warnings.filterwarnings("ignore", message=r".*multi-threaded.*fork",
+                                        category=DeprecationWarning)
                 futures = [pool.submit(_growth_batched_part, design, part, criterion, outcome)
                            for part in parts[1:]]
                 found = [_growth_batched_part(design, parts[0], criterion, outcome)]
