@@ -9,7 +9,7 @@ rci, outcome PSS-SR) in one process run:
    reference), once;
 2. batched (``growth_replicate_batch``: simulated arrays, stacked detection, numpy designs,
    every mixed model optimised together by ``lmm.fit_lmm_lean``) in this process alone
-   (``n_workers=1``) and with the default worker processes (one per core), best of
+   (``n_workers=1``, the default) and with worker processes (one per core), best of
    ``--repeat`` runs each, after a warm-up call (imports);
 
 then the speed-up and the largest relative difference of estimate, se, df, t, p between the
@@ -54,14 +54,15 @@ def run(replications: int, repeat: int) -> dict:
     t_ref, (s_ref, r_ref) = _timed(lambda: power.growth_power(design, batched=False), 1)
     tasks = power.replication_keys(design)
     t_one, _ = _timed(lambda: power.growth_replicate_batch(design, tasks, n_workers=1), repeat)
-    t_bat, (s_bat, r_bat) = _timed(lambda: power.growth_power(design), repeat)
+    workers = min(os.cpu_count() or 1, 4)
+    t_bat, (s_bat, r_bat) = _timed(lambda: power.growth_power(design, n_workers=workers), repeat)
     rel = {c: float(np.nanmax(np.abs(r_bat[c] - r_ref[c]) / np.abs(r_ref[c]))) for c in FLOATS}
     others = [c for c in r_ref.columns if c not in FLOATS]
     same_other = all(r_ref[c].tolist() == r_bat[c].tolist() for c in others)
     same_summary = s_ref.round(6).to_csv(index=False) == s_bat.round(6).to_csv(index=False)
     return {"n": len(tasks), "ref": t_ref, "one": t_one, "bat": t_bat, "rel": rel,
             "same_other": same_other, "same_summary": same_summary,
-            "workers": min(os.cpu_count() or 1, 4), "n_failed": int(s_bat["n_failed"].sum()),
+            "workers": workers, "n_failed": int(s_bat["n_failed"].sum()),
             "n_simplified": int(s_bat["n_simplified"].sum())}
 
 

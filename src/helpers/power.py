@@ -650,10 +650,6 @@ def growth_replicate(design: StudyDesign, n_participants: int, rep: int, seed: i
     return [row]
 
 
-#: Fewest replications for which :func:`growth_replicate_batch` starts worker processes.
-GROWTH_WORKERS_MIN_TASKS = 40
-
-
 def growth_replicate_batch(design: StudyDesign, tasks, *, criterion="rci", outcome="pss_sr",
                            n_workers=None) -> tuple[list, list]:
     """The replications ``tasks`` (``(n, rep, seed)``) of :func:`growth_replicate`, at once.
@@ -675,9 +671,10 @@ def growth_replicate_batch(design: StudyDesign, tasks, *, criterion="rci", outco
         As :func:`growth_replicate`.
     n_workers : int, optional
         Processes sharing the batched route (forked; every replication's numbers are its
-        own, so the rows do not depend on it); default one per core (at most 4), and this
-        process alone below :data:`GROWTH_WORKERS_MIN_TASKS` replications, without
-        ``fork``, or inside a daemon process (a Dask worker).
+        own, so the rows do not depend on it). Default 1, this process: the default run
+        already uses the second core for notebooks 01-04 beside 05 (:mod:`helpers.pipeline`),
+        and forking a process that has threads (a notebook kernel) is a known hazard.
+        Without ``fork`` or inside a daemon process (a Dask worker), this process alone.
 
     Returns
     -------
@@ -688,9 +685,7 @@ def growth_replicate_batch(design: StudyDesign, tasks, *, criterion="rci", outco
     import multiprocessing
 
     tasks = [tuple(t) for t in tasks]
-    if n_workers is None:
-        n_workers = min(os.cpu_count() or 1, 4) if len(tasks) >= GROWTH_WORKERS_MIN_TASKS else 1
-    n_workers = max(1, min(int(n_workers), len(tasks)))
+    n_workers = max(1, min(int(n_workers or 1), len(tasks)))
     if (n_workers > 1 and "fork" in multiprocessing.get_all_start_methods()
             and not multiprocessing.current_process().daemon):
         # interleaved parts: each holds every sample size, so the work is balanced
@@ -809,13 +804,13 @@ def _growth_batched_part(design: StudyDesign, tasks, criterion, outcome) -> tupl
 
 
 def growth_power(design: StudyDesign, *, criterion="rci", outcome="pss_sr", alpha=0.05,
-                 batched=True):
+                 batched=True, n_workers=None):
     """Power of the growth model's session x unrepaired interaction per sample size.
 
     Every replication key of ``design`` (the same seeds, hence the same simulated trials, as
     the main study) is analysed as :func:`growth_replicate` analyses it: by default all
     together (:func:`growth_replicate_batch`: the same numbers, bit for bit; notebook 05's
-    400 replications in ~0.9 s on 2 cores instead of ~8 s, benchmarks/bench_growth_power.py);
+    400 replications in ~1.5 s in one process instead of ~8 s, benchmarks/bench_growth_power.py);
     a replication that fails is counted, never dropped.
 
     Parameters
@@ -830,6 +825,8 @@ def growth_power(design: StudyDesign, *, criterion="rci", outcome="pss_sr", alph
     batched : bool
         :func:`growth_replicate_batch` (default) or :func:`growth_replicate` one replication
         at a time (the reference; the same rows).
+    n_workers : int, optional
+        Processes of the batched route (:func:`growth_replicate_batch`; default 1).
 
     Returns
     -------
@@ -851,8 +848,8 @@ def growth_power(design: StudyDesign, *, criterion="rci", outcome="pss_sr", alph
     import functools
 
     if batched:
-        rows, failures = growth_replicate_batch(design, replication_keys(design),
-                                                criterion=criterion, outcome=outcome)
+        rows, failures = growth_replicate_batch(design, replication_keys(design), criterion=criterion,
+                                                outcome=outcome, n_workers=n_workers)
     else:
         replicate = functools.partial(growth_replicate, criterion=criterion, outcome=outcome)
         rows, failures = run_chunk(design, replication_keys(design), replicate)
