@@ -348,3 +348,16 @@ def test_batched_edge_cases_warn_and_fail_as_the_reference(monkeypatch):
     warned = pd.DataFrame(rows).query("rep == 1")
     assert warned["n_warnings"].sum() >= 4  # sd_k*_between / stricter: between SD undefined
     assert (warned["n_classifiable"] == 0).all() and not warned["estimable"].any()
+
+
+def test_agreement_of_many_matrices_equals_one_at_a_time_to_the_bit():
+    rng = np.random.default_rng(3)
+    mats = rng.integers(0, 30, size=(400, 3, 3)).astype(float)
+    mats[:40] *= rng.random((40, 3, 3)) < 0.3          # sparse: empty rows and columns
+    mats[40:45] = 0.0                                   # nobody classifiable
+    mats[45:50] = np.diag([5.0, 0.0, 0.0])              # one pattern only: pe = 1
+    many = power._agreement_many(mats)
+    for g in range(len(mats)):
+        one = power._agreement_from_matrix(mats[g])
+        for key, value in one.items():
+            assert (np.isnan(value) and np.isnan(many[key][g])) or value == many[key][g], (g, key)

@@ -167,7 +167,8 @@ def ols_unrepaired_batch(post, pre, flag, n, level: float = 0.95) -> dict:
     nn = n[idx]
     tol = np.finfo(float).eps * np.maximum(nn, 3) * s[:, 0]
     full = (s > tol[:, None]).sum(axis=1) == 3
-    idx, v, vf, y, g, X, U, s, Vt, nn = (a[full] for a in (idx, v, vf, y, g, X, U, s, Vt, nn))
+    if not full.all():  # (copying every array when all are of full rank costs as much as the SVD)
+        idx, v, vf, y, g, X, U, s, Vt, nn = (a[full] for a in (idx, v, vf, y, g, X, U, s, Vt, nn))
     if idx.size == 0:
         return res
     coef = np.einsum("pji,pj->pi", Vt, np.einsum("pmi,pm->pi", U, y) / s)

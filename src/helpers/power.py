@@ -190,6 +190,31 @@ def _agreement_from_matrix(m, labels=PATTERN_LABELS) -> dict:
     return out
 
 
+def _agreement_many(m, labels=PATTERN_LABELS) -> dict:
+    """:func:`_agreement_from_matrix` of every matrix ``m[g]`` (shape G x k x k) at once.
+
+    The entries are counts, so every sum is exact whatever its order, and each statistic is
+    then the same division as in :func:`_agreement_from_matrix`: the numbers are the same to
+    the bit (tests/test_power.py).
+    """
+    m = np.asarray(m, dtype=float)
+    n = m.sum(axis=(1, 2))
+    rows, cols = m.sum(axis=2), m.sum(axis=1)
+    diag = np.einsum("gii->gi", m)
+    nan = np.full(n.shape, np.nan)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        po = diag.sum(axis=1) / n
+        pe = (rows * cols).sum(axis=1) / n**2
+        out = {"kappa": np.where((n > 0) & (pe < 1), (po - pe) / (1 - pe), nan),
+               "agreement": np.where(n > 0, po, nan)}
+        for i, lab in enumerate(labels):
+            n_true = rows[:, i]
+            tn = n - n_true - cols[:, i] + diag[:, i]
+            out[f"sens_{lab}"] = np.where(n_true > 0, diag[:, i] / n_true, nan)
+            out[f"spec_{lab}"] = np.where(n - n_true > 0, tn / (n - n_true), nan)
+    return out
+
+
 def fit_stage(design: StudyDesign, trial, patterns: dict, *, n_participants=None, rep=None,
               seed=None, messages=()) -> list:
     """Score every criterion's patterns against the truth and fit the paper's regression.
@@ -420,7 +445,7 @@ def _fit_batch(design, items, starts, X, codes, messages, keep, ols_batch) -> li
         ok = (t_code < k) & (d < k)
         mat = np.bincount(group[ok] * k * k + k * t_code[ok] + d[ok], minlength=G * k * k)
         mat = mat.reshape(G, k, k).astype(float)
-        stats_rows[name] = (np.bincount(group[cls], minlength=G), mat)
+        stats_rows[name] = (np.bincount(group[cls], minlength=G), _agreement_many(mat))
     fit = ols_batch(Y.reshape(C * G, m), P.reshape(C * G, m), F.reshape(C * G, m), n_used.ravel())
     n_unrep = F.sum(axis=2)
     rows = []
@@ -430,14 +455,15 @@ def _fit_batch(design, items, starts, X, codes, messages, keep, ols_batch) -> li
         n, rep, seed = it[0]
         for c, name in enumerate(names):
             i = c * G + g
-            n_cls, mat = stats_rows[name]
+            n_cls, acc = stats_rows[name]
             own = [msg for msg in messages[g] if msg.startswith(f"{name}: ")]
             rows.append({
                 "n_participants": n, "rep": rep, "seed": seed, "preset": name,
                 "n_classifiable": int(n_cls[g]), "n_analysed": int(n_used[c, g]),
                 "n_unrepaired": int(n_unrep[c, g]), "estimable": bool(fit["estimable"][i]),
                 **{key: float(fit[key][i]) for key in _FIT_KEYS},
-                **_agreement_from_matrix(mat[g]), "n_warnings": len(own), "warnings": " | ".join(own),
+                **{key: float(v[g]) for key, v in acc.items()}, "n_warnings": len(own),
+                "warnings": " | ".join(own),
             })
     return rows
 
