@@ -376,3 +376,44 @@ def test_noise_free_alliance_shows_the_episodes_exactly():
         if not ruptures:  # without a rupture the course is flat (slope 0, no noise)
             assert a.max() - a.min() < eps
     assert min(checked.values()) > 300
+
+
+@pytest.mark.parametrize("mu, sigma", [(30.0, 10.0), (50.0, 20.0), (10.0, 5.0), (70.0, 3.0), (41.5, 0.5)])
+def test_truncated_normal_moments_equal_scipys(mu, sigma):
+    from scipy import stats
+
+    m, v = stats.truncnorm.stats((18 - mu) / sigma, (65 - mu) / sigma, mu, sigma, "mv")
+    got = simulate._truncated_moments(mu, sigma, 18.0, 65.0)
+    assert got == pytest.approx((float(m), float(np.sqrt(v))), rel=1e-12, abs=1e-12)
+
+
+@pytest.mark.parametrize("mean, sd", [(36.7, 11.3), (30.0, 5.0), (45.0, 10.0), (25.0, 6.0), (55.0, 6.0), (42.0, 12.5)])
+def test_untruncated_normal_solves_what_scipy_solves(mean, sd):
+    from scipy import optimize, stats
+
+    def gap(params):
+        mu, log_sigma = params
+        sigma = np.exp(log_sigma)
+        m, v = stats.truncnorm.stats((18 - mu) / sigma, (65 - mu) / sigma, mu, sigma, "mv")
+        return [m - mean, np.sqrt(v) - sd]
+
+    ref = optimize.fsolve(gap, [mean, np.log(sd)], xtol=1e-13)
+    mu, sigma = simulate._untruncated_normal(mean, sd, 18.0, 65.0)
+    assert (mu, sigma) == pytest.approx((ref[0], np.exp(ref[1])), rel=1e-9)
+
+
+@pytest.mark.parametrize("mean, sd", [(60.0, 8.0), (40.0, 14.0), (19.0, 10.0), (50.0, 12.0)])
+def test_impossible_truncated_moments_raise(mean, sd):
+    with pytest.raises(ValueError, match="no normal truncated"):
+        simulate._untruncated_normal(mean, sd, 18.0, 65.0)
+
+
+def test_simulating_imports_neither_scipy_stats_nor_optimize():
+    """Notebooks 01 and 05 simulate: 0.5 s of imports they do not need (a fresh interpreter)."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from helpers import simulate; simulate.simulate_trial(seed=1); "
+            "print(sorted(m for m in ('scipy.stats', 'scipy.optimize') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

@@ -171,23 +171,57 @@ def _make_knobs(overrides: dict) -> Knobs:
 # --- 1. demographics --------------------------------------------------------------------
 
 
+def _truncated_moments(mu, sigma, lo, hi):
+    """Mean and SD of the normal (``mu``, ``sigma``) truncated to [lo, hi] (Johnson, Kotz &
+    Balakrishnan, 1994, sec. 10.1): with a, b the standardised bounds and Z = Phi(b) - Phi(a),
+    mean = mu + sigma (phi(a) - phi(b)) / Z and
+    var = sigma^2 (1 + (a phi(a) - b phi(b)) / Z - ((phi(a) - phi(b)) / Z)^2)
+    (what ``scipy.stats.truncnorm.stats`` gives; tests/test_simulate.py compares them)."""
+    a, b = (lo - mu) / sigma, (hi - mu) / sigma
+    z = special.ndtr(b) - special.ndtr(a)
+    pa, pb = np.exp(-a * a / 2) / np.sqrt(2 * np.pi), np.exp(-b * b / 2) / np.sqrt(2 * np.pi)
+    shift = (pa - pb) / z
+    var = sigma**2 * (1 + (a * pa - b * pb) / z - shift**2)
+    return mu + sigma * shift, np.sqrt(var)
+
+
 @lru_cache(maxsize=32)
 def _untruncated_normal(mean: float, sd: float, lo: float, hi: float) -> tuple[float, float]:
-    """Mean and SD of the normal whose truncation to [lo, hi] has the given mean and SD."""
-    from scipy import optimize, stats  # scipy.stats costs 0.4 s to import: only here (cached)
+    """Mean and SD of the normal whose truncation to [lo, hi] has the given mean and SD.
 
-    def gap(params):
-        mu, log_sigma = params
-        sigma = np.exp(log_sigma)
-        m, v = stats.truncnorm.stats((lo - mu) / sigma, (hi - mu) / sigma, mu, sigma, "mv")
-        return [m - mean, np.sqrt(v) - sd]
+    Newton's method on (mu, log sigma) from (mean, log sd), with a central-difference
+    Jacobian (a 2 x 2 system; scipy.optimize and scipy.stats would cost 0.5 s to import in every
+    notebook that simulates).
+    """
+    x = np.array([mean, np.log(sd)])
 
-    solution, info, ier, msg = optimize.fsolve(gap, [mean, np.log(sd)], full_output=True)
-    if ier != 1 or np.max(np.abs(gap(solution))) > 1e-8:
-        raise ValueError(
-            f"no normal truncated to [{lo}, {hi}] has mean {mean} and SD {sd} ({msg})"
-        )
-    return float(solution[0]), float(np.exp(solution[1]))
+    def gap(x):
+        with np.errstate(all="ignore"):  # the search may look into a tail (no root: raised below)
+            m, s = _truncated_moments(x[0], np.exp(x[1]), lo, hi)
+        return np.array([m - mean, s - sd])
+
+    for _ in range(100):
+        g = gap(x)
+        if np.all(np.isfinite(g)) and np.max(np.abs(g)) < 1e-12 * max(1.0, abs(mean), sd):
+            break
+        h = 1e-6 * np.maximum(1.0, np.abs(x))
+        jac = np.column_stack([(gap(x + e) - gap(x - e)) / (2 * e[i]) for i, e in enumerate(np.diag(h))])
+        try:
+            step = np.linalg.solve(jac, g)
+        except np.linalg.LinAlgError:
+            break
+        # halve the step until the gap shrinks (or stays finite): no overshoot into a tail
+        for _ in range(30):
+            trial = x - step
+            gt = gap(trial)
+            if np.all(np.isfinite(gt)) and np.max(np.abs(gt)) < np.max(np.abs(g)):
+                break
+            step = step / 2
+        x = trial
+    g = gap(x)
+    if not (np.all(np.isfinite(g)) and np.max(np.abs(g)) <= 1e-8):
+        raise ValueError(f"no normal truncated to [{lo}, {hi}] has mean {mean} and SD {sd}")
+    return float(x[0]), float(np.exp(x[1]))
 
 
 def _truncated_normal(u, mean, sd, lo, hi):
