@@ -59,3 +59,25 @@ def test_standardised_beta_uses_complete_cases_and_needs_variation():
     expected = ols.standardised_beta(post[complete], pre[complete], g[complete])
     assert np.isfinite(expected)
     assert ols.standardised_beta(post, pre, g) == pytest.approx(expected)
+
+
+def test_p_values_and_critical_values_are_scipy_stats_t_to_the_bit():
+    """ols computes the t distribution with scipy.special (no scipy.stats import): the same
+    functions scipy.stats.t calls, so the same numbers."""
+    from scipy import stats
+
+    from helpers import ols
+
+    rng = np.random.default_rng(11)
+    post, pre = rng.normal(40, 10, size=(30, 25)), rng.normal(40, 10, size=(30, 25))
+    flag = (rng.random((30, 25)) < 0.3).astype(float)
+    n = rng.integers(5, 26, size=30)
+    res = ols.ols_unrepaired_batch(post, pre, flag, n)
+    ok = res["estimable"]
+    df = res["df"][ok]
+    assert ok.sum() > 20
+    assert np.array_equal(res["p"][ok], 2 * stats.t.sf(np.abs(res["t"][ok]), df))
+    crit = stats.t.ppf(0.975, df)
+    assert np.array_equal(res["b_ci_high"][ok], res["b"][ok] + crit * res["se"][ok])
+    one = ols.ols_unrepaired(post[0, :n[0]], pre[0, :n[0]], flag[0, :n[0]])
+    assert one["p"] == float(2 * stats.t.sf(abs(one["t"]), one["df"]))
