@@ -95,9 +95,16 @@ def startup_time(n_workers: int) -> float:
 def throughput(replications: int, n_workers: int) -> dict:
     design = power.StudyDesign(sample_sizes=SIZES, replications=replications, reference_n=2000)
     startup = min(startup_time(n_workers) for _ in range(2))
-    t0 = time.perf_counter()
-    reps, failures, _ = power.run_replications(design, n_workers=n_workers, progress=False)
-    total = time.perf_counter() - t0
+    # a study this small runs in-process by default (power.IN_PROCESS_MAX_CLIENTS): force the
+    # LocalCluster, whose throughput is what this measures
+    in_process_max = power.IN_PROCESS_MAX_CLIENTS
+    power.IN_PROCESS_MAX_CLIENTS = 0
+    try:
+        t0 = time.perf_counter()
+        reps, failures, _ = power.run_replications(design, n_workers=n_workers, progress=False)
+        total = time.perf_counter() - t0
+    finally:
+        power.IN_PROCESS_MAX_CLIENTS = in_process_max
     n = len(power.replication_keys(design))
     return {"workers": n_workers, "replications": n, "failed": len(failures), "startup_s": startup,
             "total_s": total, "rate_per_min": 60 * n / (total - startup), "table": reps}
