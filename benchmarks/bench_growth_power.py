@@ -83,7 +83,7 @@ def markdown(res: dict, args) -> str:
     ]
     for name, t in (("one at a time (`growth_replicate`, the reference)", res["ref"]),
                     ("batched, this process (`growth_replicate_batch(n_workers=1)`)", res["one"]),
-                    (f"batched, default workers ({res['workers']} processes; `growth_power`)", res["bat"])):
+                    (f"batched, worker processes ({res['workers']}; `growth_power(n_workers={res['workers']})`)", res["bat"])):
         lines.append(f"| {name} | {res['n']} | {t:.2f} | {res['n'] / t:.0f} | {res['ref'] / t:.1f}x |")
     diffs = ", ".join(f"{c} {v:.1e}" for c, v in res["rel"].items())
     lines += [
@@ -104,7 +104,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     res = run(args.replications, args.repeat)
     print(f"reference {res['ref']:.2f} s, batched {res['one']:.2f} s (1 process), {res['bat']:.2f} s "
-          f"(default workers): {res['ref'] / res['bat']:.1f}x", flush=True)
+          f"({res['workers']} worker processes): {res['ref'] / res['bat']:.1f}x", flush=True)
     text = markdown(res, args)
     print(text)
     (HERE / "results_growth_power.md").write_text(text, encoding="utf-8")
