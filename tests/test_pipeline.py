@@ -251,3 +251,13 @@ def test_every_kernel_is_started_ahead_and_stopped(tmp_path, published, monkeypa
     for nb in executed:  # each ran in the notebooks' folder, as in a kernel papermill starts
         out = nbformat.read(str(nb), as_version=4).cells[0].outputs[0]["text"].strip()
         assert out == str(books.resolve())
+
+
+def test_a_kernel_that_dies_fails_the_run_naming_the_notebook(tmp_path, published, capsys):
+    books = tmp_path / "dies"
+    books.mkdir()
+    _notebook(books / "01_dies.ipynb", "import os\nos._exit(1)")
+    rc = pipeline.main(["--notebooks", str(books), "--output-root", str(published), "--no-progress"])
+    err = capsys.readouterr().err
+    assert rc == 1 and "01_dies.ipynb" in err
+    assert (published / "results" / "tables" / "first.csv").read_text() == "previous good result"
