@@ -1,6 +1,8 @@
 """Outcome analyses of McLaughlin et al. (2014): chi-square tests of pattern x MDD and x
-childhood abuse, the outcome regression (the paper's beta) and the pre/post mixed ANOVA
-(pingouin). The growth model is in :mod:`helpers.growth`.
+childhood abuse, the outcome regression (the paper's beta) and the pre/post mixed ANOVA. The
+growth model is in :mod:`helpers.growth`. statsmodels' OLS and pingouin's mixed_anova tables
+are computed here with numpy and scipy.special (importing those libraries cost notebook 03 a
+second; they remain the tests' cross-checks, ``tests/test_ols_fit.py``, ``tests/test_anova.py``).
 
 Every function takes tidy tables plus column names and returns a tidy DataFrame with the
 estimate, its uncertainty, the test statistic, df, p and N, in the style of pingouin.
@@ -18,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from helpers.contract import INSUFFICIENT, PATTERN_LABELS
-from helpers.ols import beta_scale
+from helpers.ols import beta_scale, f_sf, ols_fit
 
 #: Outcome measure -> (pre column, post column) of the participants table.
 OUTCOMES = {"pss_i": ("pss_i_pre", "pss_i_post"), "pss_sr": ("pss_sr_pre", "pss_sr_post")}
@@ -317,27 +319,30 @@ REGRESSION_COLUMNS = ["outcome", "model", "contrast", "term", "b", "se", "ci_low
 
 
 def _ols_table(d, terms, model, outcome, n_dropped, cov_type="nonrobust"):
-    # sm.OLS and sm.add_constant from their own modules: statsmodels.api would also load the
-    # time-series, graphics and scipy.signal modules (0.25 s more)
-    from statsmodels.regression.linear_model import OLS
-    from statsmodels.tools.tools import add_constant
-
-    x = add_constant(d[["pre", *terms]], has_constant="add")
+    """One model's rows of :func:`outcome_regression`: ``post ~ 1 + pre + terms`` by
+    :func:`helpers.ols.ols_fit` (statsmodels' ``OLS(...).fit(cov_type, use_t=True)`` without
+    importing statsmodels: 1 s of notebook 03 for a fit of a millisecond)."""
+    names = ["const", "pre", *terms]
+    # the design as statsmodels' add_constant(d[["pre", *terms]]) holds it: Fortran order, the
+    # layout pandas hands over, so that BLAS sums X @ b in the same order (the same bits)
+    x = np.asfortranarray(np.column_stack([np.ones(len(d)), d[["pre", *terms]].to_numpy(dtype=float)]))
+    if len(d) == 0:  # statsmodels' failure on an empty design (np.max of a zero-size array)
+        raise ValueError("zero-size array to reduction operation maximum which has no identity")
     # use_t: t on the residual df for robust SEs too (statsmodels would switch to z)
-    res = OLS(d["post"], x).fit(cov_type=cov_type, use_t=True)
-    ci = res.conf_int(0.05)
-    scale = pd.Series({c: (beta_scale(d[c], d["post"]) if c != "const" else np.nan) for c in x})
+    res = ols_fit(d["post"].to_numpy(dtype=float), x, cov_type=cov_type)
+    scale = np.array([beta_scale(d[c], d["post"]) if c != "const" else np.nan for c in names])
+    with np.errstate(all="ignore"):  # silent, as pandas' Series arithmetic (0 x inf for a constant post)
+        beta, beta_ci_low, beta_ci_high = (res[k] * scale for k in ("params", "ci_low", "ci_high"))
     out = pd.DataFrame({
         "outcome": outcome, "model": model, "contrast": MODEL_LABELS[model],
-        "term": ["Intercept" if c == "const" else c for c in x.columns],
-        "b": res.params.to_numpy(), "se": res.bse.to_numpy(),
-        "ci_low": ci[0].to_numpy(), "ci_high": ci[1].to_numpy(),
-        "beta": (res.params * scale).to_numpy(),
-        "beta_ci_low": (ci[0] * scale).to_numpy(), "beta_ci_high": (ci[1] * scale).to_numpy(),
+        "term": ["Intercept" if c == "const" else c for c in names],
+        "b": res["params"], "se": res["bse"],
+        "ci_low": res["ci_low"], "ci_high": res["ci_high"],
+        "beta": beta, "beta_ci_low": beta_ci_low, "beta_ci_high": beta_ci_high,
         "se_type": cov_type,
-        "t": res.tvalues.to_numpy(), "df": res.df_resid, "p": res.pvalues.to_numpy(),
-        "n": int(res.nobs), "n_dropped": n_dropped, "r2": res.rsquared,
-        "r2_adj": res.rsquared_adj,
+        "t": res["tvalues"], "df": res["df_resid"], "p": res["pvalues"],
+        "n": int(res["nobs"]), "n_dropped": n_dropped, "r2": res["rsquared"],
+        "r2_adj": res["rsquared_adj"],
     })
     return out[REGRESSION_COLUMNS]
 
@@ -348,7 +353,8 @@ def outcome_regression(patterns, participants, *, outcome="pss_i", models=("A", 
 
     Model A: ``post ~ pre + unrepaired`` (unrepaired vs every other classifiable participant,
     the paper's test). Model B: ``post ~ pre + repaired + unrepaired`` (reference: no_rupture).
-    OLS (statsmodels) on the classifiable participants with both scores (listwise deletion).
+    OLS (:func:`helpers.ols.ols_fit`: statsmodels' table without statsmodels) on the classifiable
+    participants with both scores (listwise deletion).
 
     Parameters
     ----------
@@ -360,10 +366,10 @@ def outcome_regression(patterns, participants, *, outcome="pss_i", models=("A", 
         PSS-I (``pss_i_pre``/``pss_i_post``) or PSS-SR (``pss_sr_pre``/``pss_sr_post``).
     models : sequence of {"A", "B"}
     pattern_col : str
-    cov_type : {"nonrobust", "HC3", ...}
-        Standard errors: "nonrobust" (classical OLS, the paper's test) or a statsmodels
-        robust type such as "HC3" (MacKinnon & White, 1985), which does not assume equal
-        residual variances; t tests on the residual df either way (column ``se_type``).
+    cov_type : {"nonrobust", "HC3"}
+        Standard errors: "nonrobust" (classical OLS, the paper's test) or "HC3" (MacKinnon &
+        White, 1985), which does not assume equal residual variances; t tests on the residual
+        df either way (column ``se_type``).
     warn : bool
         Warn when participants are dropped (always reported in ``n_dropped``).
 
@@ -399,18 +405,160 @@ def outcome_regression(patterns, participants, *, outcome="pss_i", models=("A", 
 # --------------------------------------------------------------------------------------------
 # pre/post mixed ANOVA
 # --------------------------------------------------------------------------------------------
-def mixed_anova_prepost(patterns, participants, *, outcome="pss_sr", pattern_col="pattern",
-                        warn=True) -> pd.DataFrame:
-    """Mixed ANOVA (pingouin): pre/post (within) x alliance pattern (between).
+def _group_means(values, labels, n_labels):
+    """Mean of ``values`` per label 0..n_labels-1 (NaN for an empty label) by pandas'
+    ``groupby(...).mean()``, as pingouin takes its means: pandas' compensated summation gives
+    other last bits than numpy's, and the same bits make effects that are zero but for rounding
+    (one group, no change) come out as in pingouin, warnings included.
 
-    Uses the classifiable participants with both ``{outcome}_pre`` and ``{outcome}_post``
-    (listwise deletion, as a repeated-measures ANOVA must).
+    >>> _group_means(np.array([0.1, 0.2, 0.3, 5.0]), np.array([0, 0, 0, 1]), 2).tolist()
+    [0.19999999999999998, 5.0]
+    >>> float(np.array([0.1, 0.2, 0.3]).sum() / 3)  # numpy's sum: another last bit
+    0.20000000000000004
+    """
+    means = pd.Series(values).groupby(labels, sort=True).mean()
+    return means.reindex(range(n_labels)).to_numpy(dtype=float)
+
+
+def mixed_anova_2x2_within(subject, group, first, second, *, between="pattern",
+                           within="time", levels=("pre", "post")) -> pd.DataFrame:
+    """Mixed (split-plot) ANOVA of a two-level within factor x a between factor, complete cases.
+
+    The table of pingouin's ``mixed_anova(data, dv, within, subject, between)`` on the long
+    table of these scores (pingouin 0.7: its sums of squares, degrees of freedom, F, p, partial
+    eta-squared, epsilon and column handling), computed with numpy: importing pingouin (and
+    scipy.stats, statsmodels with it) costs notebook 03 a second for an ANOVA of a millisecond.
+
+    Parameters
+    ----------
+    subject : array-like, shape (n,)
+        One id per subject (unique).
+    group : array-like of str, shape (n,)
+        Each subject's level of the between factor.
+    first, second : array-like of float, shape (n,)
+        The scores at ``levels[0]`` and ``levels[1]`` (no missing values: drop incomplete
+        subjects first, listwise, as pingouin does).
+    between, within : str
+        Names of the factors in the table's ``Source`` column.
+    levels : (str, str)
+        Names of the within levels; as in pingouin, the levels are taken in sorted order.
 
     Returns
     -------
     DataFrame
-        pingouin's table (Source, SS, DF1, DF2, MS, F, p_unc, np2, ...) plus n (listwise N),
-        n_dropped and outcome.
+        Rows ``between``, ``within``, "Interaction"; columns Source, SS, DF1, DF2 (int), MS, F,
+        p_unc, np2 (partial eta-squared ``SS / (SS + SS_error)``) and eps (Greenhouse-Geisser
+        epsilon: NaN for the between factor, 1 for the within factor and the interaction, since
+        two repeated measures always meet sphericity; so pingouin adds no corrected p, W or
+        sphericity columns). A column that is NaN in every row is dropped, as pingouin does.
+
+    Notes
+    -----
+    pingouin's decomposition (type II for unbalanced groups; with two complete within levels
+    every group is measured equally at both, so the effects are orthogonal). With ``y_sij``
+    the score of subject i in group g at level j, ``N`` subjects, ``G`` groups, ``n_g`` per
+    group, two levels, means written with dots:
+
+    - ``SS_total = sum (y - y...)^2``; between ``SS_B = sum_g 2 n_g (y_g.. - y...)^2``;
+      within ``SS_W = sum_j N (y_..j - y...)^2``;
+      ``SS_resall = sum (y - y_g.j)^2`` (about the cell means);
+    - interaction ``SS_BW = SS_total - (SS_resall + SS_W + SS_B)``;
+    - subjects ``SS_S = 2 sum_i (y_i.. - y...)^2``; between-subjects error
+      ``SS_S - SS_B`` on ``N - G`` df; within-subjects error
+      ``SS_total - (SS_W + SS_S + SS_BW)`` on ``(2 - 1)(N - G)`` df;
+    - ``F = (SS / DF1) / (SS_error / DF2)``, ``p = P(F_{DF1, DF2} > F)`` (``special.fdtrc``,
+      with scipy.stats' handling of invalid df: :func:`helpers.ols.f_sf`).
+
+    The same formulas in the same order as pingouin (the subtractions included) and its group
+    means (pandas', :func:`_group_means`), so that the numbers are pingouin's to the bit on the
+    project's data and on the designs of ``tests/test_anova.py``, even where an effect is zero
+    but for rounding (pingouin's F and p are then rounding noise, and so are these).
+
+    References
+    ----------
+    Maxwell, S. E., & Delaney, H. D. (2004). Designing experiments and analyzing data (2nd ed.),
+    ch. 12: the split-plot design. Bakeman, R. (2005). Recommended effect size statistics for
+    repeated measures designs. Behavior Research Methods, 37(3), 379-384 (partial eta-squared).
+    Vallat, R. (2018). Pingouin: statistics in Python. Journal of Open Source Software, 3(31),
+    1026 (``mixed_anova``).
+
+    Examples
+    --------
+    >>> t = mixed_anova_2x2_within(list("abcdef"), ["x"] * 3 + ["y"] * 3,
+    ...                            [1.0, 2, 3, 4, 5, 6], [2.0, 4, 3, 9, 8, 10])
+    >>> t[["Source", "DF1", "DF2"]].values.tolist()
+    [['pattern', 1, 4], ['time', 1, 4], ['Interaction', 1, 4]]
+    >>> round(float(t["F"].iloc[2]), 4)  # = the one-way F of the changes (1, 2, 0 vs 5, 3, 4)
+    13.5
+    """
+    subject = np.asarray(subject, dtype=object)
+    order = np.argsort(subject.astype(str), kind="stable")  # pingouin's pivot table: sorted subjects
+    groups, g = np.unique(np.asarray(group, dtype=str)[order], return_inverse=True)
+    scores = {levels[0]: np.asarray(first, dtype=float)[order],
+              levels[1]: np.asarray(second, dtype=float)[order]}
+    time_levels = sorted(scores)  # pingouin's column order (e.g. "post" before "pre")
+    n_subj, n_groups, n_rm = len(order), len(groups), 2
+    if n_subj == 0:  # (pingouin fails too, with a ValueError about a zero-size array)
+        raise ValueError("mixed ANOVA: no subject with scores at both levels")
+    wide = np.column_stack([scores[t] for t in time_levels])
+    # the long data as pingouin melts its pivot table: every subject at the first level, then
+    # at the second
+    y = wide.T.ravel()
+    g_long = np.concatenate([g, g])
+    t_long = np.repeat(np.arange(n_rm), n_subj)
+    cell = g_long * n_rm + t_long
+    grandmean = y.sum() / y.size  # (pandas' Series.mean: numpy's sum, then the division)
+    count_g = np.bincount(g_long, minlength=n_groups)
+    mean_g = _group_means(y, g_long, n_groups)
+    mean_t = _group_means(y, t_long, n_rm)
+    mean_cell = _group_means(y, cell, n_groups * n_rm)
+    ss_total = ((y - grandmean) ** 2).sum()
+    ss_betw = ((mean_g - grandmean) ** 2 * count_g).sum()
+    ss_with = ((mean_t - grandmean) ** 2 * n_subj).sum()
+    ss_resall = ((y - mean_cell[cell]) ** 2).sum()
+    ss_inter = ss_total - (ss_resall + ss_with + ss_betw)
+    # between-subject variability, split into the between factor and its error
+    ss_subj = n_rm * ((wide.sum(axis=1) / n_rm - grandmean) ** 2).sum()
+    ss_resbetw = ss_subj - ss_betw
+    ss_reswith = ss_total - (ss_with + ss_subj + ss_inter)
+    df_betw, df_with = n_groups - 1, n_rm - 1
+    df_inter, df_resbetw = df_with * df_betw, n_subj - n_groups
+    df_reswith = df_with * df_resbetw
+    ss = np.array([ss_betw, ss_with, ss_inter])
+    ddof1 = np.array([df_betw, df_with, df_inter])
+    ss_err = np.array([ss_resbetw, ss_reswith, ss_reswith])
+    ddof2 = np.array([df_resbetw, df_reswith, df_reswith])
+    # numpy's division warnings (one group, a single subject per group) as pingouin shows them
+    ms = ss / ddof1
+    fval = ms / (ss_err / ddof2)
+    table = pd.DataFrame({
+        "Source": [between, within, "Interaction"], "SS": ss, "DF1": ddof1, "DF2": ddof2,
+        "MS": ms, "F": fval, "p_unc": f_sf(fval, ddof1, ddof2), "np2": ss / (ss + ss_err),
+        # Greenhouse-Geisser epsilon: 1 with one within df (pingouin's _gg_epsilon)
+        "eps": [np.nan, 1.0, 1.0],
+    })
+    return table.dropna(how="all", axis=1)
+
+
+def mixed_anova_prepost(patterns, participants, *, outcome="pss_sr", pattern_col="pattern",
+                        warn=True) -> pd.DataFrame:
+    """Mixed ANOVA: pre/post (within) x alliance pattern (between).
+
+    Uses the classifiable participants with both ``{outcome}_pre`` and ``{outcome}_post``
+    (listwise deletion, as a repeated-measures ANOVA must); the table is pingouin's
+    ``mixed_anova`` (within "time", between "pattern"), computed without pingouin by
+    :func:`mixed_anova_2x2_within`.
+
+    Returns
+    -------
+    DataFrame
+        Source (pattern, time, Interaction), SS, DF1, DF2, MS, F, p_unc, np2, eps, plus n
+        (listwise N), n_dropped and outcome.
+
+    References
+    ----------
+    McLaughlin et al. (2014): PTSD severity (PSS-SR) fell from pre- to post-treatment, and the
+    fall differed by alliance pattern (the time x pattern interaction).
     """
     pre, post = f"{outcome}_pre", f"{outcome}_post"
     pats = patterns[["participant_id", pattern_col]].rename(columns={pattern_col: "pattern"})
@@ -426,17 +574,8 @@ def mixed_anova_prepost(patterns, participants, *, outcome="pss_sr", pattern_col
         warnings.warn(f"mixed_anova_prepost: {n_dropped} classifiable participants without both "
                       f"{pre} and {post} left out (listwise)", UserWarning, stacklevel=2)
     d = d[complete]
-    long = d.melt(id_vars=["participant_id", "pattern"], value_vars=[pre, post],
-                  var_name="time", value_name="score")
-    long["time"] = long["time"].map({pre: "pre", post: "post"})
-    long["score"] = long["score"].astype(float)
-    with warnings.catch_warnings():
-        # pingouin 0.7 calls DataFrame.dropna(inplace=True), deprecated in pandas 3.1: a
-        # notice about pingouin's code, not about the analysis.
-        warnings.filterwarnings("ignore", message="The inplace keyword", module="pingouin")
-        import pingouin as pg
-        table = pg.mixed_anova(data=long, dv="score", within="time", subject="participant_id",
-                               between="pattern")
+    table = mixed_anova_2x2_within(d["participant_id"].to_numpy(), d["pattern"].to_numpy(),
+                                   d[pre].to_numpy(dtype=float), d[post].to_numpy(dtype=float))
     table["n"] = int(complete.sum())
     table["n_dropped"] = n_dropped
     table["outcome"] = outcome
