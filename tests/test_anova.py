@@ -18,26 +18,17 @@ from helpers import models, paths
 from helpers.contract import PATTERN_LABELS
 from helpers.tables import read_table
 
-RTOL, ATOL = 1e-10, 1e-12
+from table_checks import assert_same_table  # noqa: E402 (tests/ is on sys.path)
 COMMITTED = paths.ROOT / "data" / "processed"  # the default run's data (paths.PROCESSED is the tests' folder)
 
 
 def _mixed_anova_prepost_pingouin(patterns, participants, *, outcome="pss_sr", pattern_col="pattern",
                                   warn=True):
-    """mixed_anova_prepost as it was: the long table through pingouin.mixed_anova."""
+    """mixed_anova_prepost as it was: the long table through pingouin.mixed_anova (the same
+    listwise data, models.prepost_complete)."""
     pre, post = f"{outcome}_pre", f"{outcome}_post"
-    pats = patterns[["participant_id", pattern_col]].rename(columns={pattern_col: "pattern"})
-    pats = pats.assign(participant_id=pats["participant_id"].astype(str), pattern=pats["pattern"].astype(str))
-    pats = pats[pats["pattern"].isin(PATTERN_LABELS)]
-    parts = participants[["participant_id", pre, post]].assign(
-        participant_id=participants["participant_id"].astype(str))
-    d = pats.merge(parts, on="participant_id", how="left", validate="one_to_one")
-    complete = d[pre].notna() & d[post].notna()
-    n_dropped = int((~complete).sum())
-    if n_dropped and warn:
-        warnings.warn(f"mixed_anova_prepost: {n_dropped} classifiable participants without both "
-                      f"{pre} and {post} left out (listwise)", UserWarning, stacklevel=2)
-    d = d[complete]
+    d, n_dropped = models.prepost_complete(patterns, participants, outcome=outcome, pattern_col=pattern_col,
+                                           warn=warn)
     long = d.melt(id_vars=["participant_id", "pattern"], value_vars=[pre, post], var_name="time",
                   value_name="score")
     long["time"] = long["time"].map({pre: "pre", post: "post"})
@@ -45,7 +36,7 @@ def _mixed_anova_prepost_pingouin(patterns, participants, *, outcome="pss_sr", p
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="The inplace keyword", module="pingouin")
         table = pg.mixed_anova(data=long, dv="score", within="time", subject="participant_id", between="pattern")
-    table["n"] = int(complete.sum())
+    table["n"] = len(d)
     table["n_dropped"] = n_dropped
     table["outcome"] = outcome
     return table
@@ -70,15 +61,7 @@ def assert_same(patterns, participants, **kwargs):
         assert [w for w in got_warn if w[0] != "RuntimeWarning"] == [w for w in want_warn if w[0] != "RuntimeWarning"]
         return got
     assert got_warn == want_warn
-    assert list(got.columns) == list(want.columns)
-    assert got.dtypes.to_dict() == want.dtypes.to_dict()
-    assert got.index.equals(want.index)
-    for col in want.columns:
-        if pd.api.types.is_numeric_dtype(want[col]):
-            np.testing.assert_allclose(got[col].to_numpy(float), want[col].to_numpy(float), rtol=RTOL,
-                                       atol=ATOL, equal_nan=True, err_msg=col)
-        else:
-            assert got[col].tolist() == want[col].tolist(), col
+    assert_same_table(got, want)
     return got
 
 

@@ -18,7 +18,7 @@ from statsmodels.tools.tools import add_constant
 from helpers import models, ols, paths
 from helpers.tables import read_table
 
-RTOL, ATOL = 1e-10, 1e-12
+from table_checks import ATOL, RTOL, assert_same_table  # noqa: E402 (tests/ is on sys.path)
 #: The default run's processed data as committed (paths.PROCESSED points to the tests' output folder).
 COMMITTED = paths.ROOT / "data" / "processed"
 
@@ -64,18 +64,6 @@ def _both(monkeypatch, *args, **kwargs):
         m.setattr(models, "_ols_table", _ols_table_statsmodels)
         ref = _run(models.outcome_regression, *args, **kwargs)
     return ours, ref
-
-
-def assert_same_table(got, ref):
-    assert list(got.columns) == list(ref.columns)
-    assert got.dtypes.to_dict() == ref.dtypes.to_dict()
-    assert got.index.equals(ref.index)
-    for col in ref.columns:
-        if pd.api.types.is_numeric_dtype(ref[col]):
-            np.testing.assert_allclose(got[col].to_numpy(float), ref[col].to_numpy(float), rtol=RTOL,
-                                       atol=ATOL, equal_nan=True, err_msg=col)
-        else:
-            assert got[col].tolist() == ref[col].tolist(), col
 
 
 def assert_same_run(ours, ref):

@@ -540,6 +540,34 @@ def mixed_anova_2x2_within(subject, group, first, second, *, between="pattern",
     return table.dropna(how="all", axis=1)
 
 
+def prepost_complete(patterns, participants, *, outcome="pss_sr", pattern_col="pattern",
+                     warn=True) -> tuple[pd.DataFrame, int]:
+    """Classifiable participants with both ``{outcome}_pre`` and ``{outcome}_post`` (listwise),
+    and how many classifiable participants were left out (warned about, as the analysis of
+    :func:`mixed_anova_prepost`).
+
+    Returns
+    -------
+    data : DataFrame
+        participant_id (str), pattern, ``{outcome}_pre``, ``{outcome}_post``.
+    n_dropped : int
+    """
+    pre, post = f"{outcome}_pre", f"{outcome}_post"
+    pats = patterns[["participant_id", pattern_col]].rename(columns={pattern_col: "pattern"})
+    pats = pats.assign(participant_id=pats["participant_id"].astype(str),
+                       pattern=pats["pattern"].astype(str))
+    pats = pats[pats["pattern"].isin(PATTERN_LABELS)]
+    parts = participants[["participant_id", pre, post]].assign(
+        participant_id=participants["participant_id"].astype(str))
+    d = pats.merge(parts, on="participant_id", how="left", validate="one_to_one")
+    complete = d[pre].notna() & d[post].notna()
+    n_dropped = int((~complete).sum())
+    if n_dropped and warn:
+        warnings.warn(f"mixed_anova_prepost: {n_dropped} classifiable participants without both "
+                      f"{pre} and {post} left out (listwise)", UserWarning, stacklevel=3)
+    return d[complete], n_dropped
+
+
 def mixed_anova_prepost(patterns, participants, *, outcome="pss_sr", pattern_col="pattern",
                         warn=True) -> pd.DataFrame:
     """Mixed ANOVA: pre/post (within) x alliance pattern (between).
@@ -560,23 +588,12 @@ def mixed_anova_prepost(patterns, participants, *, outcome="pss_sr", pattern_col
     McLaughlin et al. (2014): PTSD severity (PSS-SR) fell from pre- to post-treatment, and the
     fall differed by alliance pattern (the time x pattern interaction).
     """
+    d, n_dropped = prepost_complete(patterns, participants, outcome=outcome, pattern_col=pattern_col,
+                                    warn=warn)
     pre, post = f"{outcome}_pre", f"{outcome}_post"
-    pats = patterns[["participant_id", pattern_col]].rename(columns={pattern_col: "pattern"})
-    pats = pats.assign(participant_id=pats["participant_id"].astype(str),
-                       pattern=pats["pattern"].astype(str))
-    pats = pats[pats["pattern"].isin(PATTERN_LABELS)]
-    parts = participants[["participant_id", pre, post]].assign(
-        participant_id=participants["participant_id"].astype(str))
-    d = pats.merge(parts, on="participant_id", how="left", validate="one_to_one")
-    complete = d[pre].notna() & d[post].notna()
-    n_dropped = int((~complete).sum())
-    if n_dropped and warn:
-        warnings.warn(f"mixed_anova_prepost: {n_dropped} classifiable participants without both "
-                      f"{pre} and {post} left out (listwise)", UserWarning, stacklevel=2)
-    d = d[complete]
     table = mixed_anova_2x2_within(d["participant_id"].to_numpy(), d["pattern"].to_numpy(),
                                    d[pre].to_numpy(dtype=float), d[post].to_numpy(dtype=float))
-    table["n"] = int(complete.sum())
+    table["n"] = len(d)
     table["n_dropped"] = n_dropped
     table["outcome"] = outcome
     return table
