@@ -32,6 +32,18 @@ def start(kernel_name: str, cwd: Path):
     from jupyter_core.utils import run_sync
 
     km = AsyncKernelManager(kernel_name=kernel_name)
+    # nbclient leaves the channels of a kernel it does not own open: remember the clients it
+    # makes, so that shutdown() closes them with the kernel (instead of the garbage collector,
+    # which then warns that it "could not destroy zmq context")
+    km.helpers_clients = []
+    make_client = km.client
+
+    def client(**kwargs):
+        kc = make_client(**kwargs)
+        km.helpers_clients.append(kc)
+        return kc
+
+    km.client = client
     run_sync(km.start_kernel)(extra_arguments=list(KERNEL_ARGUMENTS), cwd=str(cwd))
     return km
 
@@ -45,3 +57,7 @@ def shutdown(km) -> None:
             run_sync(km.shutdown_kernel)(now=False)
     finally:
         run_sync(km.cleanup_resources)()
+        for kc in getattr(km, "helpers_clients", []):
+            kc.stop_channels()
+            if not kc.context.closed:
+                kc.context.destroy(linger=0)

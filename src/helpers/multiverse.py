@@ -211,14 +211,35 @@ def multiverse_table(results: dict, participants: pd.DataFrame, *, prevalence: p
 
 def summary_sentence(table: pd.DataFrame) -> str:
     """One paragraph on how prevalence and beta move across the criteria of a multiverse
-    table (from :func:`compute`), with the Ns and the notes of criteria that could not be run."""
+    table (from :func:`compute`), with the Ns and the notes of criteria that could not be run.
+    Criteria under which beta cannot be estimated (no pre/post outcome, nobody unrepaired) are
+    counted and said, not averaged over.
+
+    Examples
+    --------
+    >>> t = pd.DataFrame({"preset": ["a", "b"], "n": [80, 80], "unrepaired_pct": [10.0, 20.0],
+    ...                   "n_beta": [float("nan")] * 2, "beta": [float("nan")] * 2,
+    ...                   "p_beta": [float("nan")] * 2, "note": ["", ""]})
+    >>> summary_sentence(t)
+    'Across the 2 criteria the unrepaired prevalence ranges from 10.0% (`a`) to 20.0% (`b`) of N = 80 classifiable clients; β is not estimable under any criterion (no pre and post scores, or nobody classified unrepaired).'
+    """
     mv = table.set_index("preset")
-    n_beta = (f"N = {int(mv['n_beta'].min())}" if mv["n_beta"].nunique() == 1
-              else f"N = {int(mv['n_beta'].min())}–{int(mv['n_beta'].max())}")
     notes = "; ".join(f"`{k}`: {v}" for k, v in mv["note"].items() if isinstance(v, str) and v)
-    return (f"Across the {len(mv)} criteria the unrepaired prevalence ranges from {mv['unrepaired_pct'].min():.1f}% "
-            f"(`{mv['unrepaired_pct'].idxmin()}`) to {mv['unrepaired_pct'].max():.1f}% "
-            f"(`{mv['unrepaired_pct'].idxmax()}`) of N = {int(mv['n'].iloc[0])} classifiable clients, and β from "
-            f"{mv['beta'].min():.2f} to {mv['beta'].max():.2f} ({n_beta} with pre and post scores); "
-            f"{int((mv['p_beta'] < .05).sum())} of {len(mv)} criteria give p < .05 for β."
-            + (f" Notes: {notes}." if notes else ""))
+    prev = mv["unrepaired_pct"].dropna()
+    if prev.empty:
+        head = f"Under none of the {len(mv)} criteria is anybody classifiable"
+    else:
+        head = (f"Across the {len(mv)} criteria the unrepaired prevalence ranges from {prev.min():.1f}% "
+                f"(`{prev.idxmin()}`) to {prev.max():.1f}% (`{prev.idxmax()}`) of N = {int(mv['n'].iloc[0])} "
+                "classifiable clients")
+    est = mv[mv["beta"].notna()]
+    if est.empty:
+        beta = ("; β is not estimable under any criterion (no pre and post scores, or nobody classified "
+                "unrepaired).")
+    else:
+        n_beta = (f"N = {int(est['n_beta'].min())}" if est["n_beta"].nunique() == 1
+                  else f"N = {int(est['n_beta'].min())}–{int(est['n_beta'].max())}")
+        missing = (f" (not estimable under {len(mv) - len(est)} criteria)" if len(est) < len(mv) else "")
+        beta = (f", and β from {est['beta'].min():.2f} to {est['beta'].max():.2f}{missing} ({n_beta} with pre "
+                f"and post scores); {int((mv['p_beta'] < .05).sum())} of {len(mv)} criteria give p < .05 for β.")
+    return head + beta + (f" Notes: {notes}." if notes else "")
