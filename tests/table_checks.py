@@ -1,6 +1,8 @@
 """Assertions shared by the tests that compare our statistics tables with a reference library's
 (statsmodels, pingouin): same columns, dtypes and index; numbers at the given tolerance."""
 
+import warnings
+
 import numpy as np
 import pandas as pd
 
@@ -18,3 +20,15 @@ def assert_same_table(got, want, rtol=RTOL, atol=ATOL):
                                        atol=atol, equal_nan=True, err_msg=col)
         else:
             assert got[col].tolist() == want[col].tolist(), col
+
+
+def run_recording(fn, *args, **kwargs):
+    """fn's result (or the exception it raised) and its warnings as (category name, message),
+    sorted: what the comparison with the reference library's run looks at."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            out = fn(*args, **kwargs)
+        except Exception as exc:  # noqa: BLE001 - the failure is what is compared
+            out = exc
+    return out, sorted((w.category.__name__, str(w.message)) for w in caught)

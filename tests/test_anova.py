@@ -18,7 +18,7 @@ from helpers import models, paths
 from helpers.contract import PATTERN_LABELS
 from helpers.tables import read_table
 
-from table_checks import assert_same_table  # noqa: E402 (tests/ is on sys.path)
+from table_checks import assert_same_table, run_recording as _run  # noqa: E402 (tests/ is on sys.path)
 COMMITTED = paths.ROOT / "data" / "processed"  # the default run's data (paths.PROCESSED is the tests' folder)
 
 
@@ -40,16 +40,6 @@ def _mixed_anova_prepost_pingouin(patterns, participants, *, outcome="pss_sr", p
     table["n_dropped"] = n_dropped
     table["outcome"] = outcome
     return table
-
-
-def _run(fn, *args, **kwargs):
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        try:
-            out = fn(*args, **kwargs)
-        except Exception as exc:  # noqa: BLE001 - the failure is what is compared
-            out = exc
-    return out, sorted((w.category.__name__, str(w.message)) for w in caught)
 
 
 def assert_same(patterns, participants, **kwargs):

@@ -18,7 +18,7 @@ from statsmodels.tools.tools import add_constant
 from helpers import models, ols, paths
 from helpers.tables import read_table
 
-from table_checks import ATOL, RTOL, assert_same_table  # noqa: E402 (tests/ is on sys.path)
+from table_checks import ATOL, RTOL, assert_same_table, run_recording as _run  # noqa: E402 (tests/ is on sys.path)
 #: The default run's processed data as committed (paths.PROCESSED points to the tests' output folder).
 COMMITTED = paths.ROOT / "data" / "processed"
 
@@ -44,17 +44,6 @@ def _ols_table_statsmodels(d, terms, model, outcome, n_dropped, cov_type="nonrob
         "r2_adj": res.rsquared_adj,
     })
     return out[models.REGRESSION_COLUMNS]
-
-
-def _run(fn, *args, **kwargs):
-    """fn's result (or the exception) and its warnings as (category name, message), sorted."""
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        try:
-            out = fn(*args, **kwargs)
-        except Exception as exc:  # noqa: BLE001 - the failure is what is compared
-            out = exc
-    return out, sorted((w.category.__name__, str(w.message)) for w in caught)
 
 
 def _both(monkeypatch, *args, **kwargs):
