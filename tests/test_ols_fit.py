@@ -6,7 +6,6 @@ df, leverage 1 under HC3, tiny n). The t and F distribution functions against sc
 
 from __future__ import annotations
 
-
 import numpy as np
 import pandas as pd
 import pytest
