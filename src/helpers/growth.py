@@ -130,6 +130,68 @@ def growth_data(sessions, patterns, *, outcome="pss_sr", time_center="mid",
     return d, center, n_missing
 
 
+def _growth_arrays(sessions, patterns, outcome, time_center, pattern_col):
+    """:func:`growth_data`'s rows as arrays, with the grouping of :func:`helpers.lmm.fit_lmm`.
+
+    The same rows in the same order (participant id as text, then session), the same values
+    (``y``, ``time``, the ``repaired``/``unrepaired`` dummies), ``center``, ``n_missing``, and
+    the groups as ``lmm._group_codes`` gives them (sorted ``levels``, ``codes``), plus
+    ``sessions_range`` and ``pattern_counts`` as :func:`fit_growth` reads them off the table.
+    ``None`` where the table's route is not sure to give the same (a non-numeric session or
+    outcome, a missing session, a repeated session, ``time_center="mean"`` whose sum runs in
+    the merge's order, a participant with two patterns, nothing to fit, ...): the caller then
+    takes that route, with its errors.
+    """
+    if pattern_col == "participant_id" or not (
+            time_center is None or time_center in ("mid", "first")
+            or isinstance(time_center, (int, float, np.integer, np.floating))):
+        return None
+    try:
+        pid_p = patterns["participant_id"].astype(str).to_numpy()
+        pat = patterns[pattern_col].astype(str).to_numpy()
+        ses_col, y_col = sessions["session"], sessions[outcome]
+        sid = sessions["participant_id"].astype(str).to_numpy()
+    except Exception:  # noqa: BLE001 -- the table route raises it
+        return None
+    if not (isinstance(ses_col, pd.Series) and isinstance(y_col, pd.Series)
+            and ses_col.dtype.kind in "iuf" and y_col.dtype.kind in "iuf"):
+        return None
+    wanted = set(GROWTH_PATTERNS)
+    keep = [x in wanted for x in pat]
+    mapping = dict(zip(pid_p[keep], pat[keep]))
+    if len(mapping) != sum(keep):  # a participant listed twice: the merge raises
+        return None
+    codes_u, uniques = pd.factorize(sid)
+    uniques = list(uniques)
+    levels = sorted(u for u in uniques if u in mapping)  # pandas' sort of the ids as text
+    rank = {u: i for i, u in enumerate(levels)}
+    codes = np.array([rank.get(u, -1) for u in uniques], dtype=np.intp)[codes_u]
+    inner = codes >= 0
+    y = y_col.to_numpy(float)[inner]
+    observed = ~np.isnan(y)
+    n_missing = int(y.size - observed.sum())
+    session = ses_col.to_numpy(float)[inner][observed]
+    codes = codes[inner][observed]
+    if session.size == 0 or np.isnan(session).any():
+        return None
+    order = np.lexsort((session, codes))  # stable, as the table's mergesort
+    session, codes, y = session[order], codes[order], y[observed][order]
+    if ((codes[1:] == codes[:-1]) & (session[1:] == session[:-1])).any():
+        return None  # repeated sessions: their order would rest on the merge's
+    used, codes = np.unique(codes, return_inverse=True)
+    codes = codes.astype(np.intp).reshape(-1)
+    levels = np.array(levels, dtype=object)[used]
+    level_pattern = np.array([mapping[u] for u in levels], dtype=object)
+    center = _time_center(session, time_center)
+    out = {"y": y, "time": session - center, "levels": levels, "codes": codes,
+           "center": center, "n_missing": n_missing,
+           "sessions_range": (int(session.min()), int(session.max())),
+           "pattern_counts": {p: int((level_pattern == p).sum()) for p in GROWTH_PATTERNS}}
+    for p in ("repaired", "unrepaired"):
+        out[p] = (level_pattern == p).astype(float)[codes]
+    return out
+
+
 def _time_center(session, time_center):
     if time_center is None:
         return 0.0
@@ -193,6 +255,53 @@ def fit_growth(sessions, patterns, *, outcome="pss_sr", reml=True, time_center="
     ------
     MixedModelConvergenceError
     """
+    long = _growth_arrays(sessions, patterns, outcome, time_center, pattern_col)
+    if long is None:  # what the arrays do not reproduce for sure: the tables' route
+        return _fit_growth_tables(sessions, patterns, outcome=outcome, reml=reml,
+                                  time_center=time_center, interaction=interaction,
+                                  random_slope=random_slope, pattern_col=pattern_col,
+                                  on_boundary=on_boundary, grad_tol=grad_tol,
+                                  boundary_tol=boundary_tol, warn=warn)
+    if on_boundary not in ("simplify", "keep"):
+        raise ValueError(f"on_boundary must be 'simplify' or 'keep', not {on_boundary!r}")
+    from helpers import lmm, mixed
+
+    present = tuple(p for p in ("repaired", "unrepaired") if long[p].any())
+    formula = _growth_formula(outcome, interaction, present)
+    re = "1 + time" if random_slope else "1"
+    # the design lmm._design builds from growth_data's table (same columns, same products)
+    time = long["time"]
+    ones = np.ones(len(time))
+    cols_x = [ones, time] + [long[p] for p in present]
+    x_names = ["Intercept", "time", *present]
+    if interaction:
+        cols_x += [np.prod([time, long[p]], axis=0) for p in present]
+        x_names += [f"time:{p}" for p in present]
+    X = np.column_stack(cols_x)
+    index = pd.RangeIndex(len(time))
+
+    def fitter(re_formula):
+        if re_formula == "1 + time":
+            Z, z_names = np.column_stack([np.ones(len(time)), time]), ["(Intercept)", "time"]
+        else:
+            Z, z_names = np.column_stack([np.ones(len(time))]), ["(Intercept)"]
+        return lmm._fit_coded(long["y"], X, Z, long["levels"], long["codes"], reml, x_names,
+                              z_names, "participant_id", True, 0.95, grad_tol, index)
+
+    fit = mixed._fit_mixed_with(fitter, formula, "participant_id", re, grad_tol=grad_tol,
+                                boundary_tol=boundary_tol, on_boundary=on_boundary,
+                                simple_re_formula="1", warn=warn)
+    return _growth_result(fit, outcome, long["center"], long["sessions_range"],
+                          long["pattern_counts"], present, long["n_missing"])
+
+
+def _fit_growth_tables(sessions, patterns, *, outcome="pss_sr", reml=True, time_center="mid",
+                       interaction=True, random_slope=True, pattern_col="pattern",
+                       on_boundary="simplify", grad_tol=GRAD_TOL, boundary_tol=1e-4,
+                       warn=True) -> GrowthFit:
+    """:func:`fit_growth` through the long table of :func:`growth_data` and the formula route
+    of :func:`helpers.mixed.fit_mixed` (the general route; the arrays of
+    :func:`_growth_arrays` give the same numbers bit for bit, tests/test_growth_fast.py)."""
     d, center, n_missing = growth_data(sessions, patterns, outcome=outcome,
                                        time_center=time_center, pattern_col=pattern_col)
     present = tuple(p for p in ("repaired", "unrepaired") if d[p].any())
@@ -201,10 +310,16 @@ def fit_growth(sessions, patterns, *, outcome="pss_sr", reml=True, time_center="
     fit = fit_mixed(d, formula, "participant_id", re, reml=reml, grad_tol=grad_tol,
                     boundary_tol=boundary_tol, on_boundary=on_boundary, warn=warn)
     counts = d.groupby("participant_id")["pattern"].first().value_counts()
+    return _growth_result(fit, outcome, center,
+                          (int(d["session"].min()), int(d["session"].max())),
+                          {p: int(counts.get(p, 0)) for p in GROWTH_PATTERNS}, present,
+                          n_missing)
+
+
+def _growth_result(fit, outcome, center, sessions_range, pattern_counts, present, n_missing):
     growth = GrowthFit(**{f: getattr(fit, f) for f in MixedFit.__dataclass_fields__},
-                       outcome=outcome, time_center=center,
-                       sessions_range=(int(d["session"].min()), int(d["session"].max())),
-                       pattern_counts={p: int(counts.get(p, 0)) for p in GROWTH_PATTERNS})
+                       outcome=outcome, time_center=center, sessions_range=sessions_range,
+                       pattern_counts=pattern_counts)
     growth.notes = list(fit.notes)
     growth.notes.append(
         f"time = session - {center:g}: Intercept and pattern terms are levels/differences at "

@@ -291,6 +291,14 @@ def fit_lmm_arrays(y, X, Z, groups, *, reml=True, x_names=None, z_names=None,
     x_names = list(x_names) if x_names is not None else [f"x{j}" for j in range(X.shape[1])]
     z_names = list(z_names) if z_names is not None else [f"z{j}" for j in range(Z.shape[1])]
     levels, codes = _group_codes(groups)
+    return _fit_coded(y, X, Z, levels, codes, reml, x_names, z_names, group_name,
+                      satterthwaite, conf_level, grad_tol, index)
+
+
+def _fit_coded(y, X, Z, levels, codes, reml, x_names, z_names, group_name, satterthwaite,
+               conf_level, grad_tol, index):
+    """:func:`fit_lmm_arrays` after its conversions: float ``y``, 2-D ``X`` and ``Z``, name
+    lists, and the groups as :func:`_group_codes` gives them (sorted ``levels``, ``codes``)."""
     _check_inputs(y, X, Z, codes, len(levels))
     tic = _time.perf_counter()
     prob = _Problem(y, X, Z, codes, len(levels), reml)
@@ -812,13 +820,16 @@ def _t_stats(est, se, df):
     return t, 2.0 * special.stdtr(df, -np.abs(t))
 
 
-def _t_table(est, se, df, conf_level):
+def _t_table(est, se, df, conf_level, terms=None):
+    """The t-test table; with ``terms``, a first column ``term`` (built at once)."""
     from scipy import special
 
     t, p = _t_stats(est, se, df)
     crit = special.stdtrit(df, 0.5 + conf_level / 2.0)
-    return pd.DataFrame({"estimate": est, "se": se, "df": df, "t": t, "p": p,
-                         "ci_low": est - crit * se, "ci_high": est + crit * se})
+    cols = {} if terms is None else {"term": list(terms)}
+    cols.update({"estimate": est, "se": se, "df": df, "t": t, "p": p,
+                 "ci_low": est - crit * se, "ci_high": est + crit * se})
+    return pd.DataFrame(cols)
 
 
 def _random_table(lam, sigma, z_names, group):
@@ -846,8 +857,7 @@ def _build_result(prob, theta, hess, opt, levels, codes, x_names, z_names, group
         vcov_varpar = _pseudo_inverse_cov(hess)
         jac = _jac_cov_fe(prob, ev, sigma)
         df = _satterthwaite(np.eye(prob.p), np.diag(cov), jac, vcov_varpar)
-    fixed = _t_table(beta, np.sqrt(np.diag(cov)), df, conf_level)
-    fixed.insert(0, "term", x_names)
+    fixed = _t_table(beta, np.sqrt(np.diag(cov)), df, conf_level, x_names)
     # BLUPs: b_i = Lambda u_i = W_i Z_i'(y_i - X_i beta)
     b = _bmm(ev["W"], prob.w0(ev["beta"])[:, None, :])[:, 0, :].T  # (G, q)
     marginal = prob.X @ beta

@@ -224,7 +224,23 @@ def fit_mixed(data, formula, groups, re_formula="1", *, reml=True, grad_tol=GRAD
     if on_boundary not in ("simplify", "keep"):
         raise ValueError(f"on_boundary must be 'simplify' or 'keep', not {on_boundary!r}")
     re_formula = _clean_re(re_formula)
-    fit = _fit_checked(data, formula, groups, re_formula, reml, grad_tol, boundary_tol)
+    y, rhs = _split_formula(formula)
+
+    def fitter(re):
+        return lmm.fit_lmm(data, y, rhs, groups, re, reml=reml, grad_tol=grad_tol)
+
+    return _fit_mixed_with(fitter, formula, groups, re_formula, grad_tol=grad_tol,
+                           boundary_tol=boundary_tol, on_boundary=on_boundary,
+                           simple_re_formula=simple_re_formula, warn=warn, stacklevel=3)
+
+
+def _fit_mixed_with(fitter, formula, groups, re_formula, *, grad_tol, boundary_tol,
+                    on_boundary, simple_re_formula, warn, stacklevel=2):
+    """:func:`fit_mixed` with ``fitter(re_formula)`` giving the :class:`helpers.lmm.LMMResult`
+    of ``formula + (re_formula | groups)`` (``re_formula`` already cleaned), e.g. from a
+    design built without tables (:func:`helpers.growth.fit_growth`); warnings are attributed
+    ``stacklevel`` frames up (2: this function's caller)."""
+    fit = _from_lmm(fitter(re_formula), formula, re_formula, groups, grad_tol, boundary_tol)
     if not fit.singular:
         _require_converged(fit)
         return fit
@@ -234,8 +250,8 @@ def fit_mixed(data, formula, groups, re_formula="1", *, reml=True, grad_tol=GRAD
     if on_boundary == "simplify" and simple != re_formula:
         msg += f"; refitted with the simpler random structure ~{simple} | {groups}"
         if warn:
-            warnings.warn(msg, MixedModelBoundaryWarning, stacklevel=2)
-        simpler = _fit_checked(data, formula, groups, simple, reml, grad_tol, boundary_tol)
+            warnings.warn(msg, MixedModelBoundaryWarning, stacklevel=stacklevel)
+        simpler = _from_lmm(fitter(simple), formula, simple, groups, grad_tol, boundary_tol)
         _require_converged(simpler)
         simpler.notes.insert(0, msg)
         simpler.boundary_fit = fit
@@ -244,12 +260,12 @@ def fit_mixed(data, formula, groups, re_formula="1", *, reml=True, grad_tol=GRAD
                     f"{_describe_boundary(simpler.random)}")
             simpler.notes.append(note)
             if warn:
-                warnings.warn(note, MixedModelBoundaryWarning, stacklevel=2)
+                warnings.warn(note, MixedModelBoundaryWarning, stacklevel=stacklevel)
         return simpler
     _require_converged(fit)
     msg += "; kept as is"
     if warn:
-        warnings.warn(msg, MixedModelBoundaryWarning, stacklevel=2)
+        warnings.warn(msg, MixedModelBoundaryWarning, stacklevel=stacklevel)
     fit.notes.insert(0, msg)
     return fit
 
@@ -285,19 +301,22 @@ def _fit_checked(data, formula, groups, re_formula, reml, grad_tol, boundary_tol
 
 def random_table(res: lmm.LMMResult) -> pd.DataFrame:
     """lmm's variance table with the readable ``component`` column of the project's tables."""
-    rnd = res.random.copy()
+    rnd = res.random
     bare = {n: n.strip("()") for n in res.z_names}
     comp = []
-    for r in rnd.itertuples():
-        if r.grp == "Residual":
+    for grp, var1, var2 in zip(rnd["grp"].tolist(), rnd["var1"].tolist(),
+                               rnd["var2"].tolist()):
+        if grp == "Residual":
             comp.append("residual")
-        elif r.var2 is None or (isinstance(r.var2, float) and np.isnan(r.var2)):
-            comp.append(f"var({bare[r.var1]})")
+        elif var2 is None or (isinstance(var2, float) and np.isnan(var2)):
+            comp.append(f"var({bare[var1]})")
         else:
-            comp.append(f"cov({bare[r.var1]},{bare[r.var2]})")
-    rnd.insert(0, "component", comp)
-    rnd[["var1", "var2"]] = rnd[["var1", "var2"]].fillna("")
-    return rnd
+            comp.append(f"cov({bare[var1]},{bare[var2]})")
+    # built at once (not copied, inserted into and filled): the same table, faster
+    out = {"component": comp, "grp": rnd["grp"], "var1": rnd["var1"].fillna(""),
+           "var2": rnd["var2"].fillna("")}
+    out.update({c: rnd[c] for c in rnd.columns if c not in out})
+    return pd.DataFrame(out)
 
 
 def _from_lmm(res, formula, re_formula, groups, grad_tol, boundary_tol):
