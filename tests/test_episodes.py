@@ -505,3 +505,30 @@ def test_sudden_criterion_equals_loop_oracle(s, sudden, sd, window):
     kw = {"criterion": "sudden", "sd": sd, "reliability": 0.83, "repair_window": window,
           "tolerance": 0.0, **sudden}
     _compare_with_loop(s, kw)
+
+
+def test_only_the_detections_own_warnings_are_recorded_others_are_issued_again(monkeypatch):
+    """A warning that is not the detection's (the garbage collector's ResourceWarning, a
+    library's DeprecationWarning) must neither count as a preset's warning nor be swallowed."""
+    import warnings
+
+    from helpers import simulate
+
+    sessions = simulate.simulate_trial(40, 10, seed=3).sessions
+    real = episodes.detect_episodes
+
+    def noisy(*args, **kwargs):
+        warnings.warn("unclosed file <_io.TextIOWrapper>", ResourceWarning)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(episodes, "detect_episodes", noisy)
+    record = []
+    with pytest.warns(ResourceWarning, match="unclosed file"):
+        episodes.detect_by_preset(sessions, {"rci": episodes.presets()["rci"]}, record=record)
+    assert record == []
+    # the detection's own (a UserWarning about the data) is recorded under the preset's name
+    monkeypatch.setattr(episodes, "detect_episodes",
+                        lambda *a, **k: (warnings.warn("no rupture can be detected"), real(*a, **k))[1])
+    record = []
+    episodes.detect_by_preset(sessions, {"rci": episodes.presets()["rci"]}, record=record)
+    assert record == ["rci: no rupture can be detected"]

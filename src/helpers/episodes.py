@@ -644,9 +644,23 @@ def detect_by_preset(sessions, presets=None, *, min_sessions=6, repair_window=No
             episodes = detect_episodes(sessions, repair_window=repair_window, tolerance=tolerance, **kw)
             patterns = classify_participants(episodes, sessions, min_sessions=min_sessions)
         if record is not None:
-            record += [f"{name}: {w.message}" for w in caught]
+            record += [f"{name}: {w.message}" for w in own_warnings(caught)]
         out[name] = (episodes, patterns)
     return out
+
+
+def own_warnings(caught) -> list:
+    """The detection's own warnings among ``caught`` (UserWarnings: what it says about the
+    data). Anything else caught meanwhile -- a ResourceWarning of the garbage collector, a
+    library's DeprecationWarning, a warning from another thread -- is not the detection's:
+    it is issued again (not swallowed) and not counted."""
+    own = []
+    for w in caught:
+        if issubclass(w.category, UserWarning):
+            own.append(w)
+        else:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno, source=w.source)
+    return own
 
 
 # --------------------------------------------------------------------------------------------

@@ -292,13 +292,6 @@ def _describe_boundary(random):
     return ", ".join(parts)
 
 
-def _fit_checked(data, formula, groups, re_formula, reml, grad_tol, boundary_tol):
-    """One exact fit; the returned MixedFit says whether it converged."""
-    y, rhs = _split_formula(formula)
-    res = lmm.fit_lmm(data, y, rhs, groups, re_formula, reml=reml, grad_tol=grad_tol)
-    return _from_lmm(res, formula, re_formula, groups, grad_tol, boundary_tol)
-
-
 def random_table(res: lmm.LMMResult) -> pd.DataFrame:
     """lmm's variance table with the readable ``component`` column of the project's tables."""
     rnd = res.random

@@ -396,7 +396,7 @@ def replicate_batch(design: StudyDesign, n_participants: int, tasks) -> tuple[li
                 codes, messages, failed = episodes.detect_grouped(
                     X, items[0][1], starts, design.presets, min_sessions=design.min_sessions,
                     repair_window=design.repair_window, tolerance=design.tolerance)
-            if caught:
+            if episodes.own_warnings(caught):
                 raise RuntimeError("the batched detection warned")
         except Exception:  # noqa: BLE001 -- the reference path decides (and words the errors)
             return run_chunk(design, list(tasks), replicate_trial)
