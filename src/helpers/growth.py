@@ -271,13 +271,7 @@ def fit_growth(sessions, patterns, *, outcome="pss_sr", reml=True, time_center="
     re = "1 + time" if random_slope else "1"
     # the design lmm._design builds from growth_data's table (same columns, same products)
     time = long["time"]
-    ones = np.ones(len(time))
-    cols_x = [ones, time] + [long[p] for p in present]
-    x_names = ["Intercept", "time", *present]
-    if interaction:
-        cols_x += [np.prod([time, long[p]], axis=0) for p in present]
-        x_names += [f"time:{p}" for p in present]
-    X = np.column_stack(cols_x)
+    X, x_names = _fixed_design(time, {p: long[p] for p in present}, interaction)
     index = pd.RangeIndex(len(time))
 
     def fitter(re_formula):
@@ -333,6 +327,18 @@ def _growth_result(fit, outcome, center, sessions_range, pattern_counts, present
     return growth
 
 
+def _fixed_design(time, dummies: dict, interaction: bool):
+    """The growth model's fixed-effects design: the columns lmm._design stacks for
+    ``time * (repaired + unrepaired)`` (products of columns, in expand_terms' order), bit for
+    bit; ``dummies``: pattern -> 0/1 column, for the patterns present."""
+    cols = [np.ones(len(time)), time, *dummies.values()]
+    names = ["Intercept", "time", *dummies]
+    if interaction:
+        cols += [np.prod([time, d], axis=0) for d in dummies.values()]
+        names += [f"time:{p}" for p in dummies]
+    return np.column_stack(cols), names
+
+
 def growth_design(outcome, pattern, *, sessions=None, time_center="mid", interaction=True):
     """The arrays :func:`fit_growth` fits, built from a wide outcome matrix without tables.
 
@@ -381,17 +387,11 @@ def growth_design(outcome, pattern, *, sessions=None, time_center="mid", interac
     pats = pattern[rows]
     dummies = {p: (pats == p).astype(float) for p in ("repaired", "unrepaired")}
     present = [p for p in ("repaired", "unrepaired") if dummies[p].any()]
-    ones = np.ones(rows.size)
-    # the columns lmm._design stacks: products of columns, in expand_terms' order
-    cols_x = [ones, time] + [dummies[p] for p in present]
-    names = ["Intercept", "time", *present]
-    if interaction:
-        cols_x += [np.prod([time, dummies[p]], axis=0) for p in present]
-        names += [f"time:{p}" for p in present]
+    X, names = _fixed_design(time, {p: dummies[p] for p in present}, interaction)
     first = np.unique(rows)
     counts = {p: int((pattern[first] == p).sum()) for p in GROWTH_PATTERNS}
-    return {"y": y_wide[rows, cols], "X": np.column_stack(cols_x),
-            "Z": np.column_stack([ones, time]), "groups": rows, "x_names": names,
+    return {"y": y_wide[rows, cols], "X": X,
+            "Z": np.column_stack([np.ones(rows.size), time]), "groups": rows, "x_names": names,
             "center": center, "pattern_counts": counts}
 
 
