@@ -261,3 +261,24 @@ def test_a_kernel_that_dies_fails_the_run_naming_the_notebook(tmp_path, publishe
     err = capsys.readouterr().err
     assert rc == 1 and "01_dies.ipynb" in err
     assert (published / "results" / "tables" / "first.csv").read_text() == "previous good result"
+
+
+def test_ctrl_c_interrupts_the_running_notebooks_instead_of_waiting_for_them(tmp_path, published, monkeypatch):
+    import concurrent.futures
+
+    books = tmp_path / "long"
+    books.mkdir()
+    _notebook(books / "01_long.ipynb", STAMP.format(name="a", body="time.sleep(60)"))
+    real_wait = concurrent.futures.wait
+
+    def ctrl_c(fs, timeout=None, return_when=None):
+        real_wait(fs, timeout=3)  # the notebook is running by then
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(concurrent.futures, "wait", ctrl_c)
+    with pytest.raises(KeyboardInterrupt):
+        pipeline.run({"seed": 1}, notebooks=books, output_root=published, progress=False)
+    staged = list(published.glob(".staging-*/results/notebooks/01_long.ipynb"))
+    assert len(staged) == 1  # papermill wrote the interrupted notebook: the cell was stopped
+    assert "KeyboardInterrupt" in staged[0].read_text()
+    assert not (published / "results" / "tables" / "a_start").exists()  # nothing published

@@ -61,3 +61,12 @@ def shutdown(km) -> None:
             kc.stop_channels()
             if not kc.context.closed:
                 kc.context.destroy(linger=0)
+
+
+def interrupt(km) -> None:
+    """Interrupt what the kernel is running (as Jupyter's stop button does): the cell raises
+    KeyboardInterrupt and papermill reports the notebook as failed."""
+    from jupyter_core.utils import run_sync
+
+    if run_sync(km.is_alive)():
+        run_sync(km.interrupt_kernel)()

@@ -253,7 +253,8 @@ def _execute_all(books: list[Path], executed_dir: Path, params: dict, *, progres
 
     The next notebook's kernel is started while the current ones run (:mod:`helpers.kernels`).
     A failure stops new notebooks from starting; the ones already running finish, and the
-    first failure in notebook order is raised (:class:`PipelineError`).
+    first failure in notebook order is raised (:class:`PipelineError`). Ctrl-C interrupts the
+    running notebooks' kernels and is raised once they have stopped.
     """
     from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
     from contextlib import chdir
@@ -285,7 +286,13 @@ def _execute_all(books: list[Path], executed_dir: Path, params: dict, *, progres
                         warm[waiting[0]] = _start_kernel(waiting[0], folder)
                 if not running:
                     break
-                finished, _ = wait(running, return_when=FIRST_COMPLETED)
+                try:
+                    finished, _ = wait(running, return_when=FIRST_COMPLETED)
+                except KeyboardInterrupt:
+                    # Ctrl-C: stop the notebooks that are running now rather than after them
+                    for nb, _ in running.values():
+                        _interrupt_kernel(used[nb])
+                    raise
                 for fut in finished:
                     nb, _ = running.pop(fut)
                     try:
@@ -313,6 +320,15 @@ def _start_kernel(nb: Path, folder: Path):
     except Exception as exc:  # no such kernel spec, ...: name the notebook that needed it
         raise PipelineError(f"notebook {nb.name} could not be run: its kernel {KERNEL_NAME!r} did not start: "
                             f"{type(exc).__name__}: {exc}") from exc
+
+
+def _interrupt_kernel(km) -> None:
+    from helpers import kernels
+
+    try:
+        kernels.interrupt(km)
+    except Exception as exc:  # noqa: BLE001 -- the interrupt goes on; say which kernel did not take it
+        print(f"warning: a notebook kernel could not be interrupted: {exc!r}", file=sys.stderr)
 
 
 def _stop_kernel(km) -> None:
