@@ -27,6 +27,7 @@ import pytest
 from scipy import stats
 
 from helpers import agreement, episodes, power, power_summary, simulate
+from helpers.contract import PATTERN_LABELS
 from helpers.study import run_study
 from helpers.tables import write_table
 
@@ -301,13 +302,27 @@ def test_batched_replications_equal_the_one_at_a_time_reference():
     assert got[got["preset"] == "rci"]["n_unrepaired"].nunique() > 1
 
 
+def _trial_arrays(design, trial):
+    """What power._replication_arrays must give, from the simulated tables: the long sessions
+    table pivoted to a wide alliance matrix, the per-client arrays of fit_stage in its order."""
+    ids_w, labels, X = episodes._to_wide(trial.sessions, "participant_id", "session", "alliance")
+    ids = np.sort(trial.sessions["participant_id"].unique())
+    if not np.array_equal(np.asarray(ids_w, dtype=object), np.asarray(ids, dtype=object)):
+        raise ValueError("participant order differs")
+    part = trial.participants.set_index("participant_id").reindex(ids)
+    pre = part[f"{design.outcome}_pre"].to_numpy(dtype=float)
+    post = part[f"{design.outcome}_post"].to_numpy(dtype=float)
+    truth = trial.truth.set_index("participant_id")["true_pattern"].reindex(ids).to_numpy(dtype=object)
+    return labels, X, pre, post, truth
+
+
 @pytest.mark.parametrize("knobs", [{}, {"p_unrepaired": 0.4, "dropout_hazard": 0.3, "p_missed_session": 0.3}])
 def test_array_route_equals_the_table_route(knobs):
     """The batched study reads the simulator's arrays; they must be exactly what pivoting the
     simulated long tables gives (ids in order, every session a column, NaN where missed)."""
     design = power.StudyDesign(sample_sizes=[30], replications=1, seed=5, knobs=knobs)
     for n, seed in [(30, 1), (117, 2), (1001, 3)]:
-        want = power._trial_arrays(design, power.simulate_stage(design, n, seed))
+        want = _trial_arrays(design, power.simulate_stage(design, n, seed))
         got = power._replication_arrays(design, n, seed)
         assert len(got) == len(want) == 5
         for g, w in zip(got, want):
@@ -338,7 +353,7 @@ def test_batched_edge_cases_warn_and_fail_as_the_reference(monkeypatch):
         return next(t for k, t in trials.items() if k[2] == seed)
 
     monkeypatch.setattr(power, "simulate_stage", lambda d, n, seed: edge(seed))
-    monkeypatch.setattr(power, "_replication_arrays", lambda d, n, seed: power._trial_arrays(d, edge(seed)))
+    monkeypatch.setattr(power, "_replication_arrays", lambda d, n, seed: _trial_arrays(d, edge(seed)))
     tasks = list(trials)
     ref_rows, ref_fail = power.run_chunk(design, tasks, power.replicate_trial)
     rows, fail = power.run_chunk(design, tasks)
@@ -350,6 +365,22 @@ def test_batched_edge_cases_warn_and_fail_as_the_reference(monkeypatch):
     assert (warned["n_classifiable"] == 0).all() and not warned["estimable"].any()
 
 
+def _agreement_one_matrix(m, labels=PATTERN_LABELS) -> dict:
+    """The agreement statistics of one confusion matrix, scalar by scalar: the rule written out."""
+    n = m.sum()
+    out = {"kappa": np.nan, "agreement": np.nan}
+    if n > 0:
+        po = np.trace(m) / n
+        pe = float(m.sum(1) @ m.sum(0)) / n**2
+        out = {"kappa": float((po - pe) / (1 - pe)) if pe < 1 else np.nan, "agreement": float(po)}
+    for i, lab in enumerate(labels):
+        n_true = m[i].sum()
+        tn = n - n_true - m[:, i].sum() + m[i, i]
+        out[f"sens_{lab}"] = float(m[i, i] / n_true) if n_true else np.nan
+        out[f"spec_{lab}"] = float(tn / (n - n_true)) if n - n_true else np.nan
+    return out
+
+
 def test_agreement_of_many_matrices_equals_one_at_a_time_to_the_bit():
     rng = np.random.default_rng(3)
     mats = rng.integers(0, 30, size=(400, 3, 3)).astype(float)
@@ -358,6 +389,6 @@ def test_agreement_of_many_matrices_equals_one_at_a_time_to_the_bit():
     mats[45:50] = np.diag([5.0, 0.0, 0.0])              # one pattern only: pe = 1
     many = power._agreement_many(mats)
     for g in range(len(mats)):
-        one = power._agreement_from_matrix(mats[g])
+        one = _agreement_one_matrix(mats[g])
         for key, value in one.items():
             assert (np.isnan(value) and np.isnan(many[key][g])) or value == many[key][g], (g, key)

@@ -171,31 +171,15 @@ def agreement_stats(true, detected, labels=PATTERN_LABELS) -> dict:
     ok = (t >= 0) & (d >= 0)
     k = len(labels)
     m = np.bincount(k * t[ok] + d[ok], minlength=k * k).reshape(k, k).astype(float)
-    return _agreement_from_matrix(m, labels)
-
-
-def _agreement_from_matrix(m, labels=PATTERN_LABELS) -> dict:
-    """:func:`agreement_stats` from the confusion matrix ``m`` (truth x detected, float)."""
-    n = m.sum()
-    out = {"kappa": np.nan, "agreement": np.nan}
-    if n > 0:
-        po = np.trace(m) / n
-        pe = float(m.sum(1) @ m.sum(0)) / n**2
-        out = {"kappa": float((po - pe) / (1 - pe)) if pe < 1 else np.nan, "agreement": float(po)}
-    for i, lab in enumerate(labels):
-        n_true = m[i].sum()
-        tn = n - n_true - m[:, i].sum() + m[i, i]
-        out[f"sens_{lab}"] = float(m[i, i] / n_true) if n_true else np.nan
-        out[f"spec_{lab}"] = float(tn / (n - n_true)) if n - n_true else np.nan
-    return out
+    return {key: float(v[0]) for key, v in _agreement_many(m[None], labels).items()}
 
 
 def _agreement_many(m, labels=PATTERN_LABELS) -> dict:
-    """:func:`_agreement_from_matrix` of every matrix ``m[g]`` (shape G x k x k) at once.
+    """The statistics of :func:`agreement_stats` for every confusion matrix ``m[g]`` (truth x
+    detected counts, shape G x k x k) at once: arrays of length G.
 
-    The entries are counts, so every sum is exact whatever its order, and each statistic is
-    then the same division as in :func:`_agreement_from_matrix`: the numbers are the same to
-    the bit (tests/test_power.py).
+    The entries are counts, so every sum is exact whatever its order: a trial's numbers do not
+    depend on the other trials of its batch (tests/test_power.py).
     """
     m = np.asarray(m, dtype=float)
     n = m.sum(axis=(1, 2))
@@ -322,30 +306,13 @@ _FIT_KEYS = ("b", "se", "b_ci_low", "b_ci_high", "p", "se_hc3", "b_hc3_ci_low", 
              "p_hc3", "beta", "beta_se", "beta_ci_low", "beta_ci_high")
 
 
-def _trial_arrays(design: StudyDesign, trial):
-    """Wide alliance matrix and the per-client arrays of :func:`fit_stage`, in one order."""
-    ids_w, labels, X = episodes._to_wide(trial.sessions, "participant_id", "session", "alliance")
-    ids = np.sort(trial.sessions["participant_id"].unique())
-    if not np.array_equal(np.asarray(ids_w, dtype=object), np.asarray(ids, dtype=object)):
-        raise ValueError("participant order differs")
-    part = trial.participants
-    if np.array_equal(part["participant_id"].to_numpy(dtype=object), np.asarray(ids, dtype=object)):
-        pre = part[f"{design.outcome}_pre"].to_numpy(dtype=float)
-        post = part[f"{design.outcome}_post"].to_numpy(dtype=float)
-    else:
-        part = part.set_index("participant_id").reindex(ids)
-        pre = part[f"{design.outcome}_pre"].to_numpy(dtype=float)
-        post = part[f"{design.outcome}_post"].to_numpy(dtype=float)
-    truth = trial.truth.set_index("participant_id")["true_pattern"].reindex(ids).to_numpy(dtype=object)
-    return labels, X, pre, post, truth
-
-
 def _replication_arrays(design: StudyDesign, n_participants: int, seed: int):
-    """What :func:`_trial_arrays` gives for the trial of :func:`simulate_stage`, straight from
-    the simulator's arrays (:func:`helpers.simulate.simulate_arrays`): no long tables built
-    only to be pivoted back. The simulated sessions table has a row for every client and
-    session 1..n_sessions (missing scores are NaN), so the wide matrix is the alliance array
-    itself, rows in id order (tests/test_power.py checks the two routes agree exactly)."""
+    """Session labels, wide alliance matrix (clients x sessions), pre and post outcome and true
+    pattern of the trial of :func:`simulate_stage`, in participant-id order, straight from the
+    simulator's arrays (:func:`helpers.simulate.simulate_arrays`): no long tables built only to
+    be pivoted back. The simulated sessions table has a row for every client and session
+    1..n_sessions (missing scores are NaN), so the wide matrix is the alliance array itself
+    (tests/test_power.py checks this against the tables, pivoted)."""
     arr = simulate.simulate_arrays(n_participants, design.n_sessions, seed=seed, **design.knobs)
     labels = np.arange(1, design.n_sessions + 1, dtype=np.int64)
     truth = np.asarray(PATTERN_LABELS, dtype=object)[arr["pattern"]]
