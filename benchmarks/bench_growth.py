@@ -36,16 +36,21 @@ sys.path.insert(0, str(ROOT / "src"))
 
 from helpers import growth, mixed  # noqa: E402
 
-R_SCRIPT = r"""
-suppressPackageStartupMessages(library(lme4))
-args <- commandArgs(trailingOnly = TRUE)
+#: The R side's growth data, as helpers.growth.growth_data builds them (classifiable clients,
+#: observed PSS-SR, time centred on the middle session, pattern dummies); shared by
+#: bench_lmm.py, so both benchmarks time lme4 on the same model.
+R_GROWTH_DATA = r"""args <- commandArgs(trailingOnly = TRUE)
 d <- read.csv(args[1], na.strings = "NA", stringsAsFactors = FALSE)
 repeats <- as.integer(args[2])
 d <- d[d$pattern %in% c("no_rupture", "repaired", "unrepaired") & !is.na(d$pss_sr), ]
 d$time <- d$session - (min(d$session) + max(d$session)) / 2
 d$repaired <- as.numeric(d$pattern == "repaired")
 d$unrepaired <- as.numeric(d$pattern == "unrepaired")
-for (i in seq_len(repeats)) {
+"""
+
+R_SCRIPT = r"""
+suppressPackageStartupMessages(library(lme4))
+""" + R_GROWTH_DATA + r"""for (i in seq_len(repeats)) {
   tm <- system.time(fit <- lmer(pss_sr ~ time * (repaired + unrepaired) +
                                   (1 + time | participant_id), data = d, REML = TRUE))
   cat(sprintf("elapsed %.6f loglik %.6f\n", tm[["elapsed"]], as.numeric(logLik(fit))))

@@ -35,7 +35,9 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from helpers.lmm import fit_lmm
+from helpers.lmm import fit_lmm  # noqa: E402
+
+from bench_growth import R_GROWTH_DATA  # noqa: E402 (this folder is on sys.path when run as a script)
 
 DATASETS = {"default trial (116 clients)": "default_growth_input.csv",
             "1,160-client trial": "lmm_trial1160_input.csv"}
@@ -43,14 +45,7 @@ FIXED = "time * (repaired + unrepaired)"
 
 R_SCRIPT = r"""
 suppressPackageStartupMessages({library(lme4); library(lmerTest)})
-args <- commandArgs(trailingOnly = TRUE)
-d <- read.csv(args[1], na.strings = "NA", stringsAsFactors = FALSE)
-repeats <- as.integer(args[2])
-d <- d[d$pattern %in% c("no_rupture", "repaired", "unrepaired") & !is.na(d$pss_sr), ]
-d$time <- d$session - (min(d$session) + max(d$session)) / 2
-d$repaired <- as.numeric(d$pattern == "repaired")
-d$unrepaired <- as.numeric(d$pattern == "unrepaired")
-f <- pss_sr ~ time * (repaired + unrepaired) + (1 + time | participant_id)
+""" + R_GROWTH_DATA + r"""f <- pss_sr ~ time * (repaired + unrepaired) + (1 + time | participant_id)
 invisible(lme4::lmer(f, data = d, REML = TRUE))  # warm-up (first-call method dispatch)
 invisible(summary(lmerTest::lmer(f, data = d, REML = TRUE)))
 for (i in seq_len(repeats)) {
