@@ -282,3 +282,16 @@ def test_ctrl_c_interrupts_the_running_notebooks_instead_of_waiting_for_them(tmp
     assert len(staged) == 1  # papermill wrote the interrupted notebook: the cell was stopped
     assert "KeyboardInterrupt" in staged[0].read_text()
     assert not (published / "results" / "tables" / "a_start").exists()  # nothing published
+
+
+def test_a_relative_notebooks_folder_is_read_from_where_the_command_runs(tmp_path, published, monkeypatch):
+    """`--notebooks notebooks` names a folder relative to the caller, whatever folder the
+    kernels run in."""
+    books = tmp_path / "rel"
+    books.mkdir()
+    _notebook(books / "01_where.ipynb", "import os\nprint(os.getcwd())")
+    monkeypatch.chdir(tmp_path)
+    rc = pipeline.main(["--notebooks", "rel", "--output-root", str(published), "--no-progress"])
+    assert rc == 0
+    executed = nbformat.read(str(published / "results" / "notebooks" / "01_where.ipynb"), as_version=4)
+    assert executed.cells[0].outputs[0]["text"].strip() == str(books.resolve())  # the kernel ran in its folder

@@ -257,33 +257,29 @@ def _execute_all(books: list[Path], executed_dir: Path, params: dict, *, progres
     running notebooks' kernels and is raised once they have stopped.
     """
     from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
-    from contextlib import chdir
 
+    lanes = parallel_lanes()
     outs = {nb: executed_dir / nb.name for nb in books}
     labels = {nb: f"[{i}/{len(books)}] {nb.stem}" for i, nb in enumerate(books, 1)}
     needs = {nb: _needs(nb, books[:i]) for i, nb in enumerate(books)}
     done, errors, running = set(), {}, {}  # running: future -> (notebook, lane)
     waiting = list(books)
-    folders = {nb.parent.resolve() for nb in books}
-    if len(folders) != 1:
-        raise PipelineError(f"notebooks of one run must share a folder, got {sorted(map(str, folders))}")
-    folder = folders.pop()
     warm, used = {}, {}  # notebook -> kernel manager: started ahead / running a notebook
     # A kernel takes a moment to stop politely: stopped in the background, never in the way
     # of the next notebook (all are stopped before this function returns).
     stopper, stopping = ThreadPoolExecutor(max_workers=1), []
     try:
-        with chdir(folder), ThreadPoolExecutor(max_workers=parallel_lanes()) as pool:
+        with ThreadPoolExecutor(max_workers=lanes) as pool:
             while waiting or running:
                 if not errors:
-                    free = sorted(set(range(parallel_lanes())) - {lane for _, lane in running.values()})
+                    free = sorted(set(range(lanes)) - {lane for _, lane in running.values()})
                     for nb, lane in zip([nb for nb in waiting if all(d in done for d in needs[nb])], free):
                         waiting.remove(nb)
-                        used[nb] = warm.pop(nb, None) or _start_kernel(nb, folder)
+                        used[nb] = warm.pop(nb, None) or _start_kernel(nb)
                         running[pool.submit(_execute, nb, outs[nb], params, label=labels[nb],
                                             progress=progress, lane=lane, km=used[nb])] = (nb, lane)
                     if waiting and not warm:
-                        warm[waiting[0]] = _start_kernel(waiting[0], folder)
+                        warm[waiting[0]] = _start_kernel(waiting[0])
                 if not running:
                     break
                 try:
@@ -312,11 +308,12 @@ def _execute_all(books: list[Path], executed_dir: Path, params: dict, *, progres
     return [outs[nb] for nb in books]
 
 
-def _start_kernel(nb: Path, folder: Path):
+def _start_kernel(nb: Path):
+    """The kernel of notebook ``nb``, started in the notebook's folder (as Jupyter does)."""
     from helpers import kernels
 
     try:
-        return kernels.start(KERNEL_NAME, folder)
+        return kernels.start(KERNEL_NAME, nb.parent.resolve())
     except Exception as exc:  # no such kernel spec, ...: name the notebook that needed it
         raise PipelineError(f"notebook {nb.name} could not be run: its kernel {KERNEL_NAME!r} did not start: "
                             f"{type(exc).__name__}: {exc}") from exc
@@ -471,29 +468,25 @@ def _prepare_kernel_env(staging: Path) -> None:
     os.environ["PYDEVD_DISABLE_FILE_VALIDATION"] = "1"
 
 
-def _execute(nb: Path, out: Path, params: dict, *, label: str, progress: bool, lane: int = 0,
-             km=None) -> None:
-    """Run one notebook with papermill, in the kernel ``km`` when given (started by
-    :mod:`helpers.kernels`; its owner shuts it down), else in one papermill starts."""
+def _execute(nb: Path, out: Path, params: dict, *, label: str, progress: bool, lane: int, km) -> None:
+    """Run one notebook with papermill in the kernel ``km`` (started by :mod:`helpers.kernels`
+    in the notebook's folder, with its options; the caller shuts it down)."""
     import papermill as pm
     from papermill.exceptions import PapermillExecutionError
-
-    from helpers import kernels
 
     wanted = declared_parameters(nb)
     passed = {k: v for k, v in params.items() if k in wanted}
     t0 = time.perf_counter()
     try:
-        # cwd: the kernel starts in the process's working directory, set once for the whole run
-        # by _execute_all (papermill's own cwd= changes it per call, which races between lanes).
+        # No cwd=: the kernel already runs in the notebook's folder, and papermill's cwd= would
+        # chdir the whole process per call, which races between lanes.
         # The executed notebook is written once at the end (with the error marked, on failure),
         # not twice per cell: papermill's per-cell saves (for watching a long notebook, which the
         # progress bar does) re-validated and re-wrote the whole notebook ~40 times.
         pm.execute_notebook(
             str(nb), str(out), parameters=passed, kernel_name=KERNEL_NAME,
             progress_bar={"desc": label, "leave": True, "position": lane} if progress else False,
-            log_output=False, request_save_on_cell_execute=False,
-            extra_arguments=list(kernels.KERNEL_ARGUMENTS), **({"km": km} if km is not None else {}),
+            log_output=False, request_save_on_cell_execute=False, km=km,
         )
     except PapermillExecutionError as exc:
         raise PipelineError(
