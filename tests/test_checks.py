@@ -3,7 +3,7 @@ names the parameter (or file and key) and the fix."""
 
 import pytest
 
-from helpers import checks, paths, pipeline
+from helpers import checks, paths, pipeline, runspec
 from helpers.contract import DataValidationError
 from helpers.dataset import DescriptorError
 
@@ -13,7 +13,8 @@ def _params(**overrides):
 
 
 def test_default_parameters_pass():
-    assert checks.check_run(_params()) is None  # simulated: nothing to load
+    spec, trial = runspec.resolve(_params())
+    assert spec.default_run and trial.truth is not None
 
 
 @pytest.mark.parametrize("key, value, words", [
@@ -35,27 +36,28 @@ def test_a_wrong_parameter_is_named_with_the_fix(key, value, words):
 def test_a_misspelt_data_folder_is_named_with_the_closest_one():
     with pytest.raises(FileNotFoundError, match=r"'data_source'.*example_other_trail does not exist; "
                                                 r"did you mean .*example_other_trial"):
-        checks.check_run(_params(data_source=str(paths.RAW / "example_other_trail")))
+        runspec.resolve(_params(data_source=str(paths.RAW / "example_other_trail")))
 
 
 def test_the_data_are_loaded_before_any_notebook(tmp_path):
-    trial = checks.check_run(_params(data_source=str(paths.RAW / "example_other_trial")))
+    _, trial = runspec.resolve(_params(data_source=str(paths.RAW / "example_other_trial")))
     assert len(trial.participants) == 60
     (tmp_path / "dataset.yaml").write_text("name: x\nfiles: {sessions: a.csv, participants: a.csv}\n")
     with pytest.raises(DescriptorError, match="files.sessions: file not found"):
-        checks.check_run(_params(data_source=str(tmp_path)))
+        runspec.resolve(_params(data_source=str(tmp_path)))
     (tmp_path / "dataset.yaml").unlink()
     (tmp_path / "sessions.csv").write_text("participant_id,session,alliance\n1,1,9\n")
     (tmp_path / "participants.csv").write_text("participant_id,pss_sr_pre\n1,20\n")
     with pytest.raises(DataValidationError, match="score out of range"):
-        checks.check_run(_params(data_source=str(tmp_path)))
+        runspec.resolve(_params(data_source=str(tmp_path)))
 
 
-def test_only_the_default_run_publishes_into_the_repository():
-    assert pipeline.default_output_root(_params()) == paths.ROOT
-    own = pipeline.default_output_root(_params(data_source=str(paths.RAW / "example_other_trial")))
+def test_only_the_default_run_publishes_into_the_repository(monkeypatch):
+    monkeypatch.delenv("REPLICATION_OUTPUT_ROOT", raising=False)
+    assert runspec.resolve(_params())[0].root == paths.ROOT
+    own = runspec.resolve(_params(data_source=str(paths.RAW / "example_other_trial")))[0].root
     assert own == paths.ROOT / "runs" / "other-trial-simulated-example"
-    variant = pipeline.default_output_root(_params(seed=7, criterion="sd"))
+    variant = runspec.resolve(_params(seed=7, criterion="sd"))[0].root
     assert variant == paths.ROOT / "runs" / "simulated-criterion-sd-seed-7"
     with pytest.raises(pipeline.PipelineError, match="only the default run"):
         pipeline.run(_params(seed=7), refresh_notebooks=True, output_root=paths.ROOT / "runs" / "x")

@@ -99,9 +99,12 @@ def test_scores_are_checked_against_the_declared_instrument_and_the_sheet_is_nam
 
 
 def test_a_scale_declared_wider_than_its_scores_is_warned_about(tmp_path):
+    from helpers import runspec
+
     folder = _copy(tmp_path, {"range: [1, 5]": "range: [1, 7]"})
-    _, messages = _load(folder)
-    assert any("'alliance'" in m and "WAI-SR is declared 1-7" in m for m in messages), messages
+    spec, _ = runspec.resolve({**runspec.load_params(), "data_source": str(folder)})
+    messages = spec.dataset["warnings"]
+    assert any("alliance scores (WAI-SR, declared 1-7)" in m for m in messages), messages
 
 
 def test_long_layout_with_session_labels(tmp_path):

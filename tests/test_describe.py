@@ -6,7 +6,7 @@ import pytest
 from scipy import stats
 from statsmodels.stats.proportion import proportion_confint
 
-from helpers import describe
+from helpers import describe, instruments
 
 
 @pytest.mark.parametrize("k,n", [(23, 82), (15, 82), (0, 10), (10, 10), (88, 116)])
@@ -48,7 +48,7 @@ def _participants(n=10):
 
 
 def test_sample_table_rows_and_ns():
-    t = describe.sample_table(_participants()).set_index("quantity")
+    t = describe.sample_table(_participants(), instruments.DEFAULTS).set_index("quantity")
     assert t.loc["female", "estimate"] == pytest.approx(80.0)
     assert t.loc["female", "paper"] == 76.1
     assert t.loc["co-occurring MDD", "estimate"] == pytest.approx(30.0)
@@ -56,6 +56,15 @@ def test_sample_table_rows_and_ns():
     assert t.loc["childhood abuse history", ["estimate", "n"]].tolist() == [100.0, 5]
     assert t.loc["N (PE clients)", "estimate"] == 10
     assert np.isnan(t.loc["PSS-SR pre, mean", "paper"])
+    assert t.loc["PSS-SR pre, mean", "unit"] == "points (0-51)"
+
+
+def test_sample_table_names_the_runs_instruments_and_leaves_out_absent_scores():
+    p = _participants().assign(pss_i_pre=np.nan)
+    pcl5 = instruments.Instrument("PCL-5", 0, 80)
+    t = describe.sample_table(p, {**instruments.DEFAULTS, "symptoms": pcl5}).set_index("quantity")
+    assert t.loc["PCL-5 pre, mean", "unit"] == "points (0-80)"
+    assert "PSS-I pre, mean" not in t.index and "PSS-SR pre, mean" not in t.index
 
 
 def test_missingness_counts_per_session():

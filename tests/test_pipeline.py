@@ -6,7 +6,11 @@ import os
 import nbformat
 import pytest
 
-from helpers import pipeline
+from helpers import pipeline, runspec
+
+
+def _params(**overrides):
+    return {**pipeline.load_params(), **overrides}
 
 
 def _notebook(path, *cells, parameters=None):
@@ -23,8 +27,9 @@ def _notebook(path, *cells, parameters=None):
 
 WRITE_TABLE = """
 from helpers import paths
-paths.TABLES.mkdir(parents=True, exist_ok=True)
-(paths.TABLES / "{name}").write_text({text})
+tables = paths.Outputs(paths.output_root()).tables
+tables.mkdir(parents=True, exist_ok=True)
+(tables / "{name}").write_text({text})
 """
 
 
@@ -74,7 +79,7 @@ def test_each_notebook_gets_only_its_declared_parameters_and_outputs_are_publish
               "assert 'seed' not in globals()",
               WRITE_TABLE.format(name="second.csv", text="str(n_sessions)"),
               parameters="n_sessions = 1")
-    executed = pipeline.run({"seed": 42, "n_sessions": 10, "criterion": "rci"},
+    executed = pipeline.run(_params(seed=42, n_sessions=10, criterion="rci"),
                             notebooks=books, output_root=published, progress=False)
     tables = published / "results" / "tables"
     assert (tables / "first.csv").read_text() == "seed=42"
@@ -107,16 +112,17 @@ def test_failing_notebook_exits_nonzero_names_the_cell_and_keeps_previous_result
 def test_only_runs_selected_notebooks_against_existing_outputs(books, published):
     _notebook(books / "02_reader.ipynb",
               "from helpers import paths\n"
-              "prev = (paths.TABLES / 'first.csv').read_text()\n"
-              "(paths.TABLES / 'copy.csv').write_text(prev)")
-    pipeline.run({}, notebooks=books, output_root=published, only=["02"], progress=False)
+              "tables = paths.Outputs(paths.output_root()).tables\n"
+              "prev = (tables / 'first.csv').read_text()\n"
+              "(tables / 'copy.csv').write_text(prev)")
+    pipeline.run(_params(), notebooks=books, output_root=published, only=["02"], progress=False)
     tables = published / "results" / "tables"
     assert (tables / "copy.csv").read_text() == "previous good result"
     assert (tables / "first.csv").read_text() == "previous good result"
 
 
 def test_refresh_notebooks_copies_executed_outputs_back(books, published):
-    pipeline.run({"seed": 3}, notebooks=books, output_root=published, progress=False,
+    pipeline.run(_params(seed=3), notebooks=books, output_root=published, progress=False,
                  refresh_notebooks=True)
     nb = json.loads((books / "01_first.ipynb").read_text())
     assert any(c.get("execution_count") for c in nb["cells"] if c["cell_type"] == "code")
@@ -127,28 +133,28 @@ def test_a_file_the_run_removes_is_removed_from_the_published_outputs(books, pub
     (published / "data" / "processed" / "truth.csv").write_text("stale truth of a simulated run")
     (published / "data" / "processed" / ".gitkeep").write_text("")
     _notebook(books / "02_real_data.ipynb",
-              "from helpers import paths\n(paths.PROCESSED / 'truth.csv').unlink()")
-    pipeline.run({}, notebooks=books, output_root=published, progress=False)
+              "from helpers import paths\n(paths.Outputs(paths.output_root()).processed / 'truth.csv').unlink()")
+    pipeline.run(_params(), notebooks=books, output_root=published, progress=False)
     assert not (published / "data" / "processed" / "truth.csv").exists()
     assert (published / "data" / "processed" / ".gitkeep").exists()
-    assert (published / "results" / "tables" / "first.csv").read_text() == "seed=0"
+    assert (published / "results" / "tables" / "first.csv").read_text() == "seed=20131106"
 
 
 def test_cli_makes_user_data_paths_absolute(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    p = pipeline._absolute_data_paths({"data_source": "mytrial", "participants_path": None, "seed": 1})
+    p = runspec.absolute_data_paths({"data_source": "mytrial", "participants_path": None, "seed": 1})
     assert p["data_source"] == str(tmp_path / "mytrial") and p["participants_path"] is None
-    assert pipeline._absolute_data_paths({"data_source": "simulate"})["data_source"] == "simulate"
+    assert runspec.absolute_data_paths({"data_source": "simulate"})["data_source"] == "simulate"
 
 
 def test_refresh_only_copies_the_notebooks_this_run_executed(books, published):
-    pipeline.run({"seed": 3}, notebooks=books, output_root=published, progress=False)  # executed copy of 01
+    pipeline.run(_params(seed=3), notebooks=books, output_root=published, progress=False)  # executed copy of 01
     _notebook(books / "02_second.ipynb", "x = 2")
     edited = "# edited by the user after the last run\n"
     nb = json.loads((books / "01_first.ipynb").read_text())
     nb["cells"].append({"cell_type": "markdown", "id": "edit", "metadata": {}, "source": edited})
     (books / "01_first.ipynb").write_text(json.dumps(nb))
-    pipeline.run({}, notebooks=books, output_root=published, only=["02"], progress=False,
+    pipeline.run(_params(), notebooks=books, output_root=published, only=["02"], progress=False,
                  refresh_notebooks=True)
     sources = [c["source"] for c in json.loads((books / "01_first.ipynb").read_text())["cells"]]
     assert edited in sources  # not overwritten by the old executed copy
@@ -175,10 +181,11 @@ def test_committed_notebooks_hold_the_parameters_cell_only_with_the_default_valu
 STAMP = """
 import time
 from helpers import paths
-paths.TABLES.mkdir(parents=True, exist_ok=True)
-(paths.TABLES / "{name}_start").write_text(repr(time.time()))
+TABLES = paths.Outputs(paths.output_root()).tables
+TABLES.mkdir(parents=True, exist_ok=True)
+(TABLES / "{name}_start").write_text(repr(time.time()))
 {body}
-(paths.TABLES / "{name}_end").write_text(repr(time.time()))
+(TABLES / "{name}_end").write_text(repr(time.time()))
 """
 
 
@@ -192,12 +199,12 @@ def test_an_independent_notebook_runs_beside_the_others_and_the_rest_keep_their_
     books = tmp_path / "side"
     books.mkdir()
     _notebook(books / "01_slow.ipynb", STAMP.format(name="a", body="time.sleep(3)"))
-    _notebook(books / "02_reads_01.ipynb", STAMP.format(name="b", body="assert (paths.TABLES / 'a_end').exists()"))
+    _notebook(books / "02_reads_01.ipynb", STAMP.format(name="b", body="assert (TABLES / 'a_end').exists()"))
     _notebook(books / "03_free.ipynb", STAMP.format(name="c", body=""))
     monkeypatch.setattr(pipeline, "INDEPENDENT", {"03_": ("01_", "02_")})
     monkeypatch.setattr(pipeline, "parallel_lanes", lambda: 2)
     cwd = os.getcwd()
-    executed = pipeline.run({"seed": 1}, notebooks=books, output_root=published, progress=False)
+    executed = pipeline.run(_params(seed=1), notebooks=books, output_root=published, progress=False)
     assert os.getcwd() == cwd  # the kernels start in the notebooks' folder; the caller's is restored
     assert [p.name for p in executed] == ["01_slow.ipynb", "02_reads_01.ipynb", "03_free.ipynb"]
     a, b, c = (_stamps(published, n) for n in "abc")
@@ -245,7 +252,7 @@ def test_every_kernel_is_started_ahead_and_stopped(tmp_path, published, monkeypa
     started = []
     real_start = kernels.start
     monkeypatch.setattr(kernels, "start", lambda *a, **k: started.append(real_start(*a, **k)) or started[-1])
-    executed = pipeline.run({"seed": 1}, notebooks=books, output_root=published, progress=False)
+    executed = pipeline.run(_params(seed=1), notebooks=books, output_root=published, progress=False)
     assert len(started) == 3  # one kernel per notebook, none left over
     assert not any(km.has_kernel for km in started)  # all stopped
     for nb in executed:  # each ran in the notebooks' folder, as in a kernel papermill starts
@@ -277,7 +284,7 @@ def test_ctrl_c_interrupts_the_running_notebooks_instead_of_waiting_for_them(tmp
 
     monkeypatch.setattr(concurrent.futures, "wait", ctrl_c)
     with pytest.raises(KeyboardInterrupt):
-        pipeline.run({"seed": 1}, notebooks=books, output_root=published, progress=False)
+        pipeline.run(_params(seed=1), notebooks=books, output_root=published, progress=False)
     staged = list(published.glob(".staging-*/results/notebooks/01_long.ipynb"))
     assert len(staged) == 1  # papermill wrote the interrupted notebook: the cell was stopped
     assert "KeyboardInterrupt" in staged[0].read_text()

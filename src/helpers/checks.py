@@ -2,9 +2,9 @@
 
 A run that would fail in notebook 03 because of a typo in ``--set criterion=RCI`` or a
 misspelt data folder should fail at once, with a message that names the parameter and the
-``--set`` (or descriptor key) that fixes it. :func:`check_run` does every check that needs
-no notebook: the value of each parameter, that the data exist, and that they load (the
-descriptor and every rule of the data contract).
+``--set`` (or descriptor key) that fixes it. :func:`check_parameters` checks each parameter's
+value; :func:`check_exists` that the data exist; :func:`check_trial` what the notebooks need
+of the loaded data. :func:`helpers.runspec.resolve` calls them, before the first notebook.
 """
 
 from __future__ import annotations
@@ -81,29 +81,58 @@ def check_parameters(params: dict) -> None:
         raise ParameterError("power_sample_sizes", f"expected a list of whole numbers >= 10, got {sizes!r}")
 
 
-def check_data_source(params: dict):
-    """That the data exist and load; returns the loaded Trial (None for simulated data).
+def check_exists(path: Path) -> None:
+    """That a ``data_source`` exists (FileNotFoundError naming the parameter and a close name)."""
+    if path.exists():
+        return
+    near = ""
+    if path.parent.is_dir():
+        close = difflib.get_close_matches(path.name, [p.name for p in path.parent.iterdir()], n=1)
+        near = f"; did you mean {path.parent / close[0]}?" if close else ""
+    raise FileNotFoundError(f"parameter 'data_source': {path} does not exist{near} "
+                            "(--set data_source=<folder holding dataset.yaml, or the descriptor itself>)")
 
-    Raises FileNotFoundError naming ``data_source`` when the path does not exist, and the
-    loader's own errors (DescriptorError, DataValidationError), which name file and key.
+
+def check_trial(trial, params: dict, alliance, *, where: str) -> None:
+    """What a notebook would otherwise fail on, checked on the loaded (or simulated) trial.
+
+    Parameters
+    ----------
+    trial : helpers.contract.Trial
+    params : dict
+        The validated parameters.
+    alliance : helpers.instruments.Instrument
+        The alliance instrument (its reliability is the RCI's when ``reliability`` is null).
+    where : str
+        The descriptor or data source, for the messages.
+
+    Raises
+    ------
+    ParameterError, helpers.contract.DataValidationError
     """
-    source = params.get("data_source", "simulate")
-    if source == "simulate":
-        return None
-    path = Path(str(source))
-    if not path.exists():
-        near = ""
-        if path.parent.is_dir():
-            close = difflib.get_close_matches(path.name, [p.name for p in path.parent.iterdir()], n=1)
-            near = f"; did you mean {path.parent / close[0]}?" if close else ""
-        raise FileNotFoundError(f"parameter 'data_source': {source} does not exist{near} "
-                                "(--set data_source=<folder holding dataset.yaml, or the descriptor itself>)")
-    from helpers import dataset
+    from helpers._criteria_api import needs_reliability
+    from helpers.contract import DataValidationError
 
-    return dataset.load(source, params.get("participants_path"), warn=False)
-
-
-def check_run(params: dict):
-    """:func:`check_parameters`, then :func:`check_data_source`; returns the Trial or None."""
-    check_parameters(params)
-    return check_data_source(params)
+    ratings = trial.sessions["alliance"]
+    if not ratings.notna().any():
+        raise DataValidationError(where, "alliance", "no observed alliance rating: the rupture analyses need them "
+                                                     "(check columns.alliance in the descriptor)")
+    if needs_reliability(params["criterion"]) and params.get("reliability") is None and alliance.reliability is None:
+        raise ParameterError("reliability", f"criterion {params['criterion']!r} needs the reliability of "
+                                            f"{alliance.name}: declare instruments.alliance.reliability in {where}, "
+                                            "or --set reliability=0.8")
+    per_client = ratings.notna().groupby(trial.sessions["participant_id"]).sum()
+    if per_client.max() < params["min_sessions"]:
+        raise ParameterError("min_sessions", f"no client has {params['min_sessions']} observed alliance ratings "
+                                             f"(at most {int(per_client.max())} in {where}): nobody could be "
+                                             f"classified; --set min_sessions={int(per_client.max())}")
+    n_sessions = int(trial.sessions["session"].max())
+    if params["imaginal_start_session"] > n_sessions:
+        raise ParameterError("imaginal_start_session", f"{params['imaginal_start_session']} is after the last "
+                                                       f"session ({n_sessions}) of {where}")
+    if params["criterion"] in ("rci", "sudden") and params.get("rci_sd") is None:
+        first = trial.sessions.dropna(subset=["alliance"]).groupby("participant_id")["alliance"].first()
+        if len(first) < 2 or not first.std() > 0:
+            raise ParameterError("rci_sd", f"the RCI needs the SD of the clients' first alliance ratings, which "
+                                           f"is undefined on {where} ({len(first)} clients with a rating, SD "
+                                           f"{first.std():.3g}): --set rci_sd=<the instrument's SD>")

@@ -58,6 +58,7 @@ class Descriptor:
     session_labels: str | None = None
     codes: dict = field(default_factory=dict)
     instruments: dict = field(default_factory=dict)
+    declared_roles: tuple = ()
     simulated: bool = False
     description: str = ""
 
@@ -112,6 +113,7 @@ def read_descriptor(path) -> Descriptor:
                       description=str(spec.get("description", "")))
     try:
         desc.instruments = inst_mod.resolve(spec.get("instruments") or {})
+        desc.declared_roles = tuple(sorted(spec.get("instruments") or {}))
     except inst_mod.InstrumentError as exc:
         raise DescriptorError(path, "instruments", str(exc)) from None
     return desc
@@ -309,14 +311,13 @@ def load_dataset(source, *, warn=True):
                         "analyses that need them say so instead of running")
     data._check_same_ids(data._from_frame(tables["sessions"], labels["sessions"]),
                          data._from_frame(tables["participants"], labels["participants"]))
-    messages += inst_mod.range_fit_warnings(sessions, desc.instruments)
-    messages += inst_mod.range_fit_warnings(participants, desc.instruments)
     if warn:
         for msg in messages:
             warnings.warn(msg, data.DataWarning, stacklevel=2)
     meta = {"dataset": desc.name, "descriptor": str(desc.path), "simulated": desc.simulated,
             "n_sessions": int(desc.n_sessions or sessions["session"].max()),
-            "instruments": inst_mod.as_dict(desc.instruments), "measures": sorted(_present(tables)),
+            "instruments": inst_mod.as_dict(desc.instruments), "declared_roles": list(desc.declared_roles),
+            "measures": sorted(_present(tables)),
             "absent": absent, "warnings": messages, "layout": desc.layout}
     return Trial(sessions, participants, None, desc.name, meta)
 

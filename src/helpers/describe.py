@@ -82,20 +82,8 @@ def _mean_row(quantity, values, paper=None, unit=""):
     return [quantity, paper, m, lo, hi, n, unit, "t 95% CI"]
 
 
-def sample_table(participants: pd.DataFrame) -> pd.DataFrame:
-    """Table 1: the sample's characteristics beside the paper's.
-
-    Parameters
-    ----------
-    participants : DataFrame
-        The contract's participants table.
-
-    Returns
-    -------
-    DataFrame
-        One row per quantity with ``SUMMARY_COLUMNS``: the paper's value (NaN where the
-        paper's abstract does not report it), this sample's estimate, 95% CI, N.
-    """
+def demographics_table(participants: pd.DataFrame) -> pd.DataFrame:
+    """The rows of Table 1 the paper's abstract reports: N, sex, ethnicity, age (``SUMMARY_COLUMNS``)."""
     p = participants
     _, _, _, age_sd, _ = mean_ci(p["age"])
     rows = [
@@ -104,9 +92,35 @@ def sample_table(participants: pd.DataFrame) -> pd.DataFrame:
         _prop_row("Caucasian", p["caucasian"], PAPER_SAMPLE["caucasian_pct"]),
         _mean_row("age, mean", p["age"], PAPER_SAMPLE["age_mean"], "years"),
         ["age, SD", PAPER_SAMPLE["age_sd"], age_sd, np.nan, np.nan, int(p["age"].notna().sum()), "years", ""],
-        _mean_row("PSS-SR pre, mean", p["pss_sr_pre"], unit="points (0-51)"),
-        _mean_row("PSS-I pre, mean", p["pss_i_pre"], unit="points (0-51)"),
-        _mean_row("BDI pre, mean", p["bdi_pre"], unit="points (0-63)"),
+    ]
+    return pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
+
+
+def sample_table(participants: pd.DataFrame, instruments: dict) -> pd.DataFrame:
+    """Table 1: the sample's characteristics beside the paper's.
+
+    Parameters
+    ----------
+    participants : DataFrame
+        The contract's participants table.
+    instruments : dict
+        Role -> :class:`helpers.instruments.Instrument` (the run's): names and ranges of the
+        pre-treatment score rows; a role without an instrument has no row.
+
+    Returns
+    -------
+    DataFrame
+        One row per quantity with ``SUMMARY_COLUMNS``: the paper's value (NaN where the
+        paper's abstract does not report it), this sample's estimate, 95% CI, N. Scores the
+        data do not hold (every value missing) have no row.
+    """
+    p = participants
+    rows = demographics_table(p).values.tolist()
+    for role, column in (("symptoms", "pss_sr_pre"), ("interview", "pss_i_pre"), ("depression", "bdi_pre")):
+        if role in instruments and p[column].notna().any():
+            inst = instruments[role]
+            rows.append(_mean_row(f"{inst.name} pre, mean", p[column], unit=f"points ({inst.range_text})"))
+    rows += [
         _prop_row("co-occurring MDD", p["mdd"]),
         _prop_row("childhood abuse history", p["child_abuse"]),
     ]

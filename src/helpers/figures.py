@@ -9,15 +9,18 @@ coordinates carry the last bits of the machine's floating point; the data table 
 
 from __future__ import annotations
 
+import functools
 import io
 
 # No backend is forced: notebooks use the inline backend (figures shown under their cell),
 # scripts and tests without a display fall back to Agg by themselves.
+from pathlib import Path
+
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from helpers import paths, power_summary
+from helpers import power_summary
 from helpers.tables import atomic_write_bytes, atomic_write_text
 
 #: Okabe & Ito (2008) colour-blind-safe colours, one per alliance pattern.
@@ -27,30 +30,25 @@ PATTERN_COLORS = {
     "unrepaired": "#D55E00",  # vermillion
     "insufficient_data": "#999999",  # grey
 }
-MEASURE_LABELS = {
-    "alliance": "CALPAS-P alliance (mean item score, 1-7)",
-    "pss_sr": "PSS-SR PTSD severity (0-51)",
-}
-
-
-def use_instruments(instruments: dict) -> None:
-    """Axis titles from the data's instruments (:mod:`helpers.instruments`, by role) for the
-    figures drawn after this call in this process (a notebook kernel)."""
-    from helpers.instruments import ROLE_CONSTRUCTS
-
-    for column, role in (("alliance", "alliance"), ("pss_sr", "symptoms")):
-        inst = instruments[role]
-        MEASURE_LABELS[column] = f"{inst.name} {ROLE_CONSTRUCTS[role]} ({inst.range_text})" if role == "symptoms" \
-            else inst.label(ROLE_CONSTRUCTS[role])
-
-plt.rcParams.update({
+#: The look of every figure, applied by each plotting function (not set at import: a
+#: notebook's own matplotlib settings are left alone).
+STYLE = {
     "svg.hashsalt": "alliance-replication",  # stable SVG element ids
     "figure.dpi": 100,
     "savefig.dpi": 300,
     "font.size": 9,
     "axes.spines.top": False,
     "axes.spines.right": False,
-})
+}
+
+
+def styled(plot):
+    """Draw (and save) under :data:`STYLE`."""
+    @functools.wraps(plot)
+    def wrapper(*args, **kwargs):
+        with plt.rc_context(STYLE):
+            return plot(*args, **kwargs)
+    return wrapper
 
 
 def _keep_best_legend_place(fig) -> None:
@@ -81,13 +79,14 @@ def _keep_best_legend_place(fig) -> None:
         legend._find_best_position = find_once
 
 
-def save_figure(fig, name: str, folder=None) -> list:
+@styled
+def save_figure(fig, name: str, folder) -> list:
     """Write ``fig`` as ``name.png`` (300 dpi) and ``name.svg``, atomically, without dates,
     and the data it shows as ``name.data.csv`` (:func:`figure_data`).
 
     A legend placed at ``loc="best"`` keeps the place found for the PNG from then on (drawn
     there in the SVG and inline too) instead of searching it again at every draw."""
-    folder = folder or paths.FIGURES
+    folder = Path(folder)
     _keep_best_legend_place(fig)
     written = []
     for fmt, meta in (("png", {"Software": None}), ("svg", {"Date": None, "Creator": None})):
@@ -210,11 +209,13 @@ def figure_data(fig, *, draw: bool = True) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=FIGURE_DATA_COLUMNS)
 
 
-def plot_missingness(miss: pd.DataFrame, *, caption: str = ""):
-    """Percent missing per session, one line per measure (from describe.missingness)."""
+@styled
+def plot_missingness(miss: pd.DataFrame, *, labels: dict, caption: str = ""):
+    """Percent missing per session, one line per measure (from describe.missingness);
+    ``labels``: measure -> legend text (the instruments' names)."""
     fig, ax = plt.subplots(figsize=(5, 3))
     for measure, grp in miss.groupby("measure", sort=False):
-        ax.plot(grp["session"], grp["pct_missing"], marker="o", label=MEASURE_LABELS.get(measure, measure))
+        ax.plot(grp["session"], grp["pct_missing"], marker="o", label=labels.get(measure, measure))
     ax.set_xlabel("session")
     ax.set_ylabel("missing (% of participants)")
     ax.set_xticks(sorted(miss["session"].unique()))
@@ -226,10 +227,13 @@ def plot_missingness(miss: pd.DataFrame, *, caption: str = ""):
     return fig
 
 
-def plot_trajectories(sessions: pd.DataFrame, column: str, *, patterns: pd.DataFrame | None = None,
+@styled
+def plot_trajectories(sessions: pd.DataFrame, column: str, *, label: str, patterns: pd.DataFrame | None = None,
                       caption: str = "", ax=None):
     """Every participant's observed trajectory (thin lines) and the mean per session with
-    its 95% CI (thick line); coloured by pattern when ``patterns`` is given."""
+    its 95% CI (thick line); coloured by pattern when ``patterns`` is given. ``label``: the
+    axis title of ``column`` (its instrument, construct and range)."""
+    axis_title = label
     if ax is None:
         fig, ax = plt.subplots(figsize=(5, 3.2))
     else:
@@ -250,16 +254,17 @@ def plot_trajectories(sessions: pd.DataFrame, column: str, *, patterns: pd.DataF
         ax.plot(summary.index, summary["mean"], color=color, lw=2, label=label)
         ax.fill_between(summary.index, summary["mean"] - half, summary["mean"] + half, color=color, alpha=0.25)
     ax.set_xlabel("session")
-    ax.set_ylabel(MEASURE_LABELS.get(column, column).replace(" (", "\n("))
+    ax.set_ylabel(axis_title.replace(" (", "\n("))
     ax.set_xticks(sorted(sessions["session"].unique()))
     ax.legend(frameon=False, fontsize=7)
     n = sessions.loc[sessions[column].notna(), "participant_id"].nunique()
-    ax.set_title(f"{MEASURE_LABELS.get(column, column).split(' (')[0]}: individual trajectories and\n"
+    ax.set_title(f"{axis_title.split(' (')[0]}: individual trajectories and\n"
                  f"mean per session with 95% CI (N = {n}){caption}", fontsize=8)
     fig.tight_layout()
     return fig
 
 
+@styled
 def plot_prevalence(prev: pd.DataFrame, *, caption: str = "", ax=None):
     """Detected prevalence of each pattern with 95% CI beside the paper's value
     (from describe.prevalence_table)."""
@@ -285,6 +290,7 @@ def plot_prevalence(prev: pd.DataFrame, *, caption: str = "", ax=None):
     return fig
 
 
+@styled
 def plot_rupture_timing(episodes: pd.DataFrame, imaginal_start, *, n_sessions: int, caption: str = ""):
     """Number of ruptures by session, relative to the start of imaginal exposure.
 
@@ -311,8 +317,9 @@ def plot_rupture_timing(episodes: pd.DataFrame, imaginal_start, *, n_sessions: i
     return fig
 
 
+@styled
 def plot_example_trajectories(sessions: pd.DataFrame, episodes: pd.DataFrame, patterns: pd.DataFrame,
-                              *, n_per_pattern: int = 3, caption: str = ""):
+                              *, label: str, n_per_pattern: int = 3, caption: str = ""):
     """Alliance of a few clients per pattern, ruptures (▼) and repairs (▲) marked.
 
     Examples are the first ``n_per_pattern`` classified clients of each pattern in id order,
@@ -335,12 +342,13 @@ def plot_example_trajectories(sessions: pd.DataFrame, episodes: pd.DataFrame, pa
                      color=PATTERN_COLORS[name])
         ax.set_xlabel("session")
         ax.legend(frameon=False, fontsize=6)
-    axes[0].set_ylabel("CALPAS-P alliance\n(mean item, 1-7)")
+    axes[0].set_ylabel(label.replace(" (", "\n("))
     fig.suptitle(f"Example alliance trajectories: ▼ rupture, ▲ repair{caption}", fontsize=9)
     fig.tight_layout()
     return fig
 
 
+@styled
 def plot_confusion(table: pd.DataFrame, *, caption: str = ""):
     """Detected versus true pattern counts (simulated data)."""
     fig, ax = plt.subplots(figsize=(4, 3.2))
@@ -357,8 +365,9 @@ def plot_confusion(table: pd.DataFrame, *, caption: str = ""):
     return fig
 
 
+@styled
 def plot_growth(predicted: pd.DataFrame, sessions: pd.DataFrame, patterns: pd.DataFrame, *,
-                outcome: str = "pss_sr", caption: str = ""):
+                label: str, outcome: str = "pss_sr", caption: str = ""):
     """Model-predicted trajectories per pattern (line, 95% CI band) over observed means
     (points, 95% CI bars). ``predicted`` comes from GrowthFit.predicted_trajectories()."""
     fig, ax = plt.subplots(figsize=(5.5, 3.5))
@@ -375,7 +384,7 @@ def plot_growth(predicted: pd.DataFrame, sessions: pd.DataFrame, patterns: pd.Da
         ax.errorbar(means.index + 0.08 * (list(PATTERN_COLORS).index(name) - 1), means["mean"], yerr=half,
                     fmt="o", ms=3, color=color, lw=0.8, capsize=2)
     ax.set_xlabel("session")
-    ax.set_ylabel(MEASURE_LABELS.get(outcome, outcome).replace(" (", "\n("))
+    ax.set_ylabel(label.replace(" (", "\n("))
     ax.set_xticks(sorted(predicted["session"].unique()))
     ax.legend(frameon=False, fontsize=7)
     ax.set_title("PTSD severity by alliance pattern: mixed-model prediction (line, 95% CI)\n"
@@ -413,6 +422,7 @@ def normal_qq(values):
     return osm, osr, slope, np.mean(osr, None) - slope * np.mean(osm, None)
 
 
+@styled
 def plot_residuals(fitted, residuals, *, caption: str = ""):
     """Residual diagnostics of a fitted model: residuals vs fitted, and a normal Q-Q plot."""
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(8, 3))
@@ -431,6 +441,7 @@ def plot_residuals(fitted, residuals, *, caption: str = ""):
     return fig
 
 
+@styled
 def plot_forest(betas: pd.DataFrame, *, paper_beta: float, default: str = "rci", caption: str = ""):
     """Forest plot of the unrepaired-rupture beta (95% CI) under every rupture criterion
     preset (from multiverse.beta_by_preset), with the paper's value as a dashed line."""
@@ -469,6 +480,7 @@ def _power_style(i, name):
                 marker=_POWER_MARKERS[i % len(_POWER_MARKERS)], linewidth=1.1)
 
 
+@styled
 def plot_power_curve(beta_summary: pd.DataFrame, *, target: float = 0.8, caption: str = ""):
     """Power against N, one line per criterion, bars +-2 MC SE: the paper's OLS test (left)
     and the same test with HC3 standard errors (right)."""
@@ -494,6 +506,7 @@ def plot_power_curve(beta_summary: pd.DataFrame, *, target: float = 0.8, caption
     return fig
 
 
+@styled
 def plot_bias_coverage(beta_summary: pd.DataFrame, *, at_n: int = 116, caption: str = ""):
     """Mean beta (+-1 empirical SE) and 95% CI coverage (+-2 MC SE) per criterion at one N."""
     n = power_summary.closest_size(beta_summary["n_participants"], at_n)

@@ -156,27 +156,44 @@ def score_ranges(instruments: dict) -> dict:
     return {col: (inst.low, inst.high) for role, inst in instruments.items() for col in ROLE_COLUMNS[role]}
 
 
-def range_fit_warnings(table, instruments: dict) -> list[str]:
-    """Sentences for scored columns whose observed scores use much less of the declared range.
+def range_fit_warnings(tables: dict, instruments: dict) -> list[str]:
+    """Sentences for instruments whose observed scores do not fit the declared range.
 
-    A scale declared 1-7 whose scores never exceed 5 is more likely a 1-5 scale declared
-    wrongly than a sample that never rated above 5: the warning names the column, the
-    instrument, the declared and the observed range. The rule: the observed maximum lies below
-    the declared maximum by a third of the range or more (or the minimum above the minimum).
+    All of a role's columns are pooled (post-treatment symptom scores are lower by design, so a
+    column alone would mislead). Two rules, each a hint to check the descriptor:
+
+    * *narrower*: the observed maximum lies a third of the range or more below the declared
+      maximum -- a 1-5 scale declared 1-7;
+    * *ceiling*: at least 5 scores, and at least 1% of them, sit exactly at an observed maximum
+      below the declared maximum, and none is higher -- a 1-6 scale declared 1-7 (ratings pile
+      up at its ceiling, 6).
+
+    A high minimum is never a warning: clinical samples start high on symptom scales (an
+    inclusion criterion), and alliance ratings rarely reach the floor.
+
+    >>> import pandas as pd
+    >>> t = {"sessions": pd.DataFrame({"alliance": [6.0] * 20 + [3.5, 4.0, 5.5]})}
+    >>> range_fit_warnings(t, DEFAULTS)[0][:59]
+    'alliance scores (CALPAS-P, declared 1-7): 20 of 23 sit at 6'
     """
     out = []
     for role, inst in instruments.items():
-        span = inst.high - inst.low
-        for col in ROLE_COLUMNS[role]:
-            if col not in table.columns:
-                continue
-            x = np.asarray(table[col], dtype=float)
-            x = x[np.isfinite(x)]
-            if len(x) < 10:
-                continue
-            if x.max() <= inst.high - span / 3 or x.min() >= inst.low + span / 3:
-                out.append(f"column {col!r}: scores observed {x.min():g}-{x.max():g}, but {inst.name} is declared "
-                           f"{inst.range_text}; check the instrument's range in the dataset descriptor")
+        cols = [(t, c) for t in tables.values() for c in ROLE_COLUMNS[role] if c in t.columns]
+        if not cols:
+            continue
+        x = np.concatenate([np.asarray(t[c], dtype=float) for t, c in cols])
+        x = x[np.isfinite(x)]
+        if len(x) < 10:
+            continue
+        top = x.max()
+        at_top = int((x == top).sum())
+        what = f"{ROLE_CONSTRUCTS[role]} scores ({inst.name}, declared {inst.range_text})"
+        if top <= inst.high - (inst.high - inst.low) / 3:
+            out.append(f"{what}: the highest observed is {top:g}, a third of the range or more below the "
+                       f"declared maximum; is the scale narrower? Check instruments.{role}.range in the descriptor")
+        elif top < inst.high and at_top >= max(5, 0.01 * len(x)):
+            out.append(f"{what}: {at_top} of {len(x)} sit at {top:g} and none is higher, as at a scale's ceiling; "
+                       f"is the maximum {top:g}? Check instruments.{role}.range in the descriptor")
     return out
 
 

@@ -3,14 +3,19 @@
 Notebooks, the runner and the tests import these instead of writing relative paths, so a
 notebook behaves the same whether papermill runs it from ``notebooks/`` or from elsewhere.
 The root can be moved (e.g. ``make verify`` runs in a temporary copy) with the environment
-variable ``REPLICATION_ROOT``. Generated outputs (``data/processed``, ``figures``, ``results``)
-live under ``REPLICATION_OUTPUT_ROOT`` when it is set: the pipeline points it at a staging
-folder so that a failed run never touches the published outputs.
+variable ``REPLICATION_ROOT``.
+
+Generated outputs live under an *output root* (:class:`Outputs`): the repository for the
+default run, ``runs/<name>/`` for any other, the runner's staging folder while a run is
+executing. A run's output root is part of its run specification (:mod:`helpers.runspec`);
+:func:`output_root` gives the default run's, read from ``REPLICATION_OUTPUT_ROOT`` when the
+caller asks (the tests point it at a temporary folder), never frozen at import.
 """
 
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 
@@ -34,11 +39,45 @@ NOTEBOOKS = ROOT / "notebooks"
 DATA = ROOT / "data"
 RAW = DATA / "raw"
 EXAMPLE = RAW / "example"
+#: Where runs other than the default publish (git-ignored): ``runs/<name>/``.
+RUNS = ROOT / "runs"
 
-#: Outputs: under the output root (the repository, or the pipeline's staging folder).
-OUTPUT_ROOT = Path(os.environ.get("REPLICATION_OUTPUT_ROOT") or ROOT).resolve()
-PROCESSED = OUTPUT_ROOT / "data" / "processed"
-FIGURES = OUTPUT_ROOT / "figures"
-RESULTS = OUTPUT_ROOT / "results"
-TABLES = RESULTS / "tables"
-EXECUTED = RESULTS / "notebooks"
+#: Output folders, relative to an output root, that a run writes.
+OUTPUT_DIRS = ("data/processed", "results", "figures")
+
+
+@dataclass(frozen=True)
+class Outputs:
+    """The generated-output folders under one output root.
+
+    >>> Outputs(Path("/tmp/x")).tables.as_posix()
+    '/tmp/x/results/tables'
+    """
+
+    root: Path
+
+    @property
+    def processed(self) -> Path:
+        return self.root / "data" / "processed"
+
+    @property
+    def figures(self) -> Path:
+        return self.root / "figures"
+
+    @property
+    def results(self) -> Path:
+        return self.root / "results"
+
+    @property
+    def tables(self) -> Path:
+        return self.results / "tables"
+
+    @property
+    def executed(self) -> Path:
+        return self.results / "notebooks"
+
+
+def output_root() -> Path:
+    """The default run's output root: ``REPLICATION_OUTPUT_ROOT`` if set (read now), else the
+    repository."""
+    return Path(os.environ.get("REPLICATION_OUTPUT_ROOT") or ROOT).resolve()

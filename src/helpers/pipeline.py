@@ -28,6 +28,7 @@ How a run stays safe:
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import os
 import shutil
@@ -36,12 +37,10 @@ import tempfile
 import time
 from pathlib import Path
 
-import yaml
-
-from helpers import paths
+from helpers import paths, runspec
 
 #: Output folders (relative to the output root) that a run stages and publishes.
-OUTPUT_DIRS = ("data/processed", "results", "figures")
+OUTPUT_DIRS = paths.OUTPUT_DIRS
 
 #: Kernel name written in every committed notebook.
 KERNEL_NAME = "python3"
@@ -52,59 +51,8 @@ class PipelineError(RuntimeError):
 
 
 # ----------------------------------------------------------------------------- parameters
-def load_params(params_file=None, overrides=None, *, defaults=None) -> dict:
-    """Default parameters, updated from ``params_file`` and then ``overrides``.
-
-    Parameters
-    ----------
-    params_file : path-like, optional
-        A YAML file holding some of the keys of ``params/default.yaml``.
-    overrides : list of str or dict, optional
-        ``"key=value"`` strings (the value is parsed as YAML, so ``seed=3`` is an int and
-        ``repair_window=null`` is None) or a dict.
-    defaults : path-like, optional
-        The defaults file; ``params/default.yaml`` unless given.
-
-    Raises
-    ------
-    KeyError
-        An override or params file names a key that the defaults do not have (a typo would
-        otherwise be silently ignored).
-    """
-    defaults = Path(defaults or paths.DEFAULT_PARAMS)
-    params = _read_yaml(defaults)
-    for source, update in ((params_file, _read_yaml(params_file) if params_file else {}),
-                           ("--set", _parse_overrides(overrides))):
-        unknown = sorted(set(update) - set(params))
-        if unknown:
-            hint = ("; a trial's column mapping, codes, sessions and instruments are declared in its dataset.yaml "
-                    "(see data/README.md), then --set data_source=<its folder>"
-                    if set(unknown) & {"mapping", "codes", "instruments", "columns", "sheet", "layout"} else "")
-            raise KeyError(f"{source}: unknown parameter(s) {unknown}; known: {sorted(params)}{hint}")
-        params.update(update)
-    return params
-
-
-def _read_yaml(path) -> dict:
-    with open(path, encoding="utf-8") as fh:
-        loaded = yaml.safe_load(fh) or {}
-    if not isinstance(loaded, dict):
-        raise ValueError(f"{path}: expected a mapping of parameter: value")
-    return loaded
-
-
-def _parse_overrides(overrides) -> dict:
-    if not overrides:
-        return {}
-    if isinstance(overrides, dict):
-        return dict(overrides)
-    parsed = {}
-    for item in overrides:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise ValueError(f"--set expects key=value, got {item!r}")
-        parsed[key.strip()] = yaml.safe_load(value)
-    return parsed
+#: Reading parameters lives with the run specification; kept here as the runner's public API.
+load_params = runspec.load_params
 
 
 # ----------------------------------------------------------------------------- notebooks
@@ -171,11 +119,6 @@ def run(params=None, *, notebooks=None, only=None, output_root=None,
         A notebook failed; nothing was published.
     """
     params = load_params() if params is None else params
-    output_root = Path(output_root or os.environ.get("REPLICATION_OUTPUT_ROOT") or default_output_root(params))
-    committed = Path(notebooks or paths.NOTEBOOKS).resolve() == paths.NOTEBOOKS.resolve()
-    if refresh_notebooks and committed and not is_default_run(params):
-        raise PipelineError("--refresh-notebooks copies a run's outputs into the committed notebooks/: only the "
-                            "default run may do that (this run's parameters differ from params/default.yaml)")
     books = list_notebooks(notebooks, only)
     if not only and params.get("data_source", "simulate") != "simulate":
         skipped = [b for b in books if b.name.startswith(SIMULATION_ONLY)]
@@ -183,18 +126,33 @@ def run(params=None, *, notebooks=None, only=None, output_root=None,
         for b in skipped:
             print(f"{b.stem} skipped: the simulation study does not use the data (run it with --only "
                   f"{b.name[:2]})", file=sys.stderr)
+    # the one resolution of this run: parameters, data, instruments, criterion (the command
+    # line and the Python API check exactly the same things, before any notebook); the
+    # simulation study alone needs no trial
+    needs_data = not all(b.name.startswith(SIMULATION_ONLY) for b in books)
+    spec, trial = runspec.resolve(params, root=output_root or os.environ.get("REPLICATION_OUTPUT_ROOT") or None,
+                                  load=needs_data)
+    for message in (spec.dataset or {}).get("warnings", []):
+        print(f"warning: {message}", file=sys.stderr)
+    output_root = spec.root
+    committed = Path(notebooks or paths.NOTEBOOKS).resolve() == paths.NOTEBOOKS.resolve()
+    if refresh_notebooks and committed and not spec.default_run:
+        raise PipelineError("--refresh-notebooks copies a run's outputs into the committed notebooks/: only the "
+                            "default run may do that (this run's parameters differ from params/default.yaml)")
     staging = _make_staging(output_root)
     executed_dir = staging / "results" / "notebooks"
     executed_dir.mkdir(parents=True, exist_ok=True)
+    staged_spec = dataclasses.replace(spec, root=staging)
+    runspec.write(staged_spec, trial)
 
-    env_before = {k: os.environ.get(k) for k in ("REPLICATION_OUTPUT_ROOT", "JUPYTER_PATH",
+    env_before = {k: os.environ.get(k) for k in ("REPLICATION_OUTPUT_ROOT", runspec.ENV_SPEC, "JUPYTER_PATH",
                                                   "PYDEVD_DISABLE_FILE_VALIDATION")}
     _prepare_kernel_env(staging)
     # Parameters are matched by declared_parameters(); papermill's own type-inference notices
     # about them ("Passed unknown parameter" for `x = None`) are noise here.
     logging.getLogger("papermill").setLevel(logging.ERROR)
     try:
-        executed = _execute_all(books, executed_dir, params, progress=progress)
+        executed = _execute_all(books, executed_dir, runspec.portable_params(spec.params), progress=progress)
     except PipelineError as exc:
         kept_at = _keep_failed(staging, output_root)
         raise PipelineError(f"{exc}\noutputs of the failed run kept for inspection in {kept_at} "
@@ -206,7 +164,7 @@ def run(params=None, *, notebooks=None, only=None, output_root=None,
             else:
                 os.environ[k] = v
 
-    kept = _finish_outputs(staging, executed, params, output_root)
+    kept = _finish_outputs(staging, executed, runspec.portable_params(spec.params), output_root)
     if kept:
         print(f"kept {len(kept)} published file(s) that this run reproduced within tolerance "
               "(numbers differ only in their last digits, e.g. another BLAS kernel):", file=sys.stderr)
@@ -214,7 +172,7 @@ def run(params=None, *, notebooks=None, only=None, output_root=None,
             print(f"  ~ {line}", file=sys.stderr)
     _publish(staging, output_root)
     shutil.rmtree(staging, ignore_errors=True)
-    if output_root.resolve() == paths.ROOT.resolve() and is_default_run(params):
+    if output_root.resolve() == paths.ROOT.resolve() and spec.default_run:
         _update_readme(output_root)
     published = [output_root / "results" / "notebooks" / p.name for p in executed]
     if refresh_notebooks:
@@ -334,45 +292,6 @@ def _stop_kernel(km) -> None:
     kernels.shutdown(km)
 
 
-#: Where runs on other data or with other parameters publish their outputs (git-ignored).
-RUNS = "runs"
-
-
-def is_default_run(params: dict) -> bool:
-    """Whether ``params`` are ``params/default.yaml``'s: only that run rewrites the committed
-    outputs."""
-    return params == load_params()
-
-
-def default_output_root(params: dict) -> Path:
-    """The repository root for the default run; ``runs/<name>/`` for any other run, so that a
-    researcher's own data, or a variant of the simulation, never lands in a tracked file.
-    ``<name>`` is the dataset descriptor's name, or the parameters that differ."""
-    if is_default_run(params):
-        return paths.ROOT
-    return paths.ROOT / RUNS / run_name(params)
-
-
-def run_name(params: dict) -> str:
-    import hashlib
-    import re
-
-    source = str(params.get("data_source", "simulate"))
-    if source != "simulate":
-        from helpers import dataset
-
-        descriptor = dataset.find_descriptor(source)
-        name = dataset.read_descriptor(descriptor).slug if descriptor else Path(source).stem
-    else:
-        defaults = load_params()
-        changed = {k: v for k, v in params.items() if defaults.get(k) != v}
-        name = "simulated-" + "-".join(f"{k}-{v}" for k, v in sorted(changed.items()))
-    name = re.sub(r"[^A-Za-z0-9_.-]+", "-", name).strip("-").lower()
-    if len(name) > 60:
-        name = name[:50] + "-" + hashlib.sha1(name.encode()).hexdigest()[:8]
-    return name
-
-
 def _keep_failed(staging: Path, output_root: Path) -> Path:
     """One folder per output root holds the last failed run (git-ignored): never a pile."""
     target = output_root / ".failed-run"
@@ -459,6 +378,8 @@ def _make_staging(output_root: Path) -> Path:
 
 
 def _prepare_kernel_env(staging: Path) -> None:
+    # the notebooks open this run's specification (helpers.runspec.open_run)
+    os.environ[runspec.ENV_SPEC] = str(runspec.spec_path(staging))
     os.environ["REPLICATION_OUTPUT_ROOT"] = str(staging)
     # The active environment's kernel spec first: no global kernel registration needed.
     prefix_share = str(Path(sys.prefix) / "share" / "jupyter")
@@ -548,21 +469,6 @@ def _is_scratch(path: Path) -> bool:
     return path.name.startswith(".")
 
 
-#: Parameters holding a user's file or folder (relative to where the command is run).
-PATH_PARAMS = ("data_source", "participants_path")
-
-
-def _absolute_data_paths(params: dict) -> dict:
-    """Make the user's data paths absolute, relative to the working directory of the command:
-    the notebooks run in notebooks/, where a relative path would point elsewhere."""
-    out = dict(params)
-    for key in PATH_PARAMS:
-        value = out.get(key)
-        if isinstance(value, str) and value != "simulate" and not Path(value).is_absolute():
-            out[key] = str(Path(value).resolve())
-    return out
-
-
 # ----------------------------------------------------------------------------- CLI
 def parameter_help(defaults=None) -> str:
     """Every parameter with its default and meaning, read from ``params/default.yaml`` (its
@@ -618,18 +524,15 @@ def main(argv=None) -> int:
         text, ok = format_verify(rows)
         print(text, file=sys.stderr)
         return 0 if ok else 1
-    from helpers import checks
-
     try:
-        params = _absolute_data_paths(load_params(args.params, args.set))
-        checks.check_run(params)  # before any notebook: a wrong value or bad data fails now
-        root = Path(args.output_root) if args.output_root else default_output_root(params)
-        executed = run(params, notebooks=args.notebooks, only=args.only, output_root=root,
+        params = load_params(args.params, args.set)
+        executed = run(params, notebooks=args.notebooks, only=args.only, output_root=args.output_root,
                        refresh_notebooks=args.refresh_notebooks, progress=not args.no_progress)
     except (PipelineError, KeyError, ValueError, FileNotFoundError) as exc:
         # KeyError's str() quotes its message
         print(f"pipeline failed: {exc.args[0] if isinstance(exc, KeyError) and exc.args else exc}", file=sys.stderr)
         return 1
+    root = executed[0].parents[2] if executed else paths.ROOT
     where = "" if root.resolve() == paths.ROOT.resolve() else f" under {root}"
     print(f"ran {len(executed)} notebook(s); outputs{where} in data/processed, results, figures", file=sys.stderr)
     return 0

@@ -26,6 +26,7 @@ import pandas as pd
 
 from helpers import available, describe, models, paper, paths
 from helpers.contract import INSUFFICIENT
+from helpers.markup import escape_markdown
 from helpers.tables import atomic_write_text
 
 #: Columns of the replication table (:func:`replication_table`): one row per target of the paper.
@@ -119,14 +120,15 @@ def replication_table(participants, patterns, chi2, regression, *, outcome="pss_
         False for another trial: the paper's design facts (N = 116) are then "different
         design", not "not consistent".
     outcome_name : str, optional
-        The outcome instrument's name in the β row (e.g. "PCL-5"); default from ``outcome``.
+        The outcome instrument's name in the β row (e.g. "PCL-5"; the run specification's
+        ``outcome["name"]``); "PTSD" when the data have no outcome.
 
     Notes
     -----
     What the data cannot give is said in the verdict: a measure the data lack ("not
     available: no `mdd` column in the data"), a test that cannot run ("not estimable: ...").
     """
-    sample = describe.sample_table(participants).set_index("quantity")
+    sample = describe.demographics_table(participants).set_index("quantity")
     prev = describe.prevalence_table(patterns).set_index("quantity")
     rows = []
 
@@ -161,7 +163,7 @@ def replication_table(participants, patterns, chi2, regression, *, outcome="pss_
                       f"{r['cramers_v']:.2f} (bootstrap 95% CI {v_lo:.2f} to {v_hi:.2f})")
     terms = regression[(regression["outcome"] == outcome) & (regression["model"] == "A")
                        & (regression["term"] == "unrepaired")]
-    label = f"unrepaired rupture -> post {outcome_name or outcome.replace('_', '-').upper()}: standardised beta"
+    label = f"unrepaired rupture -> post {outcome_name or 'PTSD'}: standardised beta"
     if regression.empty:
         add(label, paper.BETA["beta"], np.nan, np.nan, np.nan, 0, "beta",
             verdict="not available: no outcome with pre- and post-treatment scores in the data")
@@ -211,7 +213,9 @@ def markdown_table(df: pd.DataFrame) -> str:
 
 # ----------------------------------------------------------------------------- README
 def readme_fragment(table: pd.DataFrame, *, simulated: bool, source: str, criterion: str) -> str:
-    """The README's results section (markdown) from the replication table."""
+    """The README's results section (markdown) from the replication table; ``source`` (the
+    dataset's name) is shown as text, never as markup."""
+    source = escape_markdown(source)
     kind = ("**simulated data** (the trial's raw data are not public): it shows that the pipeline and the "
             "generative model agree with the paper, not that the finding is true"
             if simulated else f"**real data** ({source})")

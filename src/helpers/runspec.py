@@ -1,0 +1,660 @@
+"""The run specification: every parameter of a run, its dataset and its instruments, resolved once.
+
+A run is asked for with parameters (``params/default.yaml``, ``--params FILE``, ``--set
+key=value``). :func:`resolve` turns them, once, into a :class:`RunSpec`:
+
+1. the parameters are validated (:func:`helpers.checks.check_parameters`);
+2. the data are simulated (:mod:`helpers.simulate`) or loaded from the dataset's descriptor
+   (:mod:`helpers.dataset`) or from files in the contract's own names, and checked for
+   everything a notebook would otherwise fail on (:func:`helpers.checks.check_trial`);
+3. the instruments, by role: the simulator's (the paper's, for simulated data), the ones the
+   dataset declares, or -- for a role a dataset does not declare -- the replication's default,
+   marked ``"default"`` so that notebook 01 and the report say so;
+4. the rupture criterion's arguments, with the alliance instrument's reliability and its source,
+   and the threshold in the instrument's points; the multiverse's presets with the same
+   reliability (so the row of the run's criterion equals the headline);
+5. the outcome of the paper's regression that the data allow;
+6. whether the trial has the paper's design, and where the outputs go.
+
+:func:`prepare` writes it as ``data/processed/run.json`` beside the trial's tables under the
+run's output root. Every notebook opens it (:func:`open_run`), and every table, figure and
+report function takes names, ranges and parameters from it: nothing re-resolves a parameter,
+re-reads the descriptor or reloads the data.
+
+The runner (:mod:`helpers.pipeline`) calls :func:`prepare` before the first notebook and
+points ``REPLICATION_RUN_SPEC`` at the file. A notebook run by hand (JupyterLab, nbval) opens
+the run.json of the default output root; when its own parameters differ from that run's, it
+resolves a new run whose outputs go to ``runs/<name>/`` (git-ignored), never over the
+committed replication.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import re
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+import yaml
+
+from helpers import _criteria_api as criteria
+from helpers import available, checks, dataset, instruments, paths
+from helpers.contract import INSUFFICIENT, Trial
+from helpers.instruments import Instrument
+from helpers.markup import escape_markdown
+from helpers.tables import atomic_write_text, read_table
+
+#: The run specification's file name, in ``data/processed/`` under the output root.
+SPEC_FILE = "run.json"
+#: Set by the runner: the run specification the notebooks must use.
+ENV_SPEC = "REPLICATION_RUN_SPEC"
+#: Version of run.json's layout.
+SCHEMA = 1
+#: Parameters holding a user's file or folder.
+PATH_PARAMS = ("data_source", "participants_path")
+#: The paper's design (N, sessions): a simulated trial of this size is compared with it row by row.
+PAPER_DESIGN = {"n_participants": 116, "n_sessions": 10}
+#: Where an instrument of a role comes from.
+ORIGINS = {"simulated": "the simulator's (the paper's instrument)",
+           "declared": "declared in the dataset's descriptor",
+           "default": "the replication's default: the dataset declares none"}
+
+
+# ----------------------------------------------------------------------------- parameters
+def read_params_file(path) -> dict:
+    """A YAML mapping of parameter: value (``params/default.yaml`` or a ``--params`` file)."""
+    with open(path, encoding="utf-8") as fh:
+        loaded = yaml.safe_load(fh) or {}
+    if not isinstance(loaded, dict):
+        raise ValueError(f"{path}: expected a mapping of parameter: value")
+    return loaded
+
+
+def default_params() -> dict:
+    """``params/default.yaml``."""
+    return read_params_file(paths.DEFAULT_PARAMS)
+
+
+def load_params(params_file=None, overrides=None, *, defaults=None) -> dict:
+    """Default parameters, updated from ``params_file`` and then ``overrides``.
+
+    Parameters
+    ----------
+    params_file : path-like, optional
+        A YAML file holding some of the keys of ``params/default.yaml``.
+    overrides : list of str or dict, optional
+        ``"key=value"`` strings (the value is parsed as YAML, so ``seed=3`` is an int and
+        ``repair_window=null`` is None) or a dict.
+    defaults : path-like, optional
+        The defaults file; ``params/default.yaml`` unless given.
+
+    Raises
+    ------
+    KeyError
+        An override or params file names a key that the defaults do not have (a typo would
+        otherwise be silently ignored).
+    """
+    params = read_params_file(defaults or paths.DEFAULT_PARAMS)
+    for source, update in ((params_file, read_params_file(params_file) if params_file else {}),
+                           ("--set", _parse_overrides(overrides))):
+        unknown = sorted(set(update) - set(params))
+        if unknown:
+            hint = ("; a trial's column mapping, codes, sessions and instruments are declared in its dataset.yaml "
+                    "(see data/README.md), then --set data_source=<its folder>"
+                    if set(unknown) & {"mapping", "codes", "instruments", "columns", "sheet", "layout"} else "")
+            raise KeyError(f"{source}: unknown parameter(s) {unknown}; known: {sorted(params)}{hint}")
+        params.update(update)
+    return params
+
+
+def _parse_overrides(overrides) -> dict:
+    if not overrides:
+        return {}
+    if isinstance(overrides, dict):
+        return dict(overrides)
+    parsed = {}
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"--set expects key=value, got {item!r}")
+        parsed[key.strip()] = yaml.safe_load(value)
+    return parsed
+
+
+def absolute_data_paths(params: dict, base=None) -> dict:
+    """The user's data paths made absolute, relative to ``base`` (default: the working directory
+    of the command; a notebook runs in notebooks/, where a relative path would point elsewhere)."""
+    out = dict(params)
+    for key in PATH_PARAMS:
+        value = out.get(key)
+        if isinstance(value, str) and value != "simulate" and not Path(value).is_absolute():
+            out[key] = str((Path(base) if base else Path.cwd()) / value)
+        if isinstance(out.get(key), str) and out[key] != "simulate":
+            out[key] = str(Path(out[key]).resolve())
+    return out
+
+
+def portable_params(params: dict) -> dict:
+    """Data paths inside the repository written relative to it (run.json must not hold this
+    machine's folders)."""
+    out = dict(params)
+    for key in PATH_PARAMS:
+        value = out.get(key)
+        if isinstance(value, str) and value != "simulate" and Path(value).is_absolute():
+            try:
+                out[key] = Path(value).relative_to(paths.ROOT).as_posix()
+            except ValueError:
+                pass
+    return out
+
+
+def is_default(params: dict) -> bool:
+    """Whether ``params`` are ``params/default.yaml``'s: only that run writes the committed outputs."""
+    return portable_params(params) == default_params()
+
+
+def run_name(params: dict, dataset_name: str | None = None) -> str:
+    """The folder name of a non-default run under ``runs/``: the dataset's name, or the
+    parameters that differ from the defaults."""
+    if dataset_name is not None and params.get("data_source", "simulate") != "simulate":
+        name = dataset_name
+    else:
+        defaults = default_params()
+        changed = {k: v for k, v in portable_params(params).items() if defaults.get(k) != v}
+        name = "simulated-" + "-".join(f"{k}-{v}" for k, v in sorted(changed.items()))
+    name = re.sub(r"[^A-Za-z0-9_.-]+", "-", name).strip("-").lower() or "run"
+    if len(name) > 60:
+        name = name[:50] + "-" + hashlib.sha1(name.encode()).hexdigest()[:8]
+    return name
+
+
+# ----------------------------------------------------------------------------- the specification
+@dataclass(frozen=True)
+class RunSpec:
+    """Everything a run needs to know, resolved once (see the module docstring).
+
+    Attributes
+    ----------
+    params : dict
+        The validated parameters (every key of ``params/default.yaml``); data paths absolute.
+    dataset : dict or None
+        name, description, simulated, has_truth, source (``"simulate"``, ``"descriptor"`` or
+        ``"files"``), descriptor, n_participants, n_sessions, sessions (first and last observed),
+        measures, absent, warnings, knobs (simulated), same_design. None for a run that uses no
+        trial data (the simulation study alone).
+    instruments : dict
+        Role -> :class:`~helpers.instruments.Instrument`, for the roles the trial measured.
+    origins : dict
+        Role -> ``"simulated"``, ``"declared"`` or ``"default"`` (:data:`ORIGINS`).
+    criterion : dict
+        name, arguments (of :func:`helpers.episodes.detect_episodes`), reliability,
+        reliability_source, threshold (the threshold applied, in the alliance instrument's
+        points), min_sessions.
+    presets : dict
+        The multiverse's criteria: name -> arguments, with this run's reliability; ``default``
+        names the one that is this run's criterion.
+    outcome : dict
+        requested, used, usable (outcomes with pre and post scores), note.
+    root : Path
+        The output root (not stored in run.json: the file's place says it).
+    """
+
+    params: dict
+    dataset: dict | None
+    instruments: dict
+    origins: dict
+    criterion: dict
+    presets: dict
+    outcome: dict
+    root: Path = field(default_factory=paths.output_root, compare=False)
+
+    # ---- where
+    @property
+    def out(self) -> paths.Outputs:
+        return paths.Outputs(self.root)
+
+    @property
+    def default_run(self) -> bool:
+        return is_default(self.params)
+
+    # ---- the data
+    @property
+    def simulated(self) -> bool:
+        return bool(self.dataset and self.dataset["simulated"])
+
+    @property
+    def has_truth(self) -> bool:
+        return bool(self.dataset and self.dataset["has_truth"])
+
+    @property
+    def same_design(self) -> bool:
+        """The replication's own simulated trial: the paper's design facts are compared row by row."""
+        return bool(self.dataset and self.dataset["same_design"])
+
+    @property
+    def name(self) -> str:
+        return self.dataset["name"] if self.dataset else "simulation study"
+
+    @property
+    def caption(self) -> str:
+        """Appended to every figure title: simulated-data outputs say so."""
+        return " · SIMULATED DATA" if self.simulated else ""
+
+    @property
+    def n_sessions(self) -> int:
+        return int(self.dataset["n_sessions"] if self.dataset else self.params["n_sessions"])
+
+    # ---- instruments
+    def measure(self, column: str) -> Instrument:
+        """The instrument that scores a contract column (``alliance``, ``pss_sr_pre``, ...)."""
+        for role, cols in instruments.ROLE_COLUMNS.items():
+            if column in cols or column in {c.rsplit("_", 1)[0] for c in cols if c.endswith(("_pre", "_post"))}:
+                return self.instruments[role]
+        raise KeyError(f"no instrument scores the column {column!r}")
+
+    def axis_label(self, column: str) -> str:
+        """Axis title of a scored column, e.g. ``"WAI-SR alliance (mean item score, 1-5)"``."""
+        role = self.role_of(column)
+        inst = self.instruments[role]
+        construct = instruments.ROLE_CONSTRUCTS[role]
+        return inst.label(construct) if role == "alliance" else f"{inst.name} {construct} ({inst.range_text})"
+
+    @staticmethod
+    def role_of(column: str) -> str:
+        for role, cols in instruments.ROLE_COLUMNS.items():
+            if column in cols or any(c.startswith(column + "_") for c in cols):
+                return role
+        raise KeyError(f"no instrument scores the column {column!r}")
+
+    @property
+    def defaulted(self) -> list[str]:
+        """Roles measured in the data whose instrument is the replication's default."""
+        return [role for role, origin in self.origins.items() if origin == "default"]
+
+    # ---- text
+    def instruments_markdown(self) -> str:
+        """One line per measured role: the instrument's name, scores, range, reliability and origin."""
+        absent = set(self.dataset["absent"]) if self.dataset else set()
+        lines = []
+        for role, inst in self.instruments.items():
+            cols = [c for c in instruments.ROLE_COLUMNS[role] if c not in absent]
+            if not cols:
+                continue
+            rel = f", reliability {fmt_r(inst.reliability)}" if inst.reliability is not None else ""
+            lines.append(f"* {instruments.ROLE_CONSTRUCTS[role]}: **{escape_markdown(inst.name)}** "
+                         f"({escape_markdown(inst.score)}, "
+                         f"{inst.range_text}{rel}; columns {', '.join(f'`{c}`' for c in cols)}) — "
+                         f"{ORIGINS[self.origins[role]]}")
+        return "\n".join(lines)
+
+    def criterion_markdown(self) -> str:
+        """The rupture criterion as a reader needs it: name, threshold in the alliance
+        instrument's points, reliability and its source, the repair rule, ``min_sessions`` and
+        the number of sessions."""
+        c = self.criterion
+        alliance = self.instruments["alliance"]
+        thr = c["threshold"]
+        rule = thr["rule"]
+        rel = (f"; reliability r = {fmt_r(c['reliability'])} ({escape_markdown(c['reliability_source'])})"
+               if c["reliability"] is not None and criteria.needs_reliability(c["name"]) else "")
+        window = c["arguments"].get("repair_window")
+        repair = (f"repaired when a later rating within {window} session{'s' if window != 1 else ''}"
+                  if window is not None else "repaired when any later rating")
+        tol = c["arguments"].get("tolerance", 0.0)
+        back = (f"is back to at least the pre-rupture level minus {tol:g} points" if tol else
+                "is back to at least the pre-rupture level")
+        return (f"Rupture criterion **`{c['name']}`**: a drop between consecutive observed "
+                f"{escape_markdown(alliance.name)} ratings of at least {escape_markdown(rule)}{rel}; {repair} {back}. Clients with fewer than "
+                f"{c['min_sessions']} observed alliance ratings are *insufficient data*; the trial has "
+                f"{self.n_sessions} sessions.")
+
+    def banner_markdown(self, what: str = "these results") -> str:
+        """The simulated-data notice (or the dataset's name) as a Markdown block."""
+        if self.simulated:
+            return (f"> **Simulated data** ({escape_markdown(self.name)}; see notebook 01): {what} show what the pipeline finds in "
+                    "simulated data; they are not evidence about real clients.")
+        return f"> **Data: {escape_markdown(self.name)}.**"
+
+    # ---- the trial's tables
+    def tables(self) -> "RunTables":
+        """The processed tables under this run's output root (patterns and episodes once notebook
+        02 has written them)."""
+        folder = self.out.processed
+
+        def optional(name):
+            return read_table(folder / name) if (folder / name).exists() else None
+
+        return RunTables(read_table(folder / "sessions.csv"), read_table(folder / "participants.csv"),
+                         optional("truth.csv"), optional("episodes.csv"), optional("patterns.csv"))
+
+    # ---- serialisation
+    def to_json(self) -> str:
+        doc = {
+            "schema": SCHEMA,
+            "params": portable_params(self.params),
+            "dataset": self.dataset,
+            "instruments": {role: {**instruments.as_dict({role: inst})[role], "origin": self.origins[role]}
+                            for role, inst in self.instruments.items()},
+            "criterion": self.criterion,
+            # a list: JSON objects are written with sorted keys, and the criteria's order is the tables'
+            "presets": {**self.presets, "criteria": [{"name": k, "arguments": v}
+                                                     for k, v in self.presets["criteria"].items()]}
+            if self.presets else {},
+            "outcome": self.outcome,
+        }
+        return json.dumps(_rounded(doc), indent=1, sort_keys=True, allow_nan=False, ensure_ascii=False) + "\n"
+
+    @classmethod
+    def from_json(cls, text: str, root) -> "RunSpec":
+        doc = json.loads(text)
+        if doc.get("schema") != SCHEMA:
+            raise ValueError(f"run.json schema {doc.get('schema')!r}; this code reads schema {SCHEMA}: re-run the "
+                             "pipeline")
+        roles = [r for r in instruments.ROLE_COLUMNS if r in doc["instruments"]]  # the roles' own order
+        presets = doc["presets"]
+        if presets:
+            presets = {**presets, "criteria": {c["name"]: c["arguments"] for c in presets["criteria"]}}
+        return cls(params=absolute_data_paths(doc["params"], paths.ROOT), dataset=doc["dataset"],
+                   instruments={r: Instrument(**{k: v for k, v in doc["instruments"][r].items() if k != "origin"})
+                                for r in roles},
+                   origins={r: doc["instruments"][r]["origin"] for r in roles},
+                   criterion=doc["criterion"], presets=presets, outcome=doc["outcome"], root=Path(root))
+
+
+@dataclass
+class RunTables:
+    """The processed tables of a run (:meth:`RunSpec.tables`)."""
+
+    sessions: pd.DataFrame
+    participants: pd.DataFrame
+    truth: pd.DataFrame | None
+    episodes: pd.DataFrame | None
+    patterns: pd.DataFrame | None
+
+
+def fmt_r(r: float) -> str:
+    """A reliability as APA prints it: ``.83``."""
+    return f"{r:.2f}".lstrip("0") if r is not None else "—"
+
+
+def _rounded(obj):
+    """Floats to 10 significant digits: run.json is an exact output, and the last bits of a
+    threshold differ between machines."""
+    if isinstance(obj, float):
+        return float(f"{obj:.10g}") if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _rounded(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_rounded(v) for v in obj]
+    return obj
+
+
+# ----------------------------------------------------------------------------- resolving
+def resolve(params: dict, *, root=None, load: bool = True) -> tuple[RunSpec, Trial | None]:
+    """The run specification of ``params`` and the trial it runs on.
+
+    Parameters
+    ----------
+    params : dict
+        Every parameter (:func:`load_params`); data paths relative to the working directory
+        are made absolute.
+    root : path-like, optional
+        The output root; default: the repository for the default run, ``runs/<name>/`` for
+        any other.
+    load : bool
+        False for a run that uses no trial data (the simulation study alone): the parameters
+        are validated, nothing is simulated or loaded.
+
+    Raises
+    ------
+    helpers.checks.ParameterError, helpers.dataset.DescriptorError,
+    helpers.contract.DataValidationError, FileNotFoundError
+        Whatever a notebook would otherwise fail on, with the parameter, key or column that
+        fixes it.
+    """
+    params = absolute_data_paths(params)
+    checks.check_parameters(params)
+    if not load:
+        spec = RunSpec(params, None, dict(instruments.DEFAULTS), {r: "default" for r in instruments.DEFAULTS},
+                       {}, {}, {}, root=Path(root) if root else _default_root(params, None))
+        return spec, None
+    trial, desc = _load(params)
+    insts, origins = _instruments(trial, desc)
+    checks.check_trial(trial, params, insts["alliance"], where=_where(params, desc))
+    criterion = _criterion(params, trial, insts["alliance"], origins["alliance"], desc)
+    data = _dataset(params, trial, desc, insts)
+    # only the instruments of what the trial measured: an absent role has no name to show
+    measured = [r for r, cols in instruments.ROLE_COLUMNS.items() if set(cols) & set(data["measures"])]
+    insts, origins = {r: insts[r] for r in measured}, {r: origins[r] for r in measured}
+    spec = RunSpec(params=params, dataset=data, instruments=insts, origins=origins, criterion=criterion,
+                   presets=_presets(criterion), outcome=_outcome(params, trial, insts),
+                   root=Path(root) if root else _default_root(params, data["name"]))
+    # as stored: the runner and every notebook see the same (rounded) numbers
+    return RunSpec.from_json(spec.to_json(), spec.root), trial
+
+
+def _default_root(params, dataset_name) -> Path:
+    if is_default(params):
+        return paths.output_root()
+    return paths.RUNS / run_name(params, dataset_name)
+
+
+def _where(params, desc) -> str:
+    return str(desc.path) if desc is not None else f"data_source {params['data_source']}"
+
+
+def _load(params):
+    """The trial (simulated or loaded) and its parsed descriptor (None without one)."""
+    source = params["data_source"]
+    if source == "simulate":
+        from helpers import simulate
+
+        trial = simulate.simulate_trial(n_participants=params["n_participants"], n_sessions=params["n_sessions"],
+                                        seed=params["seed"])
+        return trial, None
+    path = Path(source)
+    checks.check_exists(path)
+    descriptor = dataset.find_descriptor(path)
+    if descriptor is not None:
+        desc = dataset.read_descriptor(descriptor)
+        return dataset.load_dataset(desc, warn=False), desc
+    return dataset.load(path, params.get("participants_path"), warn=False), None
+
+
+def _instruments(trial: Trial, desc) -> tuple[dict, dict]:
+    if desc is None:
+        origin = "simulated" if trial.truth is not None and "knobs" in trial.meta else "default"
+        return dict(instruments.DEFAULTS), {role: origin for role in instruments.DEFAULTS}
+    declared = set(desc.declared_roles)
+    return dict(desc.instruments), {role: "declared" if role in declared else "default"
+                                    for role in desc.instruments}
+
+
+def _dataset(params, trial: Trial, desc, insts) -> dict:
+    simulated_here = params["data_source"] == "simulate"
+    tables = {"sessions": trial.sessions, "participants": trial.participants}
+    measured = [c for t in tables.values() for c in t.columns if c not in ("participant_id", "session")]
+    absent = sorted(c for c in measured if not available.has_column(
+        tables["sessions"] if c in trial.sessions.columns else tables["participants"], c))
+    observed = trial.sessions.loc[trial.sessions["alliance"].notna(), "session"]
+    warnings = list(trial.meta.get("warnings", []))
+    warnings += instruments.range_fit_warnings({**tables}, insts)
+    n_sessions = int(trial.meta.get("n_sessions") or trial.sessions["session"].max())
+    if simulated_here:
+        name = f"simulated trial (seed {params['seed']})"
+        description = (f"simulated by helpers.simulate: {params['n_participants']} clients, "
+                       f"{params['n_sessions']} sessions, the paper's instruments")
+    else:
+        name = desc.name if desc is not None else Path(params["data_source"]).name
+        description = desc.description if desc is not None else ""
+    return {
+        "name": name,
+        "description": description,
+        "simulated": bool(simulated_here or (desc is not None and desc.simulated) or trial.truth is not None),
+        "has_truth": trial.truth is not None,
+        "source": "simulate" if simulated_here else ("descriptor" if desc is not None else "files"),
+        "descriptor": _portable(desc.path) if desc is not None else None,
+        "n_participants": int(trial.participants.shape[0]),
+        "n_sessions": n_sessions,
+        "sessions": [int(observed.min()), int(observed.max())] if len(observed) else None,
+        "measures": sorted(set(measured) - set(absent)),
+        "absent": absent,
+        "warnings": warnings,
+        "knobs": trial.meta.get("knobs") if simulated_here else None,
+        "same_design": bool(simulated_here and all(params[k] == v for k, v in PAPER_DESIGN.items())),
+    }
+
+
+def _portable(path) -> str:
+    try:
+        return Path(path).resolve().relative_to(paths.ROOT).as_posix()
+    except ValueError:
+        return str(path)
+
+
+def _criterion(params, trial: Trial, alliance: Instrument, origin: str, desc) -> dict:
+    """The criterion's arguments with the reliability resolved, and the threshold it applies."""
+    name = params["criterion"]
+    if params.get("reliability") is not None:
+        reliability, source = float(params["reliability"]), "set as a parameter (--set reliability)"
+    else:
+        reliability = alliance.reliability
+        source = alliance.reliability_source or (
+            f"declared in {desc.path.name}" if origin == "declared" else "the instrument's")
+    arguments = criteria.criterion_arguments({**params, "reliability": reliability})
+    threshold = criteria.threshold_summary(trial.sessions, **arguments)
+    threshold["rule"] = threshold_rule(arguments, threshold, alliance)
+    return {"name": name, "arguments": arguments, "reliability": reliability,
+            "reliability_source": source if reliability is not None else "",
+            "threshold": threshold, "min_sessions": int(params["min_sessions"])}
+
+
+def threshold_rule(arguments: dict, threshold: dict, alliance: Instrument) -> str:
+    """The threshold a criterion applied, in the alliance instrument's points, as a phrase."""
+    crit = arguments["criterion"]
+    pts = alliance.points
+    if crit == "absolute":
+        return f"{pts(threshold['value'])} (a fixed cutoff)"
+    if crit in ("rci", "sudden"):
+        sd_from = ("the SD of the clients' first observed ratings" if threshold["sd_source"] == "first_observed"
+                   else "as given (--set rci_sd)")
+        rci = (f"{pts(threshold['value'])} (the reliable change index 1.96 · SD · √(2 (1 − r)), SD = "
+               f"{threshold['sd']:.2f} points, {sd_from})")
+        if crit == "rci":
+            return rci
+        return (f"{rci}, a drop of at least 25% of the pre-rupture rating, and a mean difference between the "
+                "sessions before and after (Tang & DeRubeis, 1999)")
+    scale = {"within": "the client's own SD", "between": "the SD of all session-to-session changes",
+             "stricter": "the larger of the client's own SD and the SD of all session-to-session changes"}
+    k = f"{arguments['k']:g} × {scale[arguments['scale']]}"
+    if threshold.get("value") is None:
+        return f"{k} (undefined on these data)"
+    if threshold["kind"] == "fixed":
+        return f"{k} = {pts(threshold['value'])}"
+    return (f"{k} (per client: median {pts(threshold['value'])}, range {threshold['low']:.2f} to "
+            f"{threshold['high']:.2f})")
+
+
+def _presets(criterion: dict) -> dict:
+    """Every named criterion with this run's reliability; the run's own criterion is one of
+    them (``default``), added under its name when it matches no preset (e.g. ``k = 1.5``)."""
+    reliability = criterion["reliability"]
+    everything = criteria.presets(0.5 if reliability is None else reliability)
+    presets = {k: v for k, v in everything.items()
+               if reliability is not None or not criteria.needs_reliability(v["criterion"])}
+    mine = {k: v for k, v in criterion["arguments"].items() if k not in ("repair_window", "tolerance")}
+    match = next((k for k, v in presets.items() if _same_criterion(v, mine)), None)
+    if match is None:
+        match = f"{criterion['name']} (this run)"
+        presets[match] = mine
+    return {"default": match, "criteria": presets,
+            "left_out": sorted(set(everything) - set(presets))}
+
+
+def _same_criterion(a: dict, b: dict) -> bool:
+    def norm(d):
+        return {k: v for k, v in d.items() if v is not None}
+    return norm(a) == norm(b)
+
+
+def _outcome(params, trial: Trial, insts) -> dict:
+    """The paper's regression outcome the data allow, with a note in the instruments' names."""
+    usable, used, _ = available.regression_outcomes(trial.participants, params["outcome"])
+    role = {"pss_i": "interview", "pss_sr": "symptoms"}
+    note = ""
+    if not usable:
+        note = ("no outcome with both pre- and post-treatment scores in the data: the paper's regression and the "
+                "pre/post ANOVA cannot be estimated")
+    elif used != params["outcome"]:
+        note = (f"no pre- and post-treatment {instruments.ROLE_CONSTRUCTS[role[params['outcome']]]} scores in the "
+                f"data (`{params['outcome']}_pre`, `{params['outcome']}_post`): the β is estimated on "
+                f"{insts[role[used]].name}")
+    return {"requested": params["outcome"], "used": used if usable else None, "usable": usable,
+            "name": insts[role[used]].name if usable else None, "note": note}
+
+
+# ----------------------------------------------------------------------------- writing and opening
+def spec_path(root) -> Path:
+    return paths.Outputs(Path(root)).processed / SPEC_FILE
+
+
+def write(spec: RunSpec, trial: Trial | None) -> list[Path]:
+    """run.json (and the trial's tables) under the spec's output root."""
+    from helpers import data
+
+    folder = spec.out.processed
+    written = data.save_trial(trial, folder) if trial is not None else []
+    return written + [atomic_write_text(folder / SPEC_FILE, spec.to_json())]
+
+
+def prepare(params: dict, *, root=None, load: bool = True) -> RunSpec:
+    """:func:`resolve`, then :func:`write`: what the runner does before the first notebook."""
+    spec, trial = resolve(params, root=root, load=load)
+    write(spec, trial)
+    return spec
+
+
+def load(root) -> RunSpec:
+    """The run specification stored under an output root."""
+    path = spec_path(root)
+    return RunSpec.from_json(path.read_text(encoding="utf-8"), root)
+
+
+def open_run(*, load_data: bool = True, fresh: bool = False, **notebook_params) -> RunSpec:
+    """The run a notebook belongs to (call it right after the ``parameters`` cell).
+
+    Under the runner: the run it prepared (``REPLICATION_RUN_SPEC``); the notebook's parameters
+    must be that run's. Run by hand: the run stored under the default output root, unless the
+    notebook's parameters differ from it -- then a new run is resolved, with outputs under
+    ``runs/<name>/`` (never over the committed replication), and a notice says so. ``fresh``
+    (notebook 01) resolves the data again rather than reusing stored tables; ``load_data=False``
+    (the simulation study) needs no trial.
+    """
+    given = absolute_data_paths(notebook_params, paths.ROOT)
+    env = os.environ.get(ENV_SPEC)
+    if env:
+        spec = RunSpec.from_json(Path(env).read_text(encoding="utf-8"), Path(env).parents[2])
+        differ = {k: v for k, v in given.items() if spec.params.get(k) != v}
+        if differ:
+            raise ValueError(f"the notebook's parameters {differ} are not the run's ({ {k: spec.params.get(k) for k in differ} })")
+        return spec
+    root = paths.output_root()
+    base = load(root) if spec_path(root).is_file() else None
+    params = {**(base.params if base is not None else absolute_data_paths(default_params(), paths.ROOT)), **given}
+    if base is not None and params == base.params and not fresh and (base.dataset is not None or not load_data):
+        return base
+    if is_default(params):
+        return prepare(params, root=root, load=load_data or base is None or base.dataset is not None)
+    spec = prepare(params, load=load_data)
+    print(f"This notebook's parameters differ from the default run's: its outputs go to "
+          f"{_portable(spec.root)}/ (git-ignored), not over the committed replication.", file=sys.stderr)
+    return spec
+
+
+__all__ = ["RunSpec", "RunTables", "resolve", "prepare", "write", "load", "open_run", "load_params",
+           "default_params", "is_default", "run_name", "INSUFFICIENT"]
