@@ -142,3 +142,58 @@ def test_special_quantiles_equal_scipy_stats_to_the_bit():
     got = normal_qq(x)
     assert np.array_equal(got[0], osm) and np.array_equal(got[1], osr)
     assert (got[2], got[3]) == (slope, intercept)
+
+
+# --------------------------------------------------------------------------------------------
+# the layers of the README's Architecture table
+# --------------------------------------------------------------------------------------------
+README = SRC.parents[1] / "README.md"
+
+
+def readme_layers(readme: Path = README) -> dict:
+    """``{module: layer index}`` from the README's Architecture table (first row = 0)."""
+    text = readme.read_text(encoding="utf-8")
+    section = text[text.index("## Architecture"):]
+    section = section[:section.index("\n## ", 4)]
+    layers = {}
+    rows = [line for line in section.splitlines() if line.startswith("| ") and "`" in line.split("|")[2]]
+    for i, row in enumerate(rows):
+        for module in row.split("|")[2].replace("`", "").split(","):
+            layers["helpers." + module.strip()] = i
+    return layers
+
+
+def upward_imports(graph: dict, layers: dict) -> list:
+    """Imports that point up the table: ``(importer, imported)``. A private submodule
+    (``helpers.data._cells``) is in its package's row."""
+    def layer(module):
+        while module not in layers and "." in module[len("helpers."):]:
+            module = module.rsplit(".", 1)[0]
+        return layers[module]
+    return sorted((a, b) for a, deps in graph.items() if a != "helpers"
+                  for b in deps if b != "helpers" and layer(b) > layer(a))
+
+
+def test_every_module_is_in_a_row_of_the_readme_table():
+    layers = readme_layers()
+    graph = import_graph()
+    missing = sorted(m for m in graph if m != "helpers" and m not in layers and m.rsplit(".", 1)[0] not in layers)
+    assert not missing, f"modules in no row of the README's Architecture table: {missing}"
+    assert not set(layers) - set(graph), f"rows name modules that do not exist: {sorted(set(layers) - set(graph))}"
+
+
+def test_imports_point_down_the_layers():
+    bad = upward_imports(import_graph(), readme_layers())
+    assert not bad, "imports against the layer order (README Architecture): " + ", ".join(f"{a} -> {b}" for a, b in bad)
+
+
+def test_the_layer_check_sees_an_upward_import(tmp_path):
+    pkg = tmp_path / "helpers"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    (pkg / "low.py").write_text("def f():\n    from helpers import high\n")
+    (pkg / "high.py").write_text("from helpers import low\n")
+    readme = tmp_path / "README.md"
+    readme.write_text("## Architecture\n\n| layer | modules | holds |\n|---|---|---|\n| a | `low` | x |\n"
+                      "| b | `high` | y |\n\n## Next\n")
+    assert upward_imports(import_graph(pkg), readme_layers(readme)) == [("helpers.low", "helpers.high")]

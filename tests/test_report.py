@@ -127,8 +127,8 @@ def test_report_is_self_contained_and_hides_code(page):
 
 def test_report_export_is_byte_reproducible(tmp_path):
     executed = paths.ROOT / "notebooks" / "04_replication_report.ipynb"
-    a = report.export_html(executed, tmp_path / "a.html")
-    b = report.export_html(executed, tmp_path / "b.html")
+    a = notebook.export_html(executed, tmp_path / "a.html")
+    b = notebook.export_html(executed, tmp_path / "b.html")
     assert a.read_bytes() == b.read_bytes()
 
 

@@ -1,16 +1,19 @@
 """Notebook conventions: :func:`setup` at the top of every notebook (every warning shown as a
 sentence, display options), the run's summary as a reader sees it first (:func:`run_summary`),
 text from the data made safe to show (:func:`escape_markdown`), and the one stored form of an
-executed notebook (:func:`normalise_executed`).
+executed notebook (:func:`normalise_executed`) and its static HTML page (:func:`export_html`).
 """
 
 from __future__ import annotations
 
+import re
 import warnings
+from pathlib import Path
 
 import pandas as pd
 
 from helpers.markup import escape_markdown
+from helpers.tables import atomic_write_text
 
 
 def _format(message, category, filename, lineno, line=None) -> str:
@@ -90,3 +93,23 @@ def merge_streams(outputs: list) -> list:
         else:
             merged.append(out)
     return merged
+
+
+def export_html(notebook, out) -> Path:
+    """Export an executed notebook to a self-contained static HTML page.
+
+    Code is hidden, figures are embedded as data URIs, and nothing is loaded from the
+    network: the MathJax and RequireJS script tags that nbconvert's template points at a CDN
+    are removed (the report has no equations or widgets). The run's timing metadata is
+    stripped first, so the page is byte-identical across runs of the same results.
+    """
+    import nbformat
+    from nbconvert import HTMLExporter  # nbconvert takes ~1 s to import: only the runner needs it, once
+
+    nb = normalise_executed(nbformat.read(str(notebook), as_version=4))
+    exporter = HTMLExporter(template_name="lab", exclude_input=True, exclude_input_prompt=True,
+                            exclude_output_prompt=True, embed_images=True)
+    body, _ = exporter.from_notebook_node(nb)
+    body = re.sub(r'<script[^>]+src="https?://[^"]*"[^>]*>\s*</script>', "", body)
+    body = re.sub(r"<script[^>]*>\s*require\.config\(.*?</script>", "", body, flags=re.S)
+    return atomic_write_text(out, body)

@@ -28,16 +28,20 @@ How a run stays safe:
 from __future__ import annotations
 
 import argparse
+import ast
 import dataclasses
 import logging
 import os
+import re
 import shutil
 import sys
 import tempfile
 import time
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from pathlib import Path
 
-from helpers import paths, runspec
+from helpers import kernels, manifest, notebook, paths, report, runspec
+from helpers.tables import atomic_write_text
 
 #: Output folders (relative to the output root) that a run stages and publishes.
 OUTPUT_DIRS = paths.OUTPUT_DIRS
@@ -74,9 +78,7 @@ def declared_parameters(notebook) -> set[str]:
     Read with :mod:`ast` rather than ``papermill.inspect_notebook``, which cannot infer a
     type for ``x = None`` and then leaves such a parameter out.
     """
-    import ast
-
-    import nbformat
+    import nbformat  # ~1-2 s to import (jsonschema): --help and the checks answer without it
 
     names = set()
     for cell in nbformat.read(str(notebook), as_version=4).cells:
@@ -102,7 +104,8 @@ def run(params=None, *, notebooks=None, only=None, output_root=None,
     only : list of str, optional
         Run only notebooks whose names start with these prefixes.
     output_root : path-like, optional
-        Where outputs are published (default: the repository root).
+        Where outputs are published (default: the default run's output root -- the repository,
+        or ``REPLICATION_OUTPUT_ROOT`` -- for the default run, ``runs/<name>/`` for any other).
     refresh_notebooks : bool
         Also copy the executed notebooks over the committed ones in the notebooks folder.
     progress : bool
@@ -130,8 +133,7 @@ def run(params=None, *, notebooks=None, only=None, output_root=None,
     # line and the Python API check exactly the same things, before any notebook); the
     # simulation study alone needs no trial
     needs_data = not all(b.name.startswith(SIMULATION_ONLY) for b in books)
-    spec, trial = runspec.resolve(params, root=output_root or os.environ.get("REPLICATION_OUTPUT_ROOT") or None,
-                                  load=needs_data)
+    spec, trial = runspec.resolve(params, root=output_root, load=needs_data)
     for message in (spec.dataset or {}).get("warnings", []):
         print(f"warning: {message}", file=sys.stderr)
     output_root = spec.root
@@ -214,8 +216,6 @@ def _execute_all(books: list[Path], executed_dir: Path, params: dict, *, progres
     first failure in notebook order is raised (:class:`PipelineError`). Ctrl-C interrupts the
     running notebooks' kernels and is raised once they have stopped.
     """
-    from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
-
     lanes = parallel_lanes()
     outs = {nb: executed_dir / nb.name for nb in books}
     labels = {nb: f"[{i}/{len(books)}] {nb.stem}" for i, nb in enumerate(books, 1)}
@@ -268,8 +268,6 @@ def _execute_all(books: list[Path], executed_dir: Path, params: dict, *, progres
 
 def _start_kernel(nb: Path):
     """The kernel of notebook ``nb``, started in the notebook's folder (as Jupyter does)."""
-    from helpers import kernels
-
     try:
         return kernels.start(KERNEL_NAME, nb.parent.resolve())
     except Exception as exc:  # no such kernel spec, ...: name the notebook that needed it
@@ -278,8 +276,6 @@ def _start_kernel(nb: Path):
 
 
 def _interrupt_kernel(km) -> None:
-    from helpers import kernels
-
     try:
         kernels.interrupt(km)
     except Exception as exc:  # noqa: BLE001 -- the interrupt goes on; say which kernel did not take it
@@ -287,8 +283,6 @@ def _interrupt_kernel(km) -> None:
 
 
 def _stop_kernel(km) -> None:
-    from helpers import kernels
-
     kernels.shutdown(km)
 
 
@@ -304,9 +298,7 @@ def _write_editable(executed: Path, target: Path) -> None:
     """An executed notebook as the committed, editable copy: without papermill's
     injected-parameters cell, which would override an edit of the ``parameters`` cell in
     JupyterLab (the executed copy in results/notebooks/ keeps it, as a record of the run)."""
-    import nbformat
-
-    from helpers.tables import atomic_write_text
+    import nbformat  # see declared_parameters
 
     nb = nbformat.read(str(executed), as_version=4)
     nb.cells = [c for c in nb.cells if "injected-parameters" not in c.metadata.get("tags", [])]
@@ -321,18 +313,15 @@ def _finish_outputs(staging: Path, executed: list[Path], params: dict, output_ro
     streams merged), the static HTML report (when the report notebook ran), the published
     files that show the same thing kept (:func:`helpers.manifest.reconcile`), and the manifest
     of every generated file. Returns the lines naming the files kept."""
-    import nbformat
+    import nbformat  # see declared_parameters
 
-    from helpers import manifest, report
-    from helpers.notebook import normalise_executed
-    from helpers.tables import atomic_write_text
 
     for path in executed:
-        nb = normalise_executed(nbformat.read(str(path), as_version=4))
+        nb = notebook.normalise_executed(nbformat.read(str(path), as_version=4))
         atomic_write_text(path, nbformat.writes(nb) + "\n")
     executed_report = staging / "results" / "notebooks" / REPORT_NOTEBOOK
     if executed_report in executed:
-        report.export_html(executed_report, staging / "results" / "report.html")
+        notebook.export_html(executed_report, staging / "results" / "report.html")
     kept = manifest.reconcile(staging, output_root)
     manifest.write_manifest(staging, params, published_root=output_root)
     return kept
@@ -340,24 +329,20 @@ def _finish_outputs(staging: Path, executed: list[Path], params: dict, output_ro
 
 def _update_readme(output_root: Path) -> None:
     """Splice the default run's results fragment into the README (between its markers)."""
-    from helpers import report
-
     fragment = output_root / "results" / "readme_results.md"
     if fragment.is_file() and report.update_readme(fragment.read_text(encoding="utf-8")):
         print("README.md results section updated from this default run", file=sys.stderr)
 
 
-def verify(manifest=None, *, progress=True) -> list[tuple]:
+def verify(manifest_path=None, *, progress=True) -> list[tuple]:
     """Re-run the default pipeline in a temporary folder and compare every generated file with
     the committed one by its kind (``make verify``; :func:`helpers.manifest.verify_outputs`).
 
     Returns ``(path, kind, Comparison)`` per file.
     """
-    from helpers import manifest as manifest_mod
-
     with tempfile.TemporaryDirectory(prefix="replication-verify-") as tmp:
         run(load_params(), output_root=tmp, progress=progress)
-        return manifest_mod.verify_outputs(tmp, paths.ROOT, manifest)
+        return manifest.verify_outputs(tmp, paths.ROOT, manifest_path)
 
 
 def _make_staging(output_root: Path) -> Path:
@@ -392,7 +377,7 @@ def _prepare_kernel_env(staging: Path) -> None:
 def _execute(nb: Path, out: Path, params: dict, *, label: str, progress: bool, lane: int, km) -> None:
     """Run one notebook with papermill in the kernel ``km`` (started by :mod:`helpers.kernels`
     in the notebook's folder, with its options; the caller shuts it down)."""
-    import papermill as pm
+    import papermill as pm  # ~2 s to import: only when a notebook runs
     from papermill.exceptions import PapermillExecutionError
 
     wanted = declared_parameters(nb)
@@ -423,8 +408,6 @@ def _execute(nb: Path, out: Path, params: dict, *, label: str, progress: bool, l
 def _failing_statement(exc) -> str:
     """``line K: <statement>`` of the cell line that raised (the innermost frame in the cell,
     from IPython's traceback), not the cell's first line."""
-    import re
-
     text = re.sub(r"\x1b\[[0-9;]*m", "", "\n".join(exc.traceback or []))
     hits = re.findall(r"Cell In\[\d+\], line (\d+)", text)
     lines = (exc.source or "").splitlines()
@@ -438,7 +421,7 @@ def _failing_statement(exc) -> str:
 def _original_cell_number(executed, cell_index) -> int:
     """1-based number of the failing cell in the *committed* notebook: papermill's index
     counts the injected-parameters cell, which the reader's copy does not have."""
-    import nbformat
+    import nbformat  # see declared_parameters
 
     cells = nbformat.read(str(executed), as_version=4).cells
     injected = sum("injected-parameters" in c.metadata.get("tags", []) for c in cells[:cell_index])
@@ -473,8 +456,6 @@ def _is_scratch(path: Path) -> bool:
 def parameter_help(defaults=None) -> str:
     """Every parameter with its default and meaning, read from ``params/default.yaml`` (its
     comments are the documentation), for ``--help``."""
-    import re
-
     lines = []
     for line in Path(defaults or paths.DEFAULT_PARAMS).read_text(encoding="utf-8").splitlines():
         if line.startswith("# ---"):
@@ -514,14 +495,12 @@ def main(argv=None) -> int:
                              "generated file with the committed one (make verify)")
     args = parser.parse_args(argv)
     if args.verify:
-        from helpers.manifest import format_verify
-
         try:
             rows = verify(progress=not args.no_progress)
         except (PipelineError, FileNotFoundError) as exc:
             print(f"verify failed: {exc}", file=sys.stderr)
             return 1
-        text, ok = format_verify(rows)
+        text, ok = manifest.format_verify(rows)
         print(text, file=sys.stderr)
         return 0 if ok else 1
     try:

@@ -13,7 +13,8 @@ to compare them (fixed before any number is seen) and the verdict. The rules:
   .05, and its 95% CI holds .45.
 
 Also: the README's results section (written between markers from the last default run, never
-by hand) and the self-contained HTML export of the report notebook.
+by hand). The static HTML page of the executed report notebook is made by
+:func:`helpers.notebook.export_html`.
 """
 
 from __future__ import annotations
@@ -243,26 +244,3 @@ def update_readme(fragment: str, readme=None) -> bool:
     if new != text:
         atomic_write_text(readme, new)
     return new != text
-
-
-# ----------------------------------------------------------------------------- HTML
-def export_html(notebook, out) -> Path:
-    """Export an executed notebook to a self-contained static HTML page.
-
-    Code is hidden, figures are embedded as data URIs, and nothing is loaded from the
-    network: the MathJax and RequireJS script tags that nbconvert's template points at a CDN
-    are removed (the report has no equations or widgets). The run's timing metadata is
-    stripped first, so the page is byte-identical across runs of the same results.
-    """
-    import nbformat
-    from nbconvert import HTMLExporter
-
-    from helpers.notebook import normalise_executed
-
-    nb = normalise_executed(nbformat.read(str(notebook), as_version=4))
-    exporter = HTMLExporter(template_name="lab", exclude_input=True, exclude_input_prompt=True,
-                            exclude_output_prompt=True, embed_images=True)
-    body, _ = exporter.from_notebook_node(nb)
-    body = re.sub(r'<script[^>]+src="https?://[^"]*"[^>]*>\s*</script>', "", body)
-    body = re.sub(r"<script[^>]*>\s*require\.config\(.*?</script>", "", body, flags=re.S)
-    return atomic_write_text(out, body)
