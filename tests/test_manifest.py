@@ -20,7 +20,9 @@ matplotlib.use("Agg")
 @pytest.mark.parametrize("a, b, ok", [
     ("-1.367053361727802", "-1.3670533617168383", True),   # the BLAS difference a reviewer saw
     ("0.123457", "0.123456", True),                          # a rounding edge that flipped
-    ("1.2e-05", "1.3e-05", True),                            # last printed digit, exponent form
+    ("1.23457e-05", "1.23456e-05", True),                    # last printed digit, exponent form
+    ("1.2e-05", "1.3e-05", False),                           # ... but in a short number a unit is a change
+    ("0.45", "0.44", False),                                 # the paper's beta: .45 vs .44
     ("11.475", "11.4761", False),                            # more than one unit of the last digit
     ("0.45", "0.4502", False),
     ("116", "117", False),                                   # counts must be equal

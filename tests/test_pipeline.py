@@ -282,7 +282,7 @@ def test_ctrl_c_interrupts_the_running_notebooks_instead_of_waiting_for_them(tmp
         real_wait(fs, timeout=3)  # the notebook is running by then
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(concurrent.futures, "wait", ctrl_c)
+    monkeypatch.setattr(pipeline, "wait", ctrl_c)
     with pytest.raises(KeyboardInterrupt):
         pipeline.run(_params(seed=1), notebooks=books, output_root=published, progress=False)
     staged = list(published.glob(".staging-*/results/notebooks/01_long.ipynb"))

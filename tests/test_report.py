@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from helpers import paths, report
+from helpers import notebook, paths, report
 
 REPORT = paths.ROOT / "results" / "report.html"
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -25,20 +25,72 @@ def test_sd_ci_matches_the_chi_square_interval():
     assert hi == pytest.approx(s * np.sqrt(df / stats.chi2.ppf(0.025, df)))
 
 
-@pytest.mark.parametrize("rule,args,verdict", [
-    ("equal", (116, 116, np.nan, np.nan), "consistent"),
-    ("equal", (116, 115, np.nan, np.nan), "not consistent"),
-    ("in_ci", (28.0, 25.9, 17.6, 36.4), "consistent"),
-    ("in_ci", (28.0, 40.0, 30.0, 50.0), "not consistent"),
-    ("beta", (0.45, 0.44, 0.23, 0.64, 0.0001), "consistent"),
-    ("beta", (0.45, 0.20, 0.01, 0.39, 0.03), "not consistent"),   # CI misses .45
-    ("beta", (0.45, 0.30, -0.05, 0.65, 0.09), "not consistent"),  # not significant
-    ("beta", (0.45, -0.50, -0.9, -0.1, 0.01), "not consistent"),  # wrong sign
-    ("chi2_ns", (2.69, 0.81, np.nan, np.nan, 0.667), "consistent"),
-    ("chi2_ns", (0.57, 6.59, np.nan, np.nan, 0.037), "not consistent"),
-])
-def test_verdict_rules(rule, args, verdict):
-    assert report._verdict(rule, *args) == verdict
+def _tables(n=90, seed=1, effect=0.0):
+    """patterns, participants, chi2 and HC3 regression tables of a small synthetic trial."""
+    from helpers import available, models
+
+    rng = np.random.default_rng(seed)
+    ids = [f"P{i:03d}" for i in range(n)]
+    pattern = rng.choice(["no_rupture", "repaired", "unrepaired"], n, p=[0.54, 0.28, 0.18])
+    pre = rng.normal(30, 8, n)
+    post = 0.6 * pre + effect * (pattern == "unrepaired") + rng.normal(0, 6, n)
+    participants = pd.DataFrame({"participant_id": ids, "female": rng.random(n) < 0.76,
+                                 "caucasian": rng.random(n) < 0.66, "age": rng.normal(36.7, 11.3, n),
+                                 "mdd": rng.random(n) < 0.5, "child_abuse": rng.random(n) < 0.45,
+                                 "pss_i_pre": pre, "pss_i_post": post})
+    patterns = pd.DataFrame({"participant_id": ids, "pattern": pattern})
+    chi2 = available.chi2_by(patterns, participants)
+    regression = models.outcome_regression(patterns, participants, outcome="pss_i", cov_type="HC3", warn=False)
+    return participants, patterns, chi2, regression
+
+
+def test_on_the_replications_own_trial_calibrated_targets_are_never_counted():
+    table = report.replication_table(*_tables(effect=10.0), same_design=True)
+    kinds = table.set_index("quantity")["kind"]
+    assert kinds["N (PE clients)"] == "design"
+    assert (kinds.filter(like="chi-square") == "test").all()
+    assert set(kinds[kinds == "calibrated"].index) >= {"female (%)", "unrepaired rupture (%)",
+                                                       "unrepaired rupture -> post PTSD: standardised beta"}
+    calibrated = table[table["kind"] == "calibrated"]
+    assert (calibrated["verdict"] == report.CONSTRUCTION).all()
+    tests = table[table["kind"] == "test"]
+    assert report.headline(table).startswith(f"{int((tests['verdict'] == 'consistent').sum())} of 2 tests")
+    assert "1 design fact not equal" in report.headline(table)  # 90 clients, not the paper's 116
+
+
+def test_on_another_trial_every_row_is_a_test_or_a_different_design():
+    table = report.replication_table(*_tables(effect=10.0), same_design=False)
+    assert set(table["kind"]) == {"design", "test"}
+    assert table.loc[table["kind"] == "design", "verdict"].tolist() == ["different design"]
+    assert report.CONSTRUCTION not in table["verdict"].tolist()
+
+
+@pytest.mark.parametrize("row", ["female (%)", "age, mean (years)", "age, SD (years)", "unrepaired rupture (%)",
+                                 "pattern x MDD: chi-square", "unrepaired rupture -> post PTSD: standardised beta"])
+def test_a_verdict_flips_when_the_estimate_leaves_its_prediction_interval(row):
+    table = report.replication_table(*_tables(effect=10.0), same_design=False).set_index("quantity")
+    lo, hi = table.loc[row, ["pi_low", "pi_high"]]
+    inside = report._verdict("test", lo <= table.loc[row, "estimate"] <= hi, False, False)
+    assert table.loc[row, "verdict"] == inside
+    assert report._verdict("test", True, False, False) == "consistent"
+    assert lo < hi and report._verdict("test", lo <= hi + 1e-6 <= hi, False, False) == "not consistent"
+
+
+def test_the_beta_is_judged_with_hc3_and_the_papers_published_value():
+    participants, patterns, chi2, regression = _tables(effect=10.0)
+    row = report.replication_table(participants, patterns, chi2, regression, same_design=False).iloc[-1]
+    term = regression[(regression["model"] == "A") & (regression["term"] == "unrepaired")].iloc[0]
+    assert row["paper"] == 0.44 and row["estimate"] == term["beta"] and row["p"] == term["p"]
+    se_run = (term["beta_ci_high"] - term["beta_ci_low"]) / (2 * 1.959963984540054)
+    half = 1.959963984540054 * np.hypot(0.44 / stats.norm.ppf(1 - 0.001 / 2), se_run)
+    assert (row["pi_low"], row["pi_high"]) == (pytest.approx(0.44 - half), pytest.approx(0.44 + half))
+
+
+def test_apa_numbers_in_the_shown_table():
+    shown = report.format_replication_table(report.replication_table(*_tables(effect=10.0), same_design=False))
+    text = " ".join(shown.astype(str).to_numpy().ravel())
+    assert "0.000" not in text and "p = 0." not in text
+    assert list(shown.columns) == report.SHOWN_COLUMNS
 
 
 def test_cramers_v_bootstrap_interval_brackets_the_estimate():
@@ -111,8 +163,8 @@ def page():
 
 def test_report_holds_the_results_table_and_every_figure(page):
     table = pd.read_csv(paths.ROOT / "results" / "tables" / "replication.csv")
-    for quantity in table["quantity"]:
-        assert quantity in page.cells, quantity
+    for target in report.format_replication_table(table)["target"]:
+        assert target in page.cells, target
     assert "verdict" in page.cells and "consistent" in page.cells
     assert len(page.imgs) == 4  # prevalence, examples, growth, forest plot
     assert all(src.startswith("data:image/png;base64,") for src in page.imgs)

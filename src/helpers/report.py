@@ -1,47 +1,65 @@
-"""The replication report: one row per target of the paper, with the rule that judges it.
+"""The replication report: one row per target of the paper, with its kind and the rule that judges it.
 
-Each row holds the paper's value, this run's estimate with its 95% CI and N, the rule used
-to compare them (fixed before any number is seen) and the verdict. The rules:
+Each row holds the paper's value, this run's estimate with its 95% CI and N, the 95% *prediction
+interval* in which a replication of this size would fall if both studies estimated the same
+quantity (Patil, Peng & Leek, 2016; :mod:`helpers.consistency`), the row's kind and the verdict.
 
-* a **count** fixed by design (N) must be equal;
-* a **proportion or mean** agrees when the paper's value lies inside this run's 95% CI;
-* an **SD** agrees when the paper's SD lies inside the chi-square 95% CI of this run's SD;
-* a **chi-square test** agrees when it reaches the paper's conclusion at alpha = .05 (the
-  paper found no association: p = .26 and p = .75); its uncertainty is shown as a
-  bootstrap 95% CI of Cramer's V;
-* the **beta** of an unrepaired rupture agrees when it has the paper's sign, is significant at
-  .05, and its 95% CI holds .45.
+Kinds (stated before any number is computed):
 
-Also: the README's results section (written between markers from the last default run, never
-by hand). The static HTML page of the executed report notebook is made by
-:func:`helpers.notebook.export_html`.
+* **design** -- fixed by the study (N): equal, or "different design" on another trial;
+* **calibrated** -- the simulator was tuned to it (the sample's demographics, the pattern
+  prevalences and the β; ``helpers.simulate.Knobs``, ``docs/calibration.md``): on the
+  replication's own simulated trial its agreement is guaranteed, so it is shown as "reproduced by
+  construction" and never counted as consistent;
+* **test** -- everything else, and every row on another trial: consistent when this run's
+  estimate lies inside the prediction interval.
+
+The rules by estimate: a percentage, a mean or an SD against the interval from the paper's value
+and both Ns; a χ² test by its effect size, Cramér's V, against the interval simulated from the
+paper's χ² and N (not by both p values being ≥ .05); the β of an unrepaired rupture with this
+run's heteroscedasticity-consistent (HC3) standard error against the interval from the paper's
+β = .44 and the SE its p = .001 implies.
+
+Also: the table formatted for a reader (APA numbers, the verdicts highlighted), the README's
+results section (written between markers from the last default run, never by hand). The static
+HTML page of the executed report notebook is made by :func:`helpers.notebook.export_html`.
 """
 
 from __future__ import annotations
 
+import html
 import re
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from helpers import available, describe, models, paper, paths
+from helpers import available, consistency, describe, models, paper, paths
 from helpers.contract import INSUFFICIENT
 from helpers.markup import escape_markdown
 from helpers.tables import atomic_write_text
 
 #: Columns of the replication table (:func:`replication_table`): one row per target of the paper.
-REPORT_COLUMNS = ["quantity", "paper", "estimate", "ci_low", "ci_high", "n", "p", "statistic",
-                  "rule", "verdict"]
+REPORT_COLUMNS = ["quantity", "kind", "paper", "estimate", "ci_low", "ci_high", "n", "p", "statistic",
+                  "pi_low", "pi_high", "rule", "verdict"]
 README_START = "<!-- results:start (written by the default run: helpers.report; do not edit) -->"
 README_END = "<!-- results:end -->"
 
+#: The kinds of target (see the module docstring).
+KINDS = ("design", "calibrated", "test")
+#: Targets the simulator was tuned to: the knobs of helpers.simulate drawn to the paper's sample,
+#: the pattern probabilities and the unrepaired effect calibrated by helpers.calibration.
+CALIBRATED = ("female", "caucasian", "age_mean", "age_sd", "any_rupture", "repaired", "unrepaired",
+              "no_rupture", "beta")
+CONSTRUCTION = "reproduced by construction"
+
 RULES = {
     "equal": "equal (fixed by design)",
-    "in_ci": "paper's value inside this run's 95% CI",
-    "sd_in_ci": "paper's SD inside this run's 95% CI of the SD (chi-square interval)",
-    "chi2_ns": "same conclusion as the paper: no association (p >= .05)",
-    "beta": "same sign, p < .05, and the 95% CI holds .45",
+    "proportion": "inside the 95% prediction interval from the paper's % and both Ns",
+    "mean": "inside the 95% prediction interval from the paper's mean and SD and both Ns",
+    "sd": "inside the 95% prediction interval from the paper's SD and both Ns (log scale)",
+    "chi2": "Cramér's V inside the 95% prediction interval from the paper's χ² and N",
+    "beta": "β (HC3) inside the 95% prediction interval from the paper's β and the SE its p implies",
 }
 
 
@@ -85,25 +103,17 @@ def cramers_v_ci(patterns, participants, by, *, n_boot=2000, seed=20131106, leve
     return (float(np.quantile(v, a)), float(np.quantile(v, 1 - a)))
 
 
-def _verdict(rule, paper_value, est, lo, hi, p=np.nan) -> str:
-    if rule == "equal":
-        ok = paper_value == est
-    elif rule in ("in_ci", "sd_in_ci"):
-        ok = lo <= paper_value <= hi
-    elif rule == "chi2_ns":
-        ok = p >= 0.05
-    elif rule == "beta":
-        ok = np.sign(est) == np.sign(paper_value) and p < 0.05 and lo <= paper_value <= hi
-    else:
-        raise ValueError(f"unknown rule {rule!r}")
-    if any(pd.isna(v) for v in (est,)):
-        return "not estimable"
-    return "consistent" if ok else "not consistent"
+def _verdict(kind, inside, same_design, calibrated):
+    if kind == "design":
+        return ("consistent" if inside else "not consistent") if same_design else "different design"
+    if kind == "calibrated" and calibrated:
+        return CONSTRUCTION
+    return "consistent" if inside else "not consistent"
 
 
-def replication_table(participants, patterns, chi2, regression, *, outcome="pss_i",
-                      same_design=True, outcome_name=None) -> pd.DataFrame:
-    """One row per target of the paper (see the module docstring for the rules).
+def replication_table(participants, patterns, chi2, regression_hc3, *, outcome="pss_i", same_design=True,
+                      calibrated=None, outcome_name=None) -> pd.DataFrame:
+    """One row per target of the paper, with its kind, prediction interval and verdict.
 
     Parameters
     ----------
@@ -112,103 +122,224 @@ def replication_table(participants, patterns, chi2, regression, *, outcome="pss_
     patterns : DataFrame
         participant_id, pattern (from notebook 02).
     chi2 : DataFrame
-        :func:`helpers.models.pattern_chi2` rows for ``by`` = mdd and child_abuse.
-    regression : DataFrame
-        :func:`helpers.models.outcome_regression` output.
+        :func:`helpers.available.chi2_by` rows for ``by`` = mdd and child_abuse.
+    regression_hc3 : DataFrame
+        :func:`helpers.models.outcome_regression` with ``cov_type="HC3"``: the β is judged with
+        heteroscedasticity-consistent SEs (the simulation study of notebook 05 shows the classical
+        OLS interval under-covers when the unrepaired clients' outcomes vary more).
     outcome : str
-        Which outcome's model-A beta is compared with the paper's.
+        Which outcome's model-A β is compared with the paper's.
     same_design : bool
-        False for another trial: the paper's design facts (N = 116) are then "different
-        design", not "not consistent".
+        False for another trial: the paper's design facts (N = 116) are then "different design".
+    calibrated : bool, optional
+        Whether the data are the replication's own simulated trial, whose simulator was tuned to
+        the :data:`CALIBRATED` targets (default: ``same_design``).
     outcome_name : str, optional
         The outcome instrument's name in the β row (e.g. "PCL-5"; the run specification's
         ``outcome["name"]``); "PTSD" when the data have no outcome.
+
+    Returns
+    -------
+    DataFrame
+        :data:`REPORT_COLUMNS`; ``pi_low``/``pi_high`` the 95% prediction interval of the row's
+        estimate (for the χ² rows, of Cramér's V).
 
     Notes
     -----
     What the data cannot give is said in the verdict: a measure the data lack ("not
     available: no `mdd` column in the data"), a test that cannot run ("not estimable: ...").
+
+    References
+    ----------
+    Patil, P., Peng, R. D., & Leek, J. T. (2016). Perspectives on Psychological Science, 11(4),
+    539-544.
     """
+    calibrated = same_design if calibrated is None else calibrated
     sample = describe.demographics_table(participants).set_index("quantity")
     prev = describe.prevalence_table(patterns).set_index("quantity")
     rows = []
 
-    def add(quantity, paper_value, est, lo, hi, n, rule, p=np.nan, statistic="", verdict=None):
-        rows.append([quantity, paper_value, est, lo, hi, n, p, statistic, RULES[rule],
-                     verdict or _verdict(rule, paper_value, est, lo, hi, p)])
+    def add(quantity, key, kind, paper_value, est, lo, hi, n, rule, pi=(np.nan, np.nan), p=np.nan,
+            statistic="", verdict=None):
+        if kind == "calibrated" and key not in CALIBRATED:
+            raise ValueError(f"{key!r} is not a calibrated target")
+        inside = bool(pi[0] <= est <= pi[1]) if rule != "equal" else paper_value == est
+        rows.append([quantity, kind, paper_value, est, lo, hi, n, p, statistic, pi[0], pi[1], RULES[rule],
+                     verdict or ("not estimable" if pd.isna(est) else _verdict(kind, inside, same_design, calibrated))])
 
-    add("N (PE clients)", paper.SAMPLE["N"], len(participants), np.nan, np.nan, len(participants), "equal",
-        verdict=None if same_design else "different design")
-    for label, key in (("female (%)", "female"), ("Caucasian (%)", "caucasian")):
-        r = sample.loc["female" if key == "female" else "Caucasian"]
-        add(label, paper.SAMPLE[f"{key}_pct"], r["estimate"], r["ci_low"], r["ci_high"], r["n"], "in_ci",
-            verdict=None if available.has_column(participants, key) else available.not_available(key))
-    r = sample.loc["age, mean"]
+    n_all = len(participants)
+    add("N (PE clients)", "N", "design", paper.SAMPLE["N"], n_all, np.nan, np.nan, n_all, "equal")
+    n_paper = paper.SAMPLE["N"]
+    for label, key, row in (("female (%)", "female", "female"), ("Caucasian (%)", "caucasian", "Caucasian")):
+        r = sample.loc[row]
+        missing = None if available.has_column(participants, key) else available.not_available(key)
+        pct = paper.SAMPLE[f"{key}_pct"]
+        add(label, key, "calibrated" if calibrated else "test", pct, r["estimate"], r["ci_low"], r["ci_high"],
+            r["n"], "proportion", consistency.proportion_pi(pct, n_paper, max(r["n"], 1)), verdict=missing)
     no_age = None if available.has_column(participants, "age") else available.not_available("age")
-    add("age, mean (years)", paper.SAMPLE["age_mean"], r["estimate"], r["ci_low"], r["ci_high"], r["n"], "in_ci",
+    r = sample.loc["age, mean"]
+    add("age, mean (years)", "age_mean", "calibrated" if calibrated else "test", paper.SAMPLE["age_mean"],
+        r["estimate"], r["ci_low"], r["ci_high"], r["n"], "mean",
+        consistency.mean_pi(paper.SAMPLE["age_mean"], paper.SAMPLE["age_sd"], n_paper, max(r["n"], 1)),
         verdict=no_age)
     sd, lo, hi, n = sd_ci(participants["age"])
-    add("age, SD (years)", paper.SAMPLE["age_sd"], sd, lo, hi, n, "sd_in_ci", verdict=no_age)
+    add("age, SD (years)", "age_sd", "calibrated" if calibrated else "test", paper.SAMPLE["age_sd"], sd, lo, hi, n,
+        "sd", consistency.sd_pi(paper.SAMPLE["age_sd"], n_paper, max(n, 2)), verdict=no_age)
     for label, key in (("any rupture (%)", "any_rupture"), ("repaired rupture (%)", "repaired"),
                        ("unrepaired rupture (%)", "unrepaired"), ("no rupture (%)", "no_rupture")):
         r = prev.loc[key]
-        add(label, paper.PATTERN_PCT[key], r["estimate"], r["ci_low"], r["ci_high"], r["n"], "in_ci")
+        pct = paper.PATTERN_PCT[key]
+        add(label, key, "calibrated" if calibrated else "test", pct, r["estimate"], r["ci_low"], r["ci_high"],
+            r["n"], "proportion", consistency.proportion_pi(pct, paper.PATTERN_N, max(r["n"], 1)))
     for label, by in (("pattern x MDD: chi-square", "mdd"), ("pattern x childhood abuse: chi-square", "child_abuse")):
         r = chi2.set_index("by").loc[by]
+        target = paper.CHI2[by]
         if isinstance(r.get("note"), str) and r["note"]:  # helpers.available.chi2_by: the data cannot test it
-            add(label, paper.CHI2[by]["chi2"], np.nan, np.nan, np.nan, 0, "chi2_ns", verdict=r["note"])
+            add(label, by, "test", target["chi2"], np.nan, np.nan, np.nan, 0, "chi2", verdict=r["note"])
             continue
         v_lo, v_hi = cramers_v_ci(patterns, participants, by)
-        add(label, paper.CHI2[by]["chi2"], r["chi2"], np.nan, np.nan, r["n"], "chi2_ns", p=r["p"],
+        pi = consistency.cramers_v_pi(target["chi2"], target["n"], target["dof"], int(r["n"]))
+        add(label, by, "test", target["chi2"], r["cramers_v"], v_lo, v_hi, r["n"], "chi2", pi, p=r["p"],
             statistic=f"chi2({int(r['dof'])}) = {r['chi2']:.2f}, p = {r['p']:.3f}; Cramer's V = "
-                      f"{r['cramers_v']:.2f} (bootstrap 95% CI {v_lo:.2f} to {v_hi:.2f})")
-    terms = regression[(regression["outcome"] == outcome) & (regression["model"] == "A")
-                       & (regression["term"] == "unrepaired")]
+                      f"{r['cramers_v']:.2f} (bootstrap 95% CI {v_lo:.2f} to {v_hi:.2f}); paper's V = "
+                      f"{consistency.cramers_v(target['chi2'], target['n']):.2f}")
     label = f"unrepaired rupture -> post {outcome_name or 'PTSD'}: standardised beta"
-    if regression.empty:
-        add(label, paper.BETA["beta"], np.nan, np.nan, np.nan, 0, "beta",
+    kind = "calibrated" if calibrated else "test"
+    terms = regression_hc3[(regression_hc3["outcome"] == outcome) & (regression_hc3["model"] == "A")
+                           & (regression_hc3["term"] == "unrepaired")] if len(regression_hc3) else regression_hc3
+    if regression_hc3.empty:
+        add(label, "beta", kind, paper.BETA["beta"], np.nan, np.nan, np.nan, 0, "beta",
             verdict="not available: no outcome with pre- and post-treatment scores in the data")
     elif terms.empty:
-        add(label, paper.BETA["beta"], np.nan, np.nan, np.nan, 0, "beta",
+        add(label, "beta", kind, paper.BETA["beta"], np.nan, np.nan, np.nan, 0, "beta",
             verdict="not estimable: no classifiable client with an unrepaired rupture and pre/post scores")
     else:
         term = terms.iloc[0]
-        add(label, paper.BETA["beta"], term["beta"], term["beta_ci_low"], term["beta_ci_high"], term["n"], "beta",
-            p=term["p"], statistic=f"b = {term['b']:.2f} (SE {term['se']:.2f}), t({int(term['df'])}) = {term['t']:.2f}")
+        se_run = (term["beta_ci_high"] - term["beta_ci_low"]) / (2 * consistency.Z95)
+        se_paper = consistency.se_from_p(paper.BETA["beta"], paper.BETA["p"])
+        add(label, "beta", kind, paper.BETA["beta"], term["beta"], term["beta_ci_low"], term["beta_ci_high"],
+            term["n"], "beta", consistency.estimate_pi(paper.BETA["beta"], se_paper, se_run), p=term["p"],
+            statistic=f"b = {term['b']:.2f} (HC3 SE {term['se']:.2f}), t({int(term['df'])}) = {term['t']:.2f}")
     out = pd.DataFrame(rows, columns=REPORT_COLUMNS)
     out["n"] = out["n"].astype(int)
     return out
 
 
-def _fmt(x, digits=1):
-    return "" if pd.isna(x) else f"{x:.{digits}f}"
+def headline(table: pd.DataFrame) -> str:
+    """The count a reader sees first: tests only (calibrated and design rows are not evidence).
+
+    >>> t = pd.DataFrame({"kind": ["design", "calibrated", "test", "test"],
+    ...                   "verdict": ["consistent", CONSTRUCTION, "consistent", "not consistent"]})
+    >>> headline(t)
+    '1 of 2 tests consistent with the paper; 1 calibrated target reproduced by construction (not counted); 1 design fact equal'
+    """
+    tests = table[table["kind"] == "test"]
+    judged = tests[tests["verdict"].isin(["consistent", "not consistent"])]
+    parts = [f"{int((judged['verdict'] == 'consistent').sum())} of {len(judged)} tests consistent with the paper"]
+    if len(judged) < len(tests):
+        parts[0] += f" ({len(tests) - len(judged)} not available or not estimable)"
+    n_cal = int((table["verdict"] == CONSTRUCTION).sum())
+    if n_cal:
+        parts.append(f"{n_cal} calibrated target{'s' if n_cal != 1 else ''} reproduced by construction (not counted)")
+    for verdict, says in (("consistent", "equal"), ("not consistent", "not equal"),
+                          ("different design", "a different design")):
+        n = int(((table["kind"] == "design") & (table["verdict"] == verdict)).sum())
+        if n:
+            parts.append(f"{n} design fact{'s' if n != 1 else ''} {says}")
+    return "; ".join(parts)
+
+
+# ----------------------------------------------------------------------------- formatting
+def apa(x, digits: int = 2, *, bounded: bool = False) -> str:
+    """A number as APA prints it: ``digits`` decimals, no leading zero for a value that cannot
+    exceed 1 (``bounded``: p, r, β, V); empty for NaN.
+
+    >>> apa(0.4357, bounded=True), apa(-0.23, bounded=True), apa(71.56, 1)
+    ('.44', '-.23', '71.6')
+    """
+    if pd.isna(x):
+        return ""
+    text = f"{x:.{digits}f}"
+    return re.sub(r"^(-?)0\.", r"\1.", text) if bounded else text
+
+
+def apa_p(p) -> str:
+    """``p = .037``, ``p < .001``.
+
+    >>> apa_p(0.0371), apa_p(0.00007)
+    ('p = .037', 'p < .001')
+    """
+    if pd.isna(p):
+        return ""
+    return "p < .001" if p < 0.001 else f"p = {apa(p, 3, bounded=True)}"
+
+
+#: The shown table's columns, for a reader.
+SHOWN_COLUMNS = ["target", "kind", "paper", "this run [95% CI]", "N", "95% prediction interval", "verdict"]
 
 
 def format_replication_table(table: pd.DataFrame) -> pd.DataFrame:
-    """The table as text, for display and for the README (fixed digits)."""
+    """The table as a reader sees it: APA numbers, human labels, the prediction interval."""
     rows = []
     for _, r in table.iterrows():
-        is_beta = "beta" in r["quantity"]
-        is_chi2 = "chi-square" in r["quantity"]
-        digits = 2 if is_beta or is_chi2 else 1
-        this = _fmt(r["estimate"], digits) if not r["quantity"].startswith("N ") else str(int(r["estimate"]))
-        if (is_chi2 or is_beta) and pd.notna(r["p"]):
-            this += f" (p = {r['p']:.3f})" if r["p"] >= 0.001 else " (p < .001)"
-        ci = f"{_fmt(r['ci_low'], digits)} to {_fmt(r['ci_high'], digits)}" if pd.notna(r["ci_low"]) else ""
-        if is_chi2 and r["statistic"]:
-            ci = r["statistic"].split("; ")[1].replace("Cramer's V = ", "V = ")
-        paper_value = _fmt(r["paper"], 2 if is_beta or is_chi2 else 1) if not r["quantity"].startswith("N ") \
-            else str(int(r["paper"]))
-        rows.append({"quantity": r["quantity"], "paper": paper_value, "this run": this, "95% CI": ci,
-                     "N": int(r["n"]), "rule": r["rule"], "verdict": r["verdict"]})
-    return pd.DataFrame(rows)
+        q = r["quantity"]
+        is_beta, is_chi2, is_n = "beta" in q, "chi-square" in q, q.startswith("N ")
+        digits, bounded = (2, True) if is_beta else (1, False)
+        if is_n:
+            paper_text, this = str(int(r["paper"])), str(int(r["estimate"]))
+        elif is_chi2:
+            target = paper.CHI2["mdd" if "MDD" in q else "child_abuse"]
+            paper_text = (f"χ²({target['dof']}) = {target['chi2']:.2f}, V = "
+                          f"{apa(consistency.cramers_v(target['chi2'], target['n']), bounded=True)}")
+            this = "" if pd.isna(r["estimate"]) else (
+                f"{r['statistic'].split(',')[0].replace('chi2', 'χ²')}, {apa_p(r['p'])}; V = "
+                f"{apa(r['estimate'], bounded=True)} [{apa(r['ci_low'], bounded=True)}, {apa(r['ci_high'], bounded=True)}]")
+        else:
+            paper_text = apa(r["paper"], digits, bounded=bounded) + (f" ({apa_p(paper.BETA['p'])})" if is_beta else "")
+            this = apa(r["estimate"], digits, bounded=bounded)
+            if this and pd.notna(r["ci_low"]):
+                this += f" [{apa(r['ci_low'], digits, bounded=bounded)}, {apa(r['ci_high'], digits, bounded=bounded)}]"
+            if this and is_beta:
+                this += f", {apa_p(r['p'])} (HC3)"
+        pi = "" if pd.isna(r["pi_low"]) else (
+            ("V " if is_chi2 else "") + f"{apa(r['pi_low'], 2 if is_chi2 else digits, bounded=is_chi2 or bounded)} to "
+            f"{apa(r['pi_high'], 2 if is_chi2 else digits, bounded=is_chi2 or bounded)}")
+        rows.append({"target": q.replace(" x ", " × ").replace(": chi-square", ": χ²").replace(" -> ", " → ")
+                     .replace("standardised beta", "standardised β"),
+                     "kind": r["kind"], "paper": paper_text, "this run [95% CI]": this, "N": int(r["n"]),
+                     "95% prediction interval": pi, "verdict": r["verdict"]})
+    return pd.DataFrame(rows, columns=SHOWN_COLUMNS)
 
 
-def markdown_table(df: pd.DataFrame) -> str:
-    """GitHub markdown of a small text table (no extra dependency)."""
+#: Background of a verdict cell in the HTML table (Okabe-Ito based, readable in print).
+VERDICT_STYLE = {"consistent": "background:#d9f0e6", "not consistent": "background:#fbd9c9;font-weight:bold",
+                 CONSTRUCTION: "background:#eeeeee;font-style:italic"}
+
+
+def replication_html(shown: pd.DataFrame) -> str:
+    """The formatted table as HTML: every cell escaped (labels may hold a dataset's instrument
+    names), the verdict highlighted by its kind."""
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in shown.columns)
+    body = []
+    for _, r in shown.iterrows():
+        cells = []
+        for c in shown.columns:
+            style = VERDICT_STYLE.get(r[c], "background:#fff3c4") if c == "verdict" else ""
+            attr = f' style="{style}"' if style else ""
+            cells.append(f"<td{attr}>{html.escape(str(r[c]))}</td>")
+        body.append("<tr>" + "".join(cells) + "</tr>")
+    return (f'<table class="replication"><thead><tr>{head}</tr></thead><tbody>' + "".join(body)
+            + "</tbody></table>")
+
+
+def markdown_table(df: pd.DataFrame, *, text_columns=("target",)) -> str:
+    """GitHub markdown of a small text table; ``text_columns`` (labels that may hold a dataset's
+    instrument names) shown as text, never as markup."""
     cols = list(df.columns)
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    lines += ["| " + " | ".join(str(v) for v in row) + " |" for row in df.itertuples(index=False)]
+    for row in df.itertuples(index=False):
+        cells = [escape_markdown(v) if c in text_columns else str(v) for c, v in zip(cols, row)]
+        lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -220,11 +351,11 @@ def readme_fragment(table: pd.DataFrame, *, simulated: bool, source: str, criter
     kind = ("**simulated data** (the trial's raw data are not public): it shows that the pipeline and the "
             "generative model agree with the paper, not that the finding is true"
             if simulated else f"**real data** ({source})")
-    n_ok = int((table["verdict"] == "consistent").sum())
     return (
         f"Data: {source}; rupture criterion `{criterion}`. These numbers come from {kind}. "
-        f"{n_ok} of {len(table)} targets are consistent with the paper under the rules stated in each row "
-        "(fixed before the numbers; see `helpers.report`).\n\n"
+        f"{headline(table)}, under rules fixed before the numbers (`helpers.report`; a test is consistent "
+        "when this run's estimate lies inside the 95% prediction interval a replication of its size would "
+        "fall in, Patil, Peng & Leek, 2016).\n\n"
         + markdown_table(format_replication_table(table)) + "\n"
     )
 
