@@ -52,8 +52,9 @@ test: $(STAMP)
 test-fast: $(STAMP)
 	$(PY) -m pytest tests src/helpers --doctest-modules -m "not slow" -q $(PYTEST_ARGS)
 
+# as root (the usual container) Jupyter refuses to start without --allow-root
 lab: $(STAMP)
-	$(PY) -m jupyter lab notebooks/
+	$(PY) -m jupyter lab notebooks/ $$([ "$$(id -u)" = 0 ] && echo --allow-root)
 
 notebooks: $(STAMP)
 	$(PY) -m helpers.pipeline --refresh-notebooks

@@ -288,8 +288,16 @@ def test_a_notebook_executed_twice_gives_identical_normalised_output(tmp_path):
 
 
 @pytest.mark.slow
-def test_a_fresh_default_run_reproduces_the_committed_outputs(tmp_path):
+@pytest.mark.parametrize("backend", [None, "Agg"], ids=["default backend", "MPLBACKEND=Agg"])
+def test_a_fresh_default_run_reproduces_the_committed_outputs(tmp_path, monkeypatch, backend):
     # The committed outputs are one default run; this is a second one, compared as `make verify` does.
+    # A headless server's MPLBACKEND=Agg (the kernels inherit it) must not cost the notebooks their figures.
+    if backend:
+        monkeypatch.setenv("MPLBACKEND", backend)
+    else:
+        monkeypatch.delenv("MPLBACKEND", raising=False)
     pipeline.run(pipeline.load_params(), output_root=tmp_path, progress=False)
     text, ok = manifest.format_verify(manifest.verify_outputs(tmp_path, paths.ROOT))
     assert ok, text
+    report = (tmp_path / "results" / "report.html").read_text(encoding="utf-8")
+    assert report.count("<img") == 4  # prevalence, examples, growth, forest plot

@@ -136,7 +136,15 @@ def test_a_notebook_run_by_hand_with_other_parameters_writes_under_runs(tmp_path
     base = runspec.open_run(fresh=True, data_source="simulate")
     assert base.root == tmp_path / "published" and runspec.spec_path(base.root).is_file()
     assert runspec.open_run(criterion="rci") == base  # the same parameters: the same run
+    (base.out.tables).mkdir(parents=True)
+    (base.out.tables / "from_02.csv").write_text("x\n")  # an output of an earlier notebook
     other = runspec.open_run(criterion="sd", k=1.0)
     assert other.root == tmp_path / "runs" / "simulated-criterion-sd-k-1.0"
     assert (other.out.processed / "sessions.csv").is_file() and other.params["criterion"] == "sd"
+    assert (other.out.tables / "from_02.csv").is_file()  # seeded: the next notebooks find their inputs
     assert runspec.load(tmp_path / "published") == base  # the published run is untouched
+    # the next notebook run by hand, with its own parameters at their defaults, continues that run
+    assert runspec.open_run(outcome="pss_i") == other
+    # back to the default parameters: the published run again
+    assert runspec.open_run(criterion="rci", k=2.0) == base
+    assert runspec.open_run(outcome="pss_i") == base

@@ -43,11 +43,17 @@ STYLE = {
 
 
 def styled(plot):
-    """Draw (and save) under :data:`STYLE`."""
+    """Draw (and save) under :data:`STYLE`, restoring only the settings it changed (not
+    ``plt.rc_context``, which restores every setting: the backend's ``interactive`` flag, set
+    when the first figure resolves the backend, would be undone and later figures never shown)."""
     @functools.wraps(plot)
     def wrapper(*args, **kwargs):
-        with plt.rc_context(STYLE):
+        before = {key: plt.rcParams[key] for key in STYLE}
+        plt.rcParams.update(STYLE)
+        try:
             return plot(*args, **kwargs)
+        finally:
+            plt.rcParams.update(before)
     return wrapper
 
 

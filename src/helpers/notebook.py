@@ -23,11 +23,27 @@ def _format(message, category, filename, lineno, line=None) -> str:
 
 def setup(precision: int = 3) -> None:
     """Every warning shown each time it occurs (non-convergence, dropped rows: a reader must
-    see them), as ``Warning: message``; pandas shows ``precision`` decimals, long cells in full."""
+    see them), as ``Warning: message``; pandas shows ``precision`` decimals, long cells in full;
+    figures shown in the notebook whatever ``MPLBACKEND`` says (:func:`inline_figures`)."""
     warnings.simplefilter("always")
     warnings.formatwarning = _format
     pd.set_option("display.precision", precision)
     pd.set_option("display.max_colwidth", 120)
+    inline_figures()
+
+
+def inline_figures() -> None:
+    """In a Jupyter kernel, draw figures into the notebook (the inline backend). A headless
+    server or CI image often sets ``MPLBACKEND=Agg``, which a kernel would otherwise obey: its
+    figures would then be saved but never shown, and the executed notebooks and the report would
+    lose them. Outside a kernel (a script, the tests) nothing changes."""
+    import matplotlib
+
+    from IPython import get_ipython  # IPython is imported already in a kernel; elsewhere ~0.2 s, once
+
+    shell = get_ipython()
+    if shell is not None and "inline" not in matplotlib.get_backend():
+        shell.run_line_magic("matplotlib", "inline")
 
 
 def run_summary(spec) -> str:

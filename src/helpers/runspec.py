@@ -35,7 +35,7 @@ import json
 import math
 import os
 import re
-import sys
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -625,15 +625,24 @@ def load(root) -> RunSpec:
     return RunSpec.from_json(path.read_text(encoding="utf-8"), root)
 
 
+#: In ``runs/``: the run a notebook run by hand last diverted to (git-ignored, like all of runs/),
+#: so that the next notebook run by hand continues it rather than the published replication.
+CURRENT = ".current"
+
+
 def open_run(*, load_data: bool = True, fresh: bool = False, **notebook_params) -> RunSpec:
     """The run a notebook belongs to (call it right after the ``parameters`` cell).
 
     Under the runner: the run it prepared (``REPLICATION_RUN_SPEC``); the notebook's parameters
-    must be that run's. Run by hand: the run stored under the default output root, unless the
-    notebook's parameters differ from it -- then a new run is resolved, with outputs under
-    ``runs/<name>/`` (never over the committed replication), and a notice says so. ``fresh``
-    (notebook 01) resolves the data again rather than reusing stored tables; ``load_data=False``
-    (the simulation study) needs no trial.
+    must be that run's. Run by hand (JupyterLab, nbval): the current run -- the one a notebook
+    run by hand last diverted to (``runs/.current``), else the published one -- when the
+    notebook's parameters are that run's. When they differ, a new run is resolved: with the
+    default parameters it is the published run; with any other, its outputs go to
+    ``runs/<name>/`` (git-ignored; seeded with the current run's outputs, so that the
+    notebooks after this one find their inputs), it becomes the current run, and a notice at the
+    top of the notebook says so. The published replication is never written by a run whose
+    parameters are not the defaults. ``fresh`` (notebook 01) resolves the data again rather than
+    reusing stored tables; ``load_data=False`` (the simulation study) needs no trial.
     """
     given = absolute_data_paths(notebook_params, paths.ROOT)
     env = os.environ.get(ENV_SPEC)
@@ -641,19 +650,56 @@ def open_run(*, load_data: bool = True, fresh: bool = False, **notebook_params) 
         spec = RunSpec.from_json(Path(env).read_text(encoding="utf-8"), Path(env).parents[2])
         differ = {k: v for k, v in given.items() if spec.params.get(k) != v}
         if differ:
-            raise ValueError(f"the notebook's parameters {differ} are not the run's ({ {k: spec.params.get(k) for k in differ} })")
+            raise ValueError(f"the notebook's parameters {differ} are not the run's "
+                             f"({ {k: spec.params.get(k) for k in differ} })")
         return spec
-    root = paths.output_root()
-    base = load(root) if spec_path(root).is_file() else None
+    published = paths.output_root()
+    base = _current_run(published)
     params = {**(base.params if base is not None else absolute_data_paths(default_params(), paths.ROOT)), **given}
-    if base is not None and params == base.params and not fresh and (base.dataset is not None or not load_data):
+    usable = base is not None and (base.dataset is not None or not load_data)
+    if usable and params == base.params and not fresh:
         return base
     if is_default(params):
-        return prepare(params, root=root, load=load_data or base is None or base.dataset is not None)
-    spec = prepare(params, load=load_data)
-    print(f"This notebook's parameters differ from the default run's: its outputs go to "
-          f"{_portable(spec.root)}/ (git-ignored), not over the committed replication.", file=sys.stderr)
+        _set_current(None)
+        return prepare(params, root=published, load=load_data or usable)
+    spec, trial = resolve(params, load=load_data)
+    if base is not None and not spec_path(spec.root).is_file():
+        _seed(spec.root, base.root)
+    write(spec, trial)
+    _set_current(spec.root)
+    print(f"Not the default parameters ({', '.join(f'{k} = {v!r}' for k, v in given.items() if v != base_value(base, k))}): "
+          f"this run's outputs go to {_portable(spec.root)}/ (git-ignored), never over the published replication. "
+          "The notebooks you run next by hand continue this run.")
     return spec
+
+
+def base_value(spec: RunSpec | None, key: str):
+    """A parameter's value in ``spec``, or its default."""
+    return (spec.params if spec is not None else default_params()).get(key)
+
+
+def _current_run(published: Path) -> RunSpec | None:
+    pointer = paths.RUNS / CURRENT
+    if pointer.is_file():
+        root = paths.ROOT / pointer.read_text(encoding="utf-8").strip()
+        if spec_path(root).is_file():
+            return load(root)
+    return load(published) if spec_path(published).is_file() else None
+
+
+def _set_current(root: Path | None) -> None:
+    pointer = paths.RUNS / CURRENT
+    if root is None:
+        pointer.unlink(missing_ok=True)
+    else:
+        atomic_write_text(pointer, _portable(root) + "\n")
+
+
+def _seed(root: Path, base: Path) -> None:
+    """The outputs of ``base`` copied under ``root``: the inputs of the notebooks that follow."""
+    for rel in paths.OUTPUT_DIRS:
+        if (base / rel).is_dir():
+            shutil.copytree(base / rel, root / rel, dirs_exist_ok=True)
 
 
 __all__ = ["RunSpec", "RunTables", "resolve", "prepare", "write", "load", "open_run", "load_params",
