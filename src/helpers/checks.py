@@ -13,6 +13,9 @@ import difflib
 import numbers
 from pathlib import Path
 
+from helpers._criteria_api import needs_reliability
+from helpers.contract import DataValidationError
+
 
 class ParameterError(ValueError):
     """A parameter's value is wrong; the message names the parameter and the fix."""
@@ -110,9 +113,6 @@ def check_trial(trial, params: dict, alliance, *, where: str) -> None:
     ------
     ParameterError, helpers.contract.DataValidationError
     """
-    from helpers._criteria_api import needs_reliability
-    from helpers.contract import DataValidationError
-
     ratings = trial.sessions["alliance"]
     if not ratings.notna().any():
         raise DataValidationError(where, "alliance", "no observed alliance rating: the rupture analyses need them "

@@ -193,7 +193,7 @@ def comparable_text(rel_path: str, data: bytes) -> str:
     suffix = PurePosixPath(rel_path).suffix
     text = data.decode("utf-8")
     if suffix == ".ipynb":
-        import nbformat
+        import nbformat  # lazily: 1-3 s to import, and only notebooks need it
 
         return notebook_text(nbformat.reads(text, as_version=4))
     if suffix == ".html":

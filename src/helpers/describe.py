@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+from scipy import special  # the quantiles without scipy.stats (0.5 s to import)
 
 from helpers import paper
 from helpers.contract import INSUFFICIENT
@@ -46,8 +47,6 @@ def proportion_ci(successes, n, level=0.95, *, percent=True) -> tuple[float, flo
     """
     if n == 0:
         return (np.nan, np.nan, np.nan)
-    from scipy import special  # the normal quantile without importing scipy.stats (0.5 s)
-
     z = special.ndtri(0.5 + level / 2)  # what stats.norm.ppf computes, to the bit
     p = successes / n
     denom = 1 + z**2 / n
@@ -65,8 +64,6 @@ def mean_ci(values, level=0.95) -> tuple[float, float, float, float, int]:
     if n < 2:
         return (float(x.mean()) if n else np.nan, np.nan, np.nan, np.nan, n)
     m, sd = x.mean(), x.std(ddof=1)
-    from scipy import special  # the t quantile without importing scipy.stats (0.5 s)
-
     half = special.stdtrit(n - 1, 0.5 + level / 2) * sd / np.sqrt(n)  # = stats.t.ppf(q, n - 1)
     return (m, m - half, m + half, sd, n)
 

@@ -15,7 +15,10 @@ import re
 import tomllib
 from pathlib import Path
 
+import yaml
+
 from helpers import paths
+from helpers.tables import atomic_write_text
 
 LOCK = "requirements.lock"
 ENV_YML = "environment.yml"
@@ -71,8 +74,6 @@ def render_environment_yml(pins: dict[str, str]) -> str:
 
 def read_environment_yml(root=None) -> tuple[str, dict[str, str]]:
     """(python version, ``{canonical name: version}`` of the pip section)."""
-    import yaml
-
     with open(Path(root or paths.ROOT) / ENV_YML, encoding="utf-8") as fh:
         env = yaml.safe_load(fh)
     python, pins = None, {}
@@ -87,8 +88,6 @@ def read_environment_yml(root=None) -> tuple[str, dict[str, str]]:
 
 
 def write_environment_yml(root=None) -> Path:
-    from helpers.tables import atomic_write_text
-
     root = Path(root or paths.ROOT)
     return atomic_write_text(root / ENV_YML, render_environment_yml(read_lock(root)))
 

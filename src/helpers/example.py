@@ -14,8 +14,15 @@ workbook with its own column names whose first sheet is a codebook, declared by 
 
 from __future__ import annotations
 
+import io
+import re
+import zipfile
+
+import numpy as np
+import pandas as pd
+
 from helpers import contract, paths, simulate
-from helpers.tables import write_table
+from helpers.tables import atomic_write_bytes, write_table
 
 SEED = 20131106
 
@@ -35,8 +42,6 @@ OTHER_SEED = 20240601
 
 def other_trial_table(seed: int = OTHER_SEED):
     """The other trial's wide table: one row per client, the researcher's own column names."""
-    import numpy as np
-    import pandas as pd
 
     trial = simulate.simulate_trial(n_participants=60, n_sessions=12, seed=seed)
     wide = trial.sessions.pivot(index="participant_id", columns="session")
@@ -57,9 +62,7 @@ def other_trial_table(seed: int = OTHER_SEED):
 def write_other_trial(folder=None, seed: int = OTHER_SEED) -> list:
     """Write ``trial.xlsx`` (sheets ``codebook`` then ``data``) into the other trial's folder.
     Its ``dataset.yaml`` is written by hand and committed beside it."""
-    import pandas as pd
 
-    from helpers.tables import atomic_write_bytes
 
     folder = folder or paths.RAW / OTHER_TRIAL
     table = other_trial_table(seed)
@@ -69,7 +72,6 @@ def write_other_trial(folder=None, seed: int = OTHER_SEED) -> list:
                   "PCL-5 PTSD severity 0-80, session 1-12", "PCL-5 before treatment", "PCL-5 after treatment",
                   "1 = male, 2 = female", "years"],
     })
-    import io
 
     buf = io.BytesIO()
     with pd.ExcelWriter(buf, engine="openpyxl") as xl:
@@ -81,10 +83,6 @@ def write_other_trial(folder=None, seed: int = OTHER_SEED) -> list:
 def _stable_xlsx(data: bytes) -> bytes:
     """The workbook with fixed timestamps (openpyxl writes the current time), so that
     regenerating it gives the same bytes."""
-    import io
-    import re
-    import zipfile
-
     src, out = zipfile.ZipFile(io.BytesIO(data)), io.BytesIO()
     with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as dst:
         for item in src.infolist():

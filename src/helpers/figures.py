@@ -17,8 +17,15 @@ import io
 from pathlib import Path
 
 import matplotlib.pyplot as plt
+from matplotlib.collections import LineCollection, PathCollection, PolyCollection
+from matplotlib.colors import to_hex, to_rgba_array
+from matplotlib.image import AxesImage
+from matplotlib.lines import Line2D
+from matplotlib.patches import Patch
+from matplotlib.transforms import Bbox
 import numpy as np
 import pandas as pd
+from scipy import special
 
 from helpers import power_summary
 from helpers.tables import atomic_write_bytes, atomic_write_text
@@ -65,8 +72,6 @@ def _keep_best_legend_place(fig) -> None:
     trajectories each search costs more than the drawing. The place found at the first draw
     (the PNG's, with the final layout) is kept as the legend's fixed location code, which is
     where every later search would put it."""
-    from matplotlib.transforms import Bbox
-
     for ax in fig.axes:
         legend = ax.get_legend()
         if legend is None or legend._loc != 0:  # 0: "best"
@@ -111,8 +116,6 @@ FIGURE_DATA_COLUMNS = ["axes", "element", "kind", "label", "style", "point", "x"
 
 def _colors(value) -> str:
     """A colour or an array of colours as sorted unique hex codes (``none`` when empty)."""
-    from matplotlib.colors import to_hex, to_rgba_array
-
     try:
         rgba = to_rgba_array(value)
     except (ValueError, TypeError):
@@ -137,11 +140,6 @@ def _style(artist) -> str:
 
 def _points(artist) -> np.ndarray:
     """The data coordinates an artist draws (n x 2), in the axes' data units."""
-    from matplotlib.collections import LineCollection, PathCollection, PolyCollection
-    from matplotlib.image import AxesImage
-    from matplotlib.lines import Line2D
-    from matplotlib.patches import Patch
-
     if isinstance(artist, Line2D):
         return np.asarray(artist.get_xydata(), float).reshape(-1, 2)
     if isinstance(artist, LineCollection):
@@ -411,7 +409,6 @@ def normal_qq(values):
     >>> osr.tolist(), [round(float(v), 4) for v in osm], round(float(slope), 4)
     ([-1.0, 0.5, 2.0], [-0.8193, 0.0, 0.8193], 1.8308)
     """
-    from scipy import special
 
     x = np.asarray(values)
     n = len(x)

@@ -20,7 +20,7 @@ import shutil
 from importlib import metadata
 from pathlib import Path
 
-from helpers import compare, paths
+from helpers import compare, environment, paths
 from helpers.tables import atomic_write_bytes, atomic_write_text
 
 MANIFEST = "results/manifest.json"
@@ -67,7 +67,7 @@ def code_digest(root=None) -> str:
     stored outputs are results, not code). Stable across re-runs and machines; changes exactly
     when the code does. Recorded in the manifest instead of a git commit, which a re-run
     cannot know before it is made."""
-    import nbformat
+    import nbformat  # lazily: 1-3 s to import, and only the notebooks' sources need it
 
     root = Path(root or paths.ROOT)
     h = hashlib.sha256()
@@ -83,8 +83,6 @@ def code_digest(root=None) -> str:
 
 def package_versions() -> dict:
     """Installed version of every package pinned in requirements.lock (plus python)."""
-    from helpers import environment
-
     versions = {"python": platform.python_version()}
     for name in sorted(environment.read_lock()):
         try:

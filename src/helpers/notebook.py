@@ -37,9 +37,9 @@ def inline_figures() -> None:
     server or CI image often sets ``MPLBACKEND=Agg``, which a kernel would otherwise obey: its
     figures would then be saved but never shown, and the executed notebooks and the report would
     lose them. Outside a kernel (a script, the tests) nothing changes."""
+    # lazily: the runner imports this module, and needs neither (matplotlib ~0.3 s); a kernel has both
     import matplotlib
-
-    from IPython import get_ipython  # IPython is imported already in a kernel; elsewhere ~0.2 s, once
+    from IPython import get_ipython
 
     shell = get_ipython()
     if shell is not None and "inline" not in matplotlib.get_backend():
@@ -119,8 +119,9 @@ def export_html(notebook, out) -> Path:
     are removed (the report has no equations or widgets). The run's timing metadata is
     stripped first, so the page is byte-identical across runs of the same results.
     """
+    # lazily: nbformat and nbconvert take 1-3 s to import, and only the runner's last step needs them
     import nbformat
-    from nbconvert import HTMLExporter  # nbconvert takes ~1 s to import: only the runner needs it, once
+    from nbconvert import HTMLExporter
 
     nb = normalise_executed(nbformat.read(str(notebook), as_version=4))
     exporter = HTMLExporter(template_name="lab", exclude_input=True, exclude_input_prompt=True,

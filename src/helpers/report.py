@@ -33,6 +33,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from scipy import special
 
 from helpers import available, consistency, describe, models, paper, paths
 from helpers.contract import INSUFFICIENT
@@ -72,8 +73,6 @@ def sd_ci(values, level=0.95) -> tuple[float, float, float, int]:
         return (np.nan, np.nan, np.nan, n)
     sd = x.std(ddof=1)
     a = (1 - level) / 2
-    from scipy import special  # chi-square quantiles without importing scipy.stats (0.5 s)
-
     # stats.chi2.ppf(q, df) is 2 * gammaincinv(df / 2, q), to the bit
     lo = sd * np.sqrt((n - 1) / (2 * special.gammaincinv((n - 1) / 2, 1 - a)))
     hi = sd * np.sqrt((n - 1) / (2 * special.gammaincinv((n - 1) / 2, a)))

@@ -43,7 +43,7 @@ import pandas as pd
 import yaml
 
 from helpers import _criteria_api as criteria
-from helpers import available, checks, dataset, instruments, paths
+from helpers import available, checks, data, dataset, instruments, paths, simulate
 from helpers.contract import INSUFFICIENT, Trial
 from helpers.instruments import Instrument
 from helpers.markup import escape_markdown
@@ -452,8 +452,6 @@ def _load(params):
     """The trial (simulated or loaded) and its parsed descriptor (None without one)."""
     source = params["data_source"]
     if source == "simulate":
-        from helpers import simulate
-
         trial = simulate.simulate_trial(n_participants=params["n_participants"], n_sessions=params["n_sessions"],
                                         seed=params["seed"])
         return trial, None
@@ -605,8 +603,6 @@ def spec_path(root) -> Path:
 
 def write(spec: RunSpec, trial: Trial | None) -> list[Path]:
     """run.json (and the trial's tables) under the spec's output root."""
-    from helpers import data
-
     folder = spec.out.processed
     written = data.save_trial(trial, folder) if trial is not None else []
     return written + [atomic_write_text(folder / SPEC_FILE, spec.to_json())]
