@@ -409,7 +409,6 @@ def normal_qq(values):
     >>> osr.tolist(), [round(float(v), 4) for v in osm], round(float(slope), 4)
     ([-1.0, 0.5, 2.0], [-0.8193, 0.0, 0.8193], 1.8308)
     """
-
     x = np.asarray(values)
     n = len(x)
     if n == 0:

@@ -72,7 +72,9 @@ def accuracy_by_preset(results: dict, truth: pd.DataFrame) -> pd.DataFrame:
 def beta_by_preset(results: dict, participants: pd.DataFrame, *, outcome: str = "pss_i") -> pd.DataFrame:
     """The paper's test (model A: post ~ pre + unrepaired) under every preset.
 
-    Returns one row per preset with the unrepaired term (b, beta with 95% CI, p, n). A preset
+    Returns one row per preset with the unrepaired term (b, beta with 95% CI, p, n: the analysed
+    clients, with pre and post scores), ``n_unrepaired`` (classified unrepaired) and
+    ``n_unrepaired_analysed`` (unrepaired among the analysed). A preset
     under which nobody (or everybody) is unrepaired cannot be tested: its row has NaNs and a
     ``note``. Listwise-deletion warnings are collected into ``n_dropped`` rather than repeated
     for every preset (each row states its N).
@@ -92,12 +94,14 @@ def beta_by_preset(results: dict, participants: pd.DataFrame, *, outcome: str = 
             warnings.filterwarnings("ignore", message="outcome_regression")
             fit = models.outcome_regression(pats, participants, outcome=outcome, models=("A",))
         term = fit[fit["term"] == "unrepaired"].iloc[0]
+        analysed, _ = models.regression_data(pats, participants, outcome=outcome)
         rows.append({"preset": name, "outcome": outcome, "b": term["b"], "beta": term["beta"],
                      "beta_ci_low": term["beta_ci_low"], "beta_ci_high": term["beta_ci_high"],
                      "p": term["p"], "n": int(term["n"]), "n_unrepaired": n_unrep,
+                     "n_unrepaired_analysed": int(analysed["unrepaired"].sum()),
                      "n_dropped": int(term["n_dropped"]), "note": ""})
     cols = ["preset", "outcome", "b", "beta", "beta_ci_low", "beta_ci_high", "p", "n",
-            "n_unrepaired", "n_dropped", "note"]
+            "n_unrepaired", "n_unrepaired_analysed", "n_dropped", "note"]
     out = pd.DataFrame(rows).reindex(columns=cols)
     dropped = out["n_dropped"].max()
     if pd.notna(dropped) and dropped > 0:
