@@ -32,6 +32,7 @@ import ast
 import dataclasses
 import logging
 import os
+import platform
 import re
 import shutil
 import sys
@@ -297,11 +298,16 @@ def _keep_failed(staging: Path, output_root: Path) -> Path:
 def _write_editable(executed: Path, target: Path) -> None:
     """An executed notebook as the committed, editable copy: without papermill's
     injected-parameters cell, which would override an edit of the ``parameters`` cell in
-    JupyterLab (the executed copy in results/notebooks/ keeps it, as a record of the run)."""
+    JupyterLab (the executed copy in results/notebooks/ keeps it, as a record of the run), and
+    with the kernel's Python version in its language_info, which JupyterLab writes into a
+    notebook as soon as its kernel starts: without it, every notebook would open marked modified
+    (with another Python patch version it still does; nbval and the outputs' comparison ignore
+    metadata)."""
     import nbformat  # see declared_parameters
 
     nb = nbformat.read(str(executed), as_version=4)
     nb.cells = [c for c in nb.cells if "injected-parameters" not in c.metadata.get("tags", [])]
+    nb.metadata.setdefault("language_info", {})["version"] = platform.python_version()
     atomic_write_text(target, nbformat.writes(nb) + "\n")
 
 
