@@ -1,6 +1,7 @@
 """The replication report: rules and verdicts, README splicing, the static HTML page (parsed,
 and opened in a real browser)."""
 
+import re
 import shutil
 from html.parser import HTMLParser
 
@@ -175,6 +176,14 @@ def test_report_is_self_contained_and_hides_code(page):
     html = REPORT.read_text(encoding="utf-8")
     assert "SIMULATED" in html.upper()
     assert "read_table(" not in html  # inputs (code) excluded
+
+
+def test_report_has_a_title_alt_texts_and_no_housekeeping():
+    html = REPORT.read_text(encoding="utf-8")
+    assert "<title>Replication of McLaughlin et al. (2014): simulated trial (seed 20131106)</title>" in html
+    alts = re.findall(r'<img[^>]*\balt="([^"]*)"', html)
+    assert len(alts) == 4 and len(set(alts)) == 4 and not any("No description" in a for a in alts), alts
+    assert "readme_results.md" not in html and "Write the report" not in html  # files written: not for a reader
 
 
 def test_report_export_is_byte_reproducible(tmp_path):

@@ -111,22 +111,55 @@ def merge_streams(outputs: list) -> list:
     return merged
 
 
-def export_html(notebook, out) -> Path:
+#: Cells tagged so stay in the notebook but not in its HTML page (housekeeping: files written).
+REPORT_EXCLUDE = "report-exclude"
+
+
+def export_html(notebook, out, *, title: str = "Replication report") -> Path:
     """Export an executed notebook to a self-contained static HTML page.
 
-    Code is hidden, figures are embedded as data URIs, and nothing is loaded from the
-    network: the MathJax and RequireJS script tags that nbconvert's template points at a CDN
-    are removed (the report has no equations or widgets). The run's timing metadata is
-    stripped first, so the page is byte-identical across runs of the same results.
+    Code is hidden, figures are embedded as data URIs, cells tagged :data:`REPORT_EXCLUDE` are
+    left out, the page has ``title``, and nothing is loaded from the network: the MathJax and
+    RequireJS script tags that nbconvert's template points at a CDN are removed (the report has
+    no equations or widgets). The run's timing metadata is stripped first, so the page is
+    byte-identical across runs of the same results.
     """
     # lazily: nbformat and nbconvert take 1-3 s to import, and only the runner's last step needs them
     import nbformat
     from nbconvert import HTMLExporter
+    from nbconvert.preprocessors import TagRemovePreprocessor
 
     nb = normalise_executed(nbformat.read(str(notebook), as_version=4))
     exporter = HTMLExporter(template_name="lab", exclude_input=True, exclude_input_prompt=True,
                             exclude_output_prompt=True, embed_images=True)
-    body, _ = exporter.from_notebook_node(nb)
+    exporter.register_preprocessor(TagRemovePreprocessor(remove_cell_tags={REPORT_EXCLUDE}), enabled=True)
+    body, _ = exporter.from_notebook_node(nb, resources={"metadata": {"name": title}})
+    body = _with_alt_texts(body, nb)
     body = re.sub(r'<script[^>]+src="https?://[^"]*"[^>]*>\s*</script>', "", body)
     body = re.sub(r"<script[^>]*>\s*require\.config\(.*?</script>", "", body, flags=re.S)
     return atomic_write_text(out, body)
+
+
+def _image_alt_texts(nb) -> list:
+    """The alt text of every PNG the page will show, in order: the output's ``image/png``
+    metadata ``alt`` (``display(Image(..., metadata={"alt": ...}))``), else the cell's ``alt``."""
+    alts = []
+    for cell in nb.cells:
+        if cell.cell_type != "code" or REPORT_EXCLUDE in cell.metadata.get("tags", []):
+            continue
+        for out in cell.get("outputs", []):
+            if "image/png" in out.get("data", {}):
+                alts.append(out.get("metadata", {}).get("image/png", {}).get("alt") or cell.metadata.get("alt"))
+    return alts
+
+
+def _with_alt_texts(body: str, nb) -> str:
+    """nbconvert's lab template ignores alt texts (and gives every image the same placeholder):
+    set each image's own, escaped."""
+    from bs4 import BeautifulSoup  # nbconvert's own dependency; imported with it
+
+    soup = BeautifulSoup(body, features="html.parser")
+    for img, alt in zip(soup.select("img"), _image_alt_texts(nb)):
+        if alt:
+            img["alt"] = alt
+    return str(soup)

@@ -167,7 +167,8 @@ def run(params=None, *, notebooks=None, only=None, output_root=None,
             else:
                 os.environ[k] = v
 
-    kept = _finish_outputs(staging, executed, runspec.portable_params(spec.params), output_root)
+    kept = _finish_outputs(staging, executed, runspec.portable_params(spec.params), output_root,
+                           title=f"Replication of McLaughlin et al. (2014): {spec.name}")
     if kept:
         print(f"kept {len(kept)} published file(s) that this run reproduced within tolerance "
               "(numbers differ only in their last digits, e.g. another BLAS kernel):", file=sys.stderr)
@@ -314,7 +315,8 @@ def _write_editable(executed: Path, target: Path) -> None:
 REPORT_NOTEBOOK = "04_replication_report.ipynb"
 
 
-def _finish_outputs(staging: Path, executed: list[Path], params: dict, output_root: Path) -> list[str]:
+def _finish_outputs(staging: Path, executed: list[Path], params: dict, output_root: Path, *,
+                    title: str = "Replication report") -> list[str]:
     """Steps after the notebooks: this run's executed copies normalised (no run timestamps,
     streams merged), the static HTML report (when the report notebook ran), the published
     files that show the same thing kept (:func:`helpers.manifest.reconcile`), and the manifest
@@ -327,7 +329,7 @@ def _finish_outputs(staging: Path, executed: list[Path], params: dict, output_ro
         atomic_write_text(path, nbformat.writes(nb) + "\n")
     executed_report = staging / "results" / "notebooks" / REPORT_NOTEBOOK
     if executed_report in executed:
-        notebook.export_html(executed_report, staging / "results" / "report.html")
+        notebook.export_html(executed_report, staging / "results" / "report.html", title=title)
     kept = manifest.reconcile(staging, output_root)
     manifest.write_manifest(staging, params, published_root=output_root)
     return kept

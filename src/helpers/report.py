@@ -374,3 +374,70 @@ def update_readme(fragment: str, readme=None) -> bool:
     if new != text:
         atomic_write_text(readme, new)
     return new != text
+
+
+# ----------------------------------------------------------------------------- the rest of the report
+SENSITIVITY_COLUMNS = ["criterion", "no rupture (%)", "repaired (%)", "unrepaired (%)", "any rupture (%)",
+                       "β [95% CI]", "p", "N analysed (unrepaired)"]
+
+
+def format_sensitivity(prevalence: pd.DataFrame, betas: pd.DataFrame, order, *, default: str) -> pd.DataFrame:
+    """The multiverse as a reader sees it: per criterion (in ``order``; the run's own marked),
+    the prevalence of each pattern and the paper's β with its CI, p and the analysed N.
+
+    ``prevalence``: ``prevalence_by_criterion.csv``; ``betas``: ``beta_by_criterion.csv``.
+    """
+    prev = prevalence.pivot(index="preset", columns="quantity", values="estimate")
+    b = betas.set_index("preset")
+    rows = []
+    for name in order:
+        r = b.loc[name]
+        beta = ("" if pd.isna(r["beta"]) else
+                f"{apa(r['beta'], bounded=True)} [{apa(r['beta_ci_low'], bounded=True)}, "
+                f"{apa(r['beta_ci_high'], bounded=True)}]")
+        n = "" if pd.isna(r["n"]) else f"{int(r['n'])} ({int(r['n_unrepaired_analysed'])})"
+        rows.append([name + (" (this run)" if name == default and "this run" not in name else ""),
+                     *(apa(prev.loc[name, q], 1) for q in ("no_rupture", "repaired", "unrepaired", "any_rupture")),
+                     beta or (r["note"] if isinstance(r["note"], str) else ""), apa_p(r["p"]), n])
+    return pd.DataFrame(rows, columns=SENSITIVITY_COLUMNS)
+
+
+def growth_anova_reading(lrt: pd.DataFrame, fixed: pd.DataFrame, anova: pd.DataFrame, *, symptoms: str) -> str:
+    """One paragraph that reads the growth model's session × pattern interaction and the pre/post
+    mixed ANOVA's pattern × time interaction together (Markdown; numbers from the tables of
+    notebook 03). They can disagree, and why matters: the ANOVA compares the two end points of
+    the clients with both; the growth model fits one straight line per client through every
+    observed session, which averages a course that changes part-way (a rupture that stops or
+    reverses improvement) over the whole treatment."""
+    name = escape_markdown(symptoms)
+    if lrt is None or lrt.empty or anova is None or "Source" not in anova.columns:
+        return (f"*The growth model and the mixed ANOVA* need session-by-session and pre/post {name} scores; "
+                "one or both are not available on these data (notebook 03 says which).")
+    full = lrt[lrt["model"] == "full"].iloc[0]
+    inter = anova[anova["Source"] == "Interaction"].iloc[0]
+    slope = fixed.set_index("term").loc["time:unrepaired"] if "time:unrepaired" in set(fixed["term"]) else None
+    g_sig, a_sig = full["p"] < 0.05, inter["p_unc"] < 0.05
+    growth = (f"the growth model of every session's rating {'finds' if g_sig else 'does not find'} different slopes "
+              f"by pattern (session × pattern, likelihood ratio χ²({int(full['df'])}) = {full['chi2']:.2f}, "
+              f"{apa_p(full['p'])}; N = {int(full['n_groups'])} clients, {int(full['n_obs'])} ratings")
+    if slope is not None:
+        growth += (f"; unrepaired vs no rupture b = {slope['estimate']:.2f} points per session, 95% CI "
+                   f"[{slope['ci_low']:.2f}, {slope['ci_high']:.2f}]")
+    growth += ")"
+    ancova = (f"the pre/post mixed ANOVA {'finds' if a_sig else 'does not find'} that the change from pre- to "
+              f"post-treatment differed by pattern (pattern × time F({int(inter['DF1'])}, {int(inter['DF2'])}) = "
+              f"{inter['F']:.2f}, {apa_p(inter['p_unc'])}, partial η² = {apa(inter['np2'], bounded=True)}; N = "
+              f"{int(inter['n'])} clients with both scores)")
+    if g_sig == a_sig:
+        verdict = ("The two agree." if g_sig else
+                   "Neither finds a difference in change between the patterns on these data.")
+    else:
+        verdict = (
+            "They answer different questions, so they can disagree without contradiction: the ANOVA compares the "
+            "two end points of the clients who have both; the growth model draws one straight line per client "
+            "through every observed session (dropouts included). An unrepaired rupture changes the course part-way "
+            "— improvement stops or reverses after it — and a single slope averages that over the whole treatment, "
+            "so the interaction test has less power for it (notebook 05 gives its power in simulated trials). A "
+            "non-significant interaction is therefore not evidence against the end-point difference, nor the "
+            "end-point difference evidence of different slopes.")
+    return (f"**{name}, read two ways.** In this run {ancova}, while {growth}. {verdict}")
