@@ -123,6 +123,9 @@ _LOG2PI = float(np.log(2 * np.pi))
 #: A two-episode template whose likelihood x prior is certainly below exp(-_PRUNE) times a
 #: client's best one-episode template (about 1e-13) is left out of that client's sum.
 _PRUNE = 30.0
+#: Inner iterations of the drop distribution's M-step (:func:`_drop_update`); it stops earlier
+#: once every trial's (m, tau) has settled.
+_DROP_ITER = 200
 #: Smallest SD of the drop distribution (scale points): all drops nearly equal is allowed,
 #: a degenerate one (SD 0) is not.
 _MIN_DROP_SD = 1e-3
@@ -624,25 +627,39 @@ def _m_step(E, tpl: _Templates, th: _Theta, starts) -> _Theta:
 
 
 def _drop_update(th: _Theta, n_d, s1, s2):
-    """EM update of the truncated normal's (m, tau) from the expected drop moments.
+    """M-step of the drop distribution: the truncated normal's (m, tau), with m >= min_drop,
+    that maximise the expected log-likelihood of the drops (expected count ``n_d``, sums of
+    the drops ``s1`` and of their squares ``s2``).
 
-    The drops below the truncation point that the truncation hides are counted as missing
-    data (Dempster, Laird & Rubin, 1977): ``n_d (1 - p) / p`` of them, p the prior's
-    probability above the point, with the moments of the normal below it.
+    Solved by the EM of Dempster, Laird & Rubin (1977, sec. 4.1.3) for truncated data, run to
+    convergence: the draws below the truncation point that the truncation hides are counted
+    as missing (``n_d (1 - p) / p`` of them, p the probability above the point, with the
+    moments of the normal below it), and the complete-data maximum is the normal's, with the
+    mean kept at or above the point. With m >= min_drop, p >= 1/2, so it converges fast. The
+    bound keeps the family away from its exponential limit (m -> -inf with the shape above
+    the point fixed), a ridge along which the likelihood rises for ever when the drops look
+    exponential, and EM would crawl.
     """
-    m, tau, lo = th.drop_mean, th.drop_sd, th.min_drop
-    beta = (lo - m) / tau
-    log_p = special.log_ndtr(-beta)
-    n_miss = n_d * np.expm1(-log_p)  # n_d (1 - p) / p
-    mills = np.exp(_log_phi(beta) - special.log_ndtr(beta))  # phi / Phi below the point
-    e_b = m - tau * mills
-    v_b = tau * tau * np.maximum(1 - beta * mills - mills * mills, 0.0)
-    total = n_d + n_miss
+    lo = th.min_drop
     ok = n_d > 1e-8
-    m_new = (s1 + n_miss * e_b) / np.where(ok, total, 1.0)
-    var_new = (s2 + n_miss * (v_b + e_b * e_b)) / np.where(ok, total, 1.0) - m_new * m_new
-    th.drop_mean = np.where(ok, m_new, m)
-    th.drop_sd = np.where(ok, np.sqrt(np.maximum(var_new, _MIN_DROP_SD**2)), tau)
+    m, tau = th.drop_mean.copy(), th.drop_sd.copy()
+    mean_d = s1 / np.where(ok, n_d, 1.0)
+    sq_d = s2 / np.where(ok, n_d, 1.0)
+    for _ in range(_DROP_ITER):
+        beta = (lo - m) / tau
+        miss = np.expm1(-special.log_ndtr(-beta))  # (1 - p) / p per observed drop
+        mills = np.exp(_log_phi(beta) - special.log_ndtr(beta))  # phi / Phi below the point
+        e_b = m - tau * mills
+        v_b = tau * tau * np.maximum(1 - beta * mills - mills * mills, 0.0)
+        m_new = np.maximum((mean_d + miss * e_b) / (1 + miss), lo)
+        var_new = (sq_d + miss * (v_b + e_b * e_b)) / (1 + miss) - 2 * m_new * (mean_d + miss * e_b) / (1 + miss) + m_new**2
+        tau_new = np.sqrt(np.maximum(var_new, _MIN_DROP_SD**2))
+        done = np.all((np.abs(m_new - m) < 1e-12 * (1 + np.abs(m))) & (np.abs(tau_new - tau) < 1e-12 * tau))
+        m, tau = m_new, tau_new
+        if done:
+            break
+    th.drop_mean = np.where(ok, m, th.drop_mean)
+    th.drop_sd = np.where(ok, tau, th.drop_sd)
 
 
 # --------------------------------------------------------------------------------------------
@@ -678,28 +695,39 @@ def _initial_theta(D: _Data, fit, starts_all, min_drop) -> _Theta:
                   p_second=np.zeros(G))
 
 
-_OMEGA = 10  # omega's coordinate in _to_vector
+#: Coordinates of _to_vector that may go to a boundary at 0 (the slope's own SD, the drop SD,
+#: omega): kept on their own scale, each with its own SQUAREM step (see _to_vector).
+_BOUNDARY = (4, 7, 10)
+_MAIN = tuple(i for i in range(11) if i not in _BOUNDARY)
+#: Smallest Cholesky factor of the slope's variance: a slope SD of 0 is allowed in the
+#: limit, not exactly (the Woodbury algebra needs no inverse of Sigma, but EM cannot leave 0).
+_MIN_SLOPE_FACTOR = 1e-8
 #: Tolerance of the first, one-episode EM stage of :func:`_fit`.
 _ROUGH_TOL = 1e-5
 
 
 def _to_vector(th: _Theta) -> np.ndarray:
-    """(G, 11) coordinates of the hyperparameters for the SQUAREM step: unconstrained ones,
-    except ``omega`` on its own scale (it shrinks geometrically towards 0 when no client has
-    two episodes, a linear trend in any log scale that the extrapolation would overshoot)."""
+    """(G, 11) coordinates of the hyperparameters for the SQUAREM step.
+
+    Unconstrained ones (logs, log-ratios), except three that EM may drive to a boundary at 0:
+    the slope's own Cholesky factor (no between-client variance of the slope beyond what the
+    level explains), the drop SD and ``omega`` (no second episodes). Near a boundary each
+    shrinks geometrically -- a linear trend on a log scale that an extrapolation would
+    follow for ever -- so they stay on their own scale and get their own step length.
+    """
     c = th.cov
     l00 = np.sqrt(c[:, 0, 0])
     l10 = c[:, 1, 0] / l00
-    l11 = np.sqrt(np.maximum(c[:, 1, 1] - l10 * l10, 1e-300))
+    l11 = np.sqrt(np.maximum(c[:, 1, 1] - l10 * l10, 0.0))
     pi = th.prevalence
     return np.column_stack([
-        th.mu, np.log(l00), l10, np.log(l11), np.log(th.sigma2), th.drop_mean, np.log(th.drop_sd),
+        th.mu, np.log(l00), l10, l11, np.log(th.sigma2), th.drop_mean, th.drop_sd,
         np.log(pi[:, 1] / pi[:, 0]), np.log(pi[:, 2] / pi[:, 0]), th.p_second,
     ])
 
 
 def _from_vector(v, like: _Theta) -> _Theta:
-    l00, l10, l11 = np.exp(v[:, 2]), v[:, 3], np.exp(v[:, 4])
+    l00, l10, l11 = np.exp(v[:, 2]), v[:, 3], np.maximum(v[:, 4], _MIN_SLOPE_FACTOR)
     cov = np.empty((v.shape[0], 2, 2))
     cov[:, 0, 0] = l00 * l00
     cov[:, 0, 1] = cov[:, 1, 0] = l00 * l10
@@ -707,8 +735,8 @@ def _from_vector(v, like: _Theta) -> _Theta:
     logits = np.column_stack([np.zeros(len(v)), v[:, 8], v[:, 9]])
     pi = np.exp(logits - special.logsumexp(logits, axis=1, keepdims=True))
     has_two = like.p_second > 0
-    return _Theta(mu=v[:, :2].copy(), cov=cov, sigma2=np.exp(v[:, 5]), drop_mean=v[:, 6].copy(),
-                  drop_sd=np.maximum(np.exp(v[:, 7]), _MIN_DROP_SD), min_drop=like.min_drop.copy(),
+    return _Theta(mu=v[:, :2].copy(), cov=cov, sigma2=np.exp(v[:, 5]), drop_mean=np.maximum(v[:, 6], like.min_drop),
+                  drop_sd=np.maximum(v[:, 7], _MIN_DROP_SD), min_drop=like.min_drop.copy(),
                   prevalence=pi, p_second=np.where(has_two, np.clip(v[:, 10], 1e-12, 1 - 1e-12), 0.0))
 
 
@@ -719,8 +747,8 @@ def _em(D: _Data, tpl: _Templates, fit, th: _Theta, *, tol, max_iter):
     One cycle (Varadhan & Roland, 2008): two EM steps from ``theta0`` give ``theta1``,
     ``theta2``; the step is extrapolated to ``theta' = theta0 - 2 a r + a^2 v`` (``r = theta1 -
     theta0``, ``v = theta2 - 2 theta1 + theta0``, ``a = -|r| / |v|``, in unconstrained
-    coordinates; ``omega``, which shrinks geometrically when the trial has no second episodes,
-    with a step of its own) and one more EM step is taken from there -- unless the log-likelihood at
+    coordinates; the three that may shrink geometrically towards a boundary -- see
+    :func:`_to_vector` -- with steps of their own) and one more EM step is taken from there -- unless the log-likelihood at
     ``theta'`` is below that at ``theta1``; then the cycle ends at ``theta2``. So the
     log-likelihood never falls. A trial that has converged is frozen (its hyperparameters are
     those of its last E-step), so a trial stacked with others goes through the same steps as
@@ -732,7 +760,7 @@ def _em(D: _Data, tpl: _Templates, fit, th: _Theta, *, tol, max_iter):
     converged = np.zeros(G, dtype=bool)
     ll_final = np.full(G, np.nan)
     active = np.ones(G, dtype=bool)
-    step_max = np.ones(G)  # SQUAREM's bound on |a|, x4 whenever a step reaches it
+    step_max = np.ones((G, 1 + len(_BOUNDARY)))  # SQUAREM's bounds on |a| (main, boundary ones)
 
     def step(theta, groups):
         """E-step of the fit clients of ``groups`` at ``theta`` (G-indexed)."""
@@ -763,18 +791,23 @@ def _em(D: _Data, tpl: _Templates, fit, th: _Theta, *, tol, max_iter):
         th2 = _m_step(E1, tpl, work, st1)
         v0, v1, v2 = _to_vector(th0), _to_vector(th1), _to_vector(th2)
         r, v = v1 - v0, v2 - 2 * v1 + v0
+        bound = step_max[groups]
+        steps = np.column_stack([_squarem_alpha(r[:, list(_MAIN)], v[:, list(_MAIN)], bound[:, 0])]
+                                + [_squarem_alpha(r[:, [j]], v[:, [j]], bound[:, 1 + k])
+                                   for k, j in enumerate(_BOUNDARY)])  # each at its own pace
         alpha = np.empty_like(r)
-        main = slice(0, _OMEGA)  # omega gets its own step (see _to_vector)
-        alpha[:, main] = _squarem_alpha(r[:, main], v[:, main], step_max[groups])[:, None]
-        alpha[:, _OMEGA] = _squarem_alpha(r[:, _OMEGA:], v[:, _OMEGA:], np.inf)
+        alpha[:, list(_MAIN)] = steps[:, :1]
+        alpha[:, list(_BOUNDARY)] = steps[:, 1:]
         with np.errstate(over="ignore"):
             ext = _from_vector(v0 - 2 * alpha * r + alpha**2 * v, th0)
         work.put(groups, ext)
         with np.errstate(all="ignore"):  # a wild extrapolation is rejected just below
             E2, ll_ext, st2 = step(work, groups)
         good = np.isfinite(ll_ext) & (ll_ext >= ll1)
-        at_max = good & (alpha[:, 0] <= -step_max[groups])
-        step_max[groups] = np.where(at_max, 4 * step_max[groups], step_max[groups])
+        # the bound on the step grows x4 after a step that reached it and worked, and shrinks
+        # /4 after a step that failed (a ridge where long steps keep overshooting)
+        at_max = good[:, None] & (steps <= -bound)
+        step_max[groups] = np.where(at_max, 4 * bound, np.where(good[:, None], bound, np.maximum(bound / 4, 1.0)))
         th3 = _m_step(E2, tpl, work, st2)
         new = th2.copy()
         new.put(np.flatnonzero(good), th3.take(np.flatnonzero(good)))
