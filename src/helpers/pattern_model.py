@@ -16,7 +16,7 @@ session is a missing value). Its alliance is
 
 with ``t_s`` the session label minus the first label, and at most two episodes ``e`` whose
 *shapes* ``h_e`` are fixed by a template and whose *drops* ``d_e`` are at least ``min_drop``:
-``d_e ~ N(m, tau^2)`` truncated to ``[min_drop, inf)``. A template is
+``d_e ~ N(m, tau^2)`` truncated to ``[min_drop, inf)``, with ``m >= min_drop``. A template is
 
 * ``none``: no episode;
 * ``R1``: one repaired episode (rupture session ``r``, back within ``k <= repair_max``
@@ -53,18 +53,23 @@ change-point posteriors the same way, by summing over segmentations with the seg
 parameters integrated out; Adams & MacKay, 2007, online).
 
 The hyperparameters -- ``mu``, ``Sigma``, ``sigma``, ``m``, ``tau``, ``pi`` and ``omega`` --
-are estimated by empirical Bayes: maximum marginal likelihood by the EM algorithm over the
-classifiable clients. The E-step is exact: the posterior of ``(template, d, a, b)`` is a
+are estimated by empirical Bayes: maximum marginal likelihood (for ``pi``, a posterior mode)
+by the EM algorithm over the classifiable clients. The E-step is exact: the posterior of ``(template, d, a, b)`` is a
 mixture over templates of truncated-normal drops (moments of the univariate and bivariate
 truncated normal in closed form; Rosenbaum, 1961) times a Gaussian trend given the drops. The
 M-step is closed form: the linear mixed model's updates of ``mu``, ``Sigma``, ``sigma`` with
 the expected episode effect removed; the truncated normal's ``m``, ``tau`` by the EM of
-Dempster, Laird & Rubin (1977, sec. 4.1.3), which counts the unobserved draws below the
-truncation point; ``pi`` and ``omega`` as posterior means. Iterations stop when the
-log-likelihood gains less than ``tol`` (relative); the marginal log-likelihood never falls
-from one iteration to the next (EM; tested). Everything is vectorised over clients, and
-over trials: :func:`fit_pattern_arrays` fits many trials stacked, each with its own
-hyperparameters and stopping point, with the same numbers as one at a time (tested).
+Dempster, Laird & Rubin (1977, sec. 4.1.3) for truncated data, run to convergence;
+``omega`` as a posterior mean; ``pi`` as the posterior mode under a Dirichlet(1.5, 1.5, 1.5)
+prior -- half a client in each pattern -- so that no pattern's prevalence can reach 0, a state
+EM never leaves. SQUAREM (Varadhan & Roland, 2008) extrapolates two EM
+steps at a time and keeps the result only where the log-likelihood does not fall, so it never
+falls (tested). The two-episode templates cost most of an E-step, so EM first runs without
+them (``omega = 0``); the log-likelihood as a function of ``omega`` alone then says whether
+they are wanted (:func:`_fit`). Iterations stop when a cycle gains less than ``tol``
+(relative). Everything is vectorised over clients, and over trials: :func:`fit_pattern_arrays`
+fits many trials stacked, each with its own hyperparameters and stopping point, with the same
+numbers as one at a time (tested).
 
 References
 ----------
@@ -78,6 +83,8 @@ Owen, D. B. (1956). Tables for computing bivariate normal probabilities. Annals 
 Mathematical Statistics, 27(4), 1075-1090.
 Rosenbaum, S. (1961). Moments of a truncated bivariate normal distribution. Journal of the
 Royal Statistical Society B, 23(2), 405-408.
+Varadhan, R., & Roland, C. (2008). Simple and globally convergent methods for accelerating the
+convergence of any EM algorithm. Scandinavian Journal of Statistics, 35(2), 335-353.
 """
 
 from __future__ import annotations
@@ -126,9 +133,15 @@ _PRUNE = 30.0
 #: Inner iterations of the drop distribution's M-step (:func:`_drop_update`); it stops earlier
 #: once every trial's (m, tau) has settled.
 _DROP_ITER = 200
-#: Smallest SD of the drop distribution (scale points): all drops nearly equal is allowed,
-#: a degenerate one (SD 0) is not.
-_MIN_DROP_SD = 1e-3
+#: Pseudo-clients per pattern of the Dirichlet(1 + this) prior on the prevalences: EM then
+#: maximises the posterior of pi (a posterior mode, not the likelihood), and no pattern's
+#: prevalence can reach 0 -- a state EM never leaves, into which an extrapolated step could
+#: throw it for good.
+_PREVALENCE_PSEUDO = 0.5
+#: Smallest SD of the drop distribution, as a fraction of min_drop (about 1.96 standard errors
+#: of measurement): drops this alike cannot be told from equal ones, and at SD -> 0 EM barely
+#: moves the mean (the posterior of every drop is pinned to it).
+_MIN_DROP_SD = 0.1
 
 
 # --------------------------------------------------------------------------------------------
@@ -338,10 +351,14 @@ def _truncated_moments_2d(nu1, nu2, v11, v22, v12, lo):
         ex22 = 1 + (a2 * p2 + rho * rho * a1 * p1 + rho * s * joint) * inv
         ex12 = rho + (rho * a1 * p1 + rho * a2 * p2 + s * joint) * inv
         log_l = np.log(L)
-    e1, e2 = nu1 + s1 * ex1, nu2 + s2 * ex2
-    e11 = nu1 * nu1 + 2 * nu1 * s1 * ex1 + v11 * ex11
-    e22 = nu2 * nu2 + 2 * nu2 * s2 * ex2 + v22 * ex22
-    e12 = nu1 * nu2 + nu1 * s2 * ex2 + nu2 * s1 * ex1 + s1 * s2 * ex12
+        e1, e2 = nu1 + s1 * ex1, nu2 + s2 * ex2
+        e11 = nu1 * nu1 + 2 * nu1 * s1 * ex1 + v11 * ex11
+        e22 = nu2 * nu2 + 2 * nu2 * s2 * ex2 + v22 * ex22
+        e12 = nu1 * nu2 + nu1 * s2 * ex2 + nu2 * s1 * ex1 + s1 * s2 * ex12
+    # Far in the tail (L below what Owen's formula resolves) the ratios are not numbers: such a
+    # template is negligible, and it is left out rather than allowed to spread NaN.
+    bad = ~(np.isfinite(e1) & np.isfinite(e2) & np.isfinite(e11) & np.isfinite(e22) & np.isfinite(e12))
+    log_l = np.where(bad, -np.inf, log_l)
     return e1, e2, e11, e22, e12, log_l
 
 
@@ -560,7 +577,7 @@ def _weighted_moments(w, tpl: _Templates, one, two):
     w1, w2 = w[:, 1:1 + B], w[:, 1 + B:]
 
     def wsum(wt, x):
-        return np.where(wt > 0, wt * x, 0.0)
+        return np.multiply(wt, x, out=np.zeros(np.broadcast(wt, x).shape), where=wt > 0)
 
     inc1, inc2 = tpl.incidence
     return {
@@ -618,7 +635,8 @@ def _m_step(E, tpl: _Templates, th: _Theta, starts) -> _Theta:
     pat = np.column_stack([w[:, tpl.kind == 0].sum(axis=1), w[:, _KIND_PATTERN[tpl.kind] == 1].sum(axis=1),
                            w[:, _KIND_PATTERN[tpl.kind] == 2].sum(axis=1)])
     pat_g = _group_sum(pat, starts)
-    new.prevalence = pat_g / n[:, None]
+    # the posterior mode under the Dirichlet prior: _PREVALENCE_PSEUDO clients in each pattern
+    new.prevalence = (pat_g + _PREVALENCE_PSEUDO) / (n + 3 * _PREVALENCE_PSEUDO)[:, None]
     two = _group_sum(w[:, tpl.kind >= 3].sum(axis=1), starts)
     ruptured = pat_g[:, 1] + pat_g[:, 2]
     if (tpl.kind >= 3).any():
@@ -653,7 +671,7 @@ def _drop_update(th: _Theta, n_d, s1, s2):
         v_b = tau * tau * np.maximum(1 - beta * mills - mills * mills, 0.0)
         m_new = np.maximum((mean_d + miss * e_b) / (1 + miss), lo)
         var_new = (sq_d + miss * (v_b + e_b * e_b)) / (1 + miss) - 2 * m_new * (mean_d + miss * e_b) / (1 + miss) + m_new**2
-        tau_new = np.sqrt(np.maximum(var_new, _MIN_DROP_SD**2))
+        tau_new = np.sqrt(np.maximum(var_new, (_MIN_DROP_SD * lo) ** 2))
         done = np.all((np.abs(m_new - m) < 1e-12 * (1 + np.abs(m))) & (np.abs(tau_new - tau) < 1e-12 * tau))
         m, tau = m_new, tau_new
         if done:
@@ -736,21 +754,24 @@ def _from_vector(v, like: _Theta) -> _Theta:
     pi = np.exp(logits - special.logsumexp(logits, axis=1, keepdims=True))
     has_two = like.p_second > 0
     return _Theta(mu=v[:, :2].copy(), cov=cov, sigma2=np.exp(v[:, 5]), drop_mean=np.maximum(v[:, 6], like.min_drop),
-                  drop_sd=np.maximum(v[:, 7], _MIN_DROP_SD), min_drop=like.min_drop.copy(),
+                  drop_sd=np.maximum(v[:, 7], _MIN_DROP_SD * like.min_drop), min_drop=like.min_drop.copy(),
                   prevalence=pi, p_second=np.where(has_two, np.clip(v[:, 10], 1e-12, 1 - 1e-12), 0.0))
 
 
 def _em(D: _Data, tpl: _Templates, fit, th: _Theta, *, tol, max_iter):
-    """EM, accelerated by SQUAREM, until every trial's log-likelihood gains less than ``tol``
+    """EM, accelerated by SQUAREM, until every trial's objective gains less than ``tol``
     (relative) over a cycle.
+
+    The objective is the marginal log-likelihood plus the log of the prevalences' Dirichlet
+    prior (:data:`_PREVALENCE_PSEUDO`); the returned ``ll`` is that objective.
 
     One cycle (Varadhan & Roland, 2008): two EM steps from ``theta0`` give ``theta1``,
     ``theta2``; the step is extrapolated to ``theta' = theta0 - 2 a r + a^2 v`` (``r = theta1 -
     theta0``, ``v = theta2 - 2 theta1 + theta0``, ``a = -|r| / |v|``, in unconstrained
     coordinates; the three that may shrink geometrically towards a boundary -- see
-    :func:`_to_vector` -- with steps of their own) and one more EM step is taken from there -- unless the log-likelihood at
-    ``theta'`` is below that at ``theta1``; then the cycle ends at ``theta2``. So the
-    log-likelihood never falls. A trial that has converged is frozen (its hyperparameters are
+    :func:`_to_vector` -- with steps of their own) and one more EM step is taken from there --
+    unless the objective at ``theta'`` is below that at ``theta1``; then the cycle ends at
+    ``theta2``. So the objective never falls. A trial that has converged is frozen (its hyperparameters are
     those of its last E-step), so a trial stacked with others goes through the same steps as
     alone. ``max_iter`` counts E-steps.
     """
@@ -763,13 +784,15 @@ def _em(D: _Data, tpl: _Templates, fit, th: _Theta, *, tol, max_iter):
     step_max = np.ones((G, 1 + len(_BOUNDARY)))  # SQUAREM's bounds on |a| (main, boundary ones)
 
     def step(theta, groups):
-        """E-step of the fit clients of ``groups`` at ``theta`` (G-indexed)."""
+        """E-step of the fit clients of ``groups`` at ``theta`` (G-indexed), and the objective:
+        the log-likelihood plus the log prior of the prevalences."""
         idx = np.flatnonzero(fit & np.isin(D.group, groups))
         gi = D.group[idx]
         starts = np.flatnonzero(np.r_[True, gi[1:] != gi[:-1]])
         E = _e_step(D, tpl, theta, idx, _log_prior(theta, tpl))
         n_iter[groups] += 1
-        return E, _group_sum(E["loglik"], starts), starts
+        penalty = _PREVALENCE_PSEUDO * np.log(theta.prevalence[groups]).sum(axis=1)
+        return E, _group_sum(E["loglik"], starts) + penalty, starts
 
     while active.any():
         groups = np.flatnonzero(active)
@@ -949,7 +972,8 @@ class PatternModel:
     p_second : float
         Fitted probability that a ruptured client has two episodes (``omega``).
     loglik : float
-        Marginal log-likelihood of the fitted clients at the estimate.
+        Marginal log-likelihood of the fitted clients at the estimate (EM maximised it plus the
+        log of the prevalences' weak Dirichlet prior).
     n_iter : int
         E-steps taken.
     converged : bool
@@ -1109,6 +1133,18 @@ def fit_pattern_arrays(X, *, labels=None, starts=None, ids=None, reliability=Non
         One per trial, in the order of ``starts``. Each trial has its own hyperparameters and
         stopping point: the results equal those of fitting each trial alone (to rounding).
 
+    Notes
+    -----
+    The route of the power study: trials simulated as arrays
+    (:func:`helpers.simulate.simulate_arrays`) are stacked and fitted together, a trial that
+    has converged dropping out of the iterations. The model and the algorithm are in the
+    module docstring.
+
+    References
+    ----------
+    Fearnhead, P. (2006). Exact and efficient Bayesian inference for multiple changepoint
+    problems. Statistics and Computing, 16, 203-213.
+
     Examples
     --------
     >>> from helpers.simulate import simulate_arrays
@@ -1151,6 +1187,7 @@ def fit_pattern_arrays(X, *, labels=None, starts=None, ids=None, reliability=Non
     th, ll, n_iter, converged = _fit(D, tpl, fit, th, tol=tol, max_iter=int(max_iter))
     everyone = np.arange(n)
     E = _e_step(D, tpl, th, everyone, _log_prior(th, tpl))
+    ll = np.bincount(group[fit], weights=E["loglik"][fit], minlength=G)  # the likelihood alone
     probs, r_mean, n_after, seen = _posterior_summaries(E, D, tpl, labels, everyone)
     if ids is None:
         ids = np.concatenate([np.arange(b - a) for a, b in zip(starts, ends)])
@@ -1273,7 +1310,7 @@ def fit_pattern_model(sessions, *, reliability, min_drop=None, repair_max=3, min
 # --------------------------------------------------------------------------------------------
 #: Columns of :func:`unrepaired_effect`'s one-row result, in their fixed order.
 EFFECT_COLUMNS = ["b", "se", "ci_low", "ci_high", "df", "p", "beta", "beta_ci_low", "beta_ci_high",
-                  "fmi", "n", "expected_n_unrepaired", "n_imputations"]
+                  "fmi", "n", "expected_n_unrepaired", "n_imputations", "n_not_estimable"]
 
 
 def _draw_categorical(prob, rng):
@@ -1381,8 +1418,11 @@ def unrepaired_effect(model: PatternModel, participants, *, outcome="pss_i", cov
         likewise) with ``beta_ci_low`` and ``beta_ci_high``; ``fmi`` (fraction of missing
         information, 0 when the patterns are certain); ``n`` (classifiable clients with pre,
         post and covariates); ``expected_n_unrepaired`` (mean number of unrepaired clients
-        over the completed data sets); ``n_imputations``. NaN estimates when a completed data
-        set cannot be fitted (no unrepaired client, or HC3 with only one).
+        over the completed data sets); ``n_imputations``; ``n_not_estimable``, the completed
+        data sets in which the paper's regression cannot be fitted -- no unrepaired client, or
+        (HC3) only one, whose leverage is 1. Then the estimates are NaN: leaving those data
+        sets out would pool a selection of the imputations. It happens when the data show
+        almost no unrepaired rupture (an expected number of 2 or 3).
 
     Notes
     -----
@@ -1453,6 +1493,7 @@ def unrepaired_effect(model: PatternModel, participants, *, outcome="pss_i", cov
     fit = ols_many(y, X, cov_type=cov_type)
     which = which.ravel()
     b, var = fit["coef"][which, -1], fit["var"][which, -1]
+    n_bad = int((~fit["estimable"][which]).sum())  # NaN in b and var: the pooled result is NaN
     scale = flag.std(axis=1, ddof=1) / y.std(ddof=1)
     pooled = rubin_rules(b, var, df_complete=fit["df"], level=level)
     pooled_beta = rubin_rules(b * scale, var * scale**2, df_complete=fit["df"], level=level)
@@ -1460,7 +1501,8 @@ def unrepaired_effect(model: PatternModel, participants, *, outcome="pss_i", cov
            "ci_high": pooled["ci_high"], "df": pooled["df"], "p": pooled["p"],
            "beta": pooled_beta["estimate"], "beta_ci_low": pooled_beta["ci_low"],
            "beta_ci_high": pooled_beta["ci_high"], "fmi": pooled["fmi"], "n": n,
-           "expected_n_unrepaired": float(flag.sum(axis=1).mean()), "n_imputations": m}
+           "expected_n_unrepaired": float(flag.sum(axis=1).mean()), "n_imputations": m,
+           "n_not_estimable": n_bad}
     return pd.DataFrame([row], columns=EFFECT_COLUMNS)
 
 
@@ -1496,6 +1538,20 @@ def min_drop_sensitivity(sessions, *, reliability, multiples=(0.5, 0.75, 1.0, 1.
         (``n_no_rupture``, ``n_repaired``, ``n_unrepaired``), ``noise_sd``, ``drop_mean``,
         ``p_second``, ``converged``; with ``participants`` also ``b``, ``ci_low``,
         ``ci_high``, ``beta``, ``fmi``.
+
+    Notes
+    -----
+    ``min_drop`` is the definition of a rupture, and the data cannot choose it: a smaller one
+    admits smaller drops as ruptures (and noise as drops), a larger one calls them none. The
+    default is anchored in measurement error (:func:`default_min_drop`); this table shows how
+    far the patterns and the effect move with it. Each row is a separate fit with its own
+    hyperparameters.
+
+    References
+    ----------
+    Jacobson, N. S., & Truax, P. (1991). Clinical significance: A statistical approach to
+    defining meaningful change in psychotherapy research. Journal of Consulting and Clinical
+    Psychology, 59, 12-19.
 
     Examples
     --------

@@ -148,9 +148,9 @@ def ols_many(y, X, cov_type: str = "HC3") -> dict:
             xinv = Xf @ inv  # rows x_i' (X'X)^-1
             lev = (xinv * Xf).sum(axis=2)
             lev_ok = np.all(lev < 1 - 1e-10, axis=1)
-            with np.errstate(divide="ignore", invalid="ignore"):
+            with np.errstate(divide="ignore", invalid="ignore"):  # leverage 1: flagged below
                 omega = resid**2 / (1 - lev) ** 2
-            v = np.where(lev_ok[:, None], (xinv**2 * omega[:, :, None]).sum(axis=1), np.nan)
+                v = np.where(lev_ok[:, None], (xinv**2 * omega[:, :, None]).sum(axis=1), np.nan)
             estimable[full] = lev_ok
         coef[full], var[full] = c, v
     coef[~estimable] = np.nan
