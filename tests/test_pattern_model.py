@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-from scipy import integrate, stats
+from scipy import stats
 
 from helpers import episodes, pattern_model as pm
 from helpers.pooling import ols_many, rubin_rules
@@ -138,11 +138,11 @@ def _gauss_legendre(lo, hi, n):
 
 def test_template_likelihood_integrated_over_the_drops_equals_numerical_integration(small_case):
     # The integral over d >= min_drop of N(y; Z mu - H d, C) x the truncated normal prior, by
-    # Gauss-Legendre quadrature (400 nodes per drop over [0.6, 6]: the prior beyond 6 is
+    # Gauss-Legendre quadrature (160 nodes per drop over [0.6, 6]: the prior beyond 6 is
     # below 1e-25) of scipy's density, shifting y instead of the mean.
     X, tpl, th, E = small_case
     prior = stats.truncnorm((0.6 - 1.2) / 0.4, np.inf, loc=1.2, scale=0.4)
-    d, w = _gauss_legendre(0.6, 6.0, 400)
+    d, w = _gauss_legendre(0.6, 6.0, 160)
     t = np.arange(X.shape[1], dtype=float)
     Z = np.column_stack([np.ones_like(t), t])
 
@@ -174,12 +174,16 @@ def test_bivariate_orthant_and_truncated_moments_equal_scipy_and_integration():
     assert np.allclose(got, ref, atol=1e-7)  # (scipy's own CDF is accurate to about 1e-8)
     nu1, nu2, v11, v22, v12, lo = 0.4, 0.9, 0.05, 0.08, -0.02, 0.5
     e1, e2, e11, e22, e12, log_l = pm._truncated_moments_2d(*map(np.array, (nu1, nu2, v11, v22, v12)), lo)
-    dens = stats.multivariate_normal([nu1, nu2], [[v11, v12], [v12, v22]]).pdf
+    # the moments by Gauss-Legendre quadrature of scipy's density over [lo, 4]^2
+    x, wx = _gauss_legendre(lo, 4.0, 200)
+    gx, gy = np.meshgrid(x, x, indexing="ij")
+    weight = np.outer(wx, wx) * stats.multivariate_normal([nu1, nu2], [[v11, v12], [v12, v22]]).pdf(
+        np.stack([gx, gy], axis=-1))
 
     def moment(fn):
-        return integrate.dblquad(lambda y, x: fn(x, y) * dens([x, y]), lo, 4, lo, 4, epsabs=1e-12)[0]
+        return float((weight * fn(gx, gy)).sum())
 
-    mass = moment(lambda x, y: 1.0)
+    mass = moment(lambda x, y: np.ones_like(x))
     assert float(log_l) == pytest.approx(np.log(mass), abs=1e-8)
     for got_m, fn in [(e1, lambda x, y: x), (e2, lambda x, y: y), (e11, lambda x, y: x * x),
                       (e22, lambda x, y: y * y), (e12, lambda x, y: x * y)]:
@@ -425,3 +429,14 @@ def test_unrepaired_effect_with_covariates_and_missing_columns(hand_made, trial)
     assert np.isfinite(r["b"].iloc[0]) and r["n"].iloc[0] > 50
     with pytest.raises(ValueError, match="nonexistent"):
         pm.unrepaired_effect(model, trial.participants, covariates=("nonexistent",))
+
+
+def test_min_drop_sensitivity_refits_at_each_multiple(trial):
+    t = pm.min_drop_sensitivity(trial.sessions, reliability=RELIABILITY, multiples=(1.0, 3.0),
+                                participants=trial.participants, seed=2, n_imputations=3)
+    _, _, X = pm._wide(trial.sessions, "participant_id", "session", "alliance")
+    assert t["min_drop"].tolist() == pytest.approx([pm.default_min_drop(X, RELIABILITY) * k for k in (1, 3)])
+    assert np.allclose(t[["pct_no_rupture", "pct_repaired", "pct_unrepaired"]].sum(axis=1), 100)
+    # three times the default admits fewer ruptures
+    assert t["pct_no_rupture"].iloc[1] > t["pct_no_rupture"].iloc[0]
+    assert {"b", "ci_low", "ci_high", "beta", "fmi"} <= set(t.columns)
