@@ -805,7 +805,7 @@ def _em(D: _Data, tpl: _Templates, fit, th: _Theta, *, tol, max_iter):
         ll_old[groups] = ll0
         if stop.all():
             break
-        groups, E0, st0 = _subset(groups, ~stop, E0, st0, D)
+        groups, E0, st0 = _subset(groups, ~stop, E0, st0)
         th0 = th.take(groups)
         th1 = _m_step(E0, tpl, th, st0)
         work = th.copy()
@@ -927,16 +927,14 @@ def _omega_profile(D: _Data, tpl: _Templates, fit, th: _Theta, groups) -> np.nda
     return np.where(slope0 > 0, 0.5 * (lo + hi), 0.0)[groups]
 
 
-def _subset(groups, keep, E, starts, D):
-    """The E-step restricted to the trials ``groups[keep]`` (their client rows)."""
+def _subset(groups, keep, E, starts):
+    """The E-step restricted to the trials ``groups[keep]`` (every entry of E is per client)."""
     if keep.all():
         return groups, E, starts
     ends = np.r_[starts[1:], len(E["loglik"])]
     rows = np.concatenate([np.arange(a, b) for a, b, k in zip(starts, ends, keep) if k])
-    sub = {k: (v[rows] if isinstance(v, np.ndarray) and v.ndim >= 1 and len(v) == len(E["loglik"]) else v)
-           for k, v in E.items()}
     sizes = (ends - starts)[keep]
-    return groups[keep], sub, np.r_[0, np.cumsum(sizes)[:-1]]
+    return groups[keep], {k: v[rows] for k, v in E.items()}, np.r_[0, np.cumsum(sizes)[:-1]]
 
 
 # --------------------------------------------------------------------------------------------
