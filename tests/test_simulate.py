@@ -100,6 +100,12 @@ def test_unknown_knob_raises_type_error_naming_it():
         {"alliance_noise_sd": -1.0},
         {"n_sessions": 2},
         {"n_participants": 0},
+        {"alliance_noise_df": 2.0},
+        {"alliance_noise_df": -1.0},
+        {"alliance_noise_ar": 1.0},
+        {"alliance_drift_sd": -0.1},
+        {"p_gradual_drop": 1.2},
+        {"dropout_rupture_hr": -1.0},
     ],
 )
 def test_impossible_values_raise_value_error(kwargs):
@@ -417,3 +423,118 @@ def test_simulating_imports_neither_scipy_stats_nor_optimize():
             "print(sorted(m for m in ('scipy.stats', 'scipy.optimize') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+# --- harder settings: knobs that are off by default ---------------------------------------------
+
+HARDER = {
+    "alliance_noise_df": 3.0,
+    "alliance_noise_ar": 0.5,
+    "alliance_drift_sd": 0.15,
+    "p_gradual_drop": 1.0,
+    "p_second_rupture": 0.5,
+    "dropout_rupture_hr": 3.0,
+}
+
+
+def test_default_trial_is_byte_identical_to_the_committed_default_run(tmp_path):
+    """The harder settings' knobs draw nothing when off: the default trial is still the one
+    of the committed default run (data/processed, written by notebook 01)."""
+    from helpers import paths
+    from helpers.data import save_trial
+
+    trial = simulate_trial(116, 10, seed=20131106)
+    for path in save_trial(trial, tmp_path):
+        assert path.read_bytes() == (paths.ROOT / "data" / "processed" / path.name).read_bytes(), path.name
+
+
+def test_knobs_off_draw_no_random_numbers():
+    rng = np.random.default_rng(3)
+    state = rng.bit_generator.state
+    assert simulate._extra_draws(rng, 10, 10, default_knobs()) == {}
+    assert rng.bit_generator.state == state
+    # ... and when on they draw after every default draw: the rest of the trial is unchanged
+    base = simulate.simulate_arrays(300, 10, seed=8)
+    for knob, value in HARDER.items():
+        arr = simulate.simulate_arrays(300, 10, seed=8, **{knob: value})
+        # (a second episode moves the pattern's episode later: r_b differs by design)
+        same = ("female", "age", "pattern", "k_b", "d_b", "pss_i_pre") + (("r_b",) if knob != "p_second_rupture" else ())
+        for key in same:
+            assert np.array_equal(arr[key], base[key]), (knob, key)
+
+
+def test_heavy_tailed_noise_keeps_its_sd_and_has_heavy_tails():
+    k = default_knobs()
+    arr = simulate.simulate_arrays(20_000, 10, seed=5, alliance_noise_df=3.0, alliance_mean=4.0,
+                                   alliance_sd=0.2, dropout_hazard=0.0, p_missed_session=0.0)
+    e = ((arr["alliance"] - arr["latent_alliance"]) / k.alliance_noise_sd).ravel()
+    e = e[np.abs(e) < 8]  # (a t(3) has 0.2 % beyond 8 SDs of the scaled noise: the bounds clip them)
+    assert abs(e.std() - 1) < 0.1  # the SD of t(3) itself converges slowly: a loose check
+    # P(|t_3| > 3 sd) with sd = sqrt(3): P(|t_3| > 5.196) = 0.0138, against 0.0027 for a normal
+    assert (np.abs(e) > 3).mean() > 0.008
+
+
+def test_ar1_noise_has_the_lag_one_correlation_of_its_knob():
+    arr = simulate.simulate_arrays(20_000, 10, seed=6, alliance_noise_ar=0.5, alliance_mean=4.0,
+                                   alliance_sd=0.2, dropout_hazard=0.0, p_missed_session=0.0)
+    e = arr["alliance"] - arr["latent_alliance"]
+    r = np.corrcoef(e[:, :-1].ravel(), e[:, 1:].ravel())[0, 1]
+    assert abs(r - 0.5) < 0.03
+    assert abs(e.std() / default_knobs().alliance_noise_sd - 1) < 0.03
+
+
+def test_random_walk_drift_has_the_step_sd_of_its_knob():
+    # second differences of a no-rupture client's latent course are step_s - step_{s-1}:
+    # variance 2 drift^2 (the linear trend cancels)
+    arr = simulate.simulate_arrays(20_000, 10, seed=7, alliance_drift_sd=0.15)
+    flat = arr["pattern"] == 0
+    d2 = np.diff(arr["latent_alliance"][flat], n=2, axis=1).ravel()
+    assert abs(d2.std() / (np.sqrt(2) * 0.15) - 1) < 0.03
+
+
+def test_gradual_drop_is_half_down_at_the_rupture_session_and_shifts_the_repair():
+    k = default_knobs()
+    t = simulate_trial(2000, 10, seed=9, p_gradual_drop=1.0, alliance_noise_sd=0.0,
+                       alliance_mean=4.0, alliance_sd=0.3, alliance_slope_sd=0.0,
+                       alliance_slope_mean=0.0, repair_overshoot=0.0)
+    arr = simulate.simulate_arrays(2000, 10, seed=9, p_gradual_drop=1.0, alliance_noise_sd=0.0,
+                                   alliance_mean=4.0, alliance_sd=0.3, alliance_slope_sd=0.0,
+                                   alliance_slope_mean=0.0, repair_overshoot=0.0)
+    lat = arr["latent_alliance"]
+    rows = np.flatnonzero((arr["g_b"] == 1) & (arr["r_a"] == 0))
+    assert rows.size > 300
+    r = arr["r_b"][rows]
+    pre, at, nxt = (lat[rows, r - 2 + j] for j in range(3))
+    assert np.allclose(pre - at, arr["d_b"][rows] / 2) and np.allclose(pre - nxt, arr["d_b"][rows])
+    rep = rows[arr["repaired_b"][rows]]
+    truth = t.truth.iloc[rep]
+    repair = np.array([int(x) for x in truth["repair_sessions"]])
+    assert np.array_equal(repair, arr["r_b"][rep] + arr["k_b"][rep] + 1)
+    assert np.all(repair - arr["r_b"][rep] <= k.repair_sessions_max + 1)
+    assert np.allclose(lat[rep, repair - 1], lat[rep, arr["r_b"][rep] - 2])  # back at the pre level
+
+
+def test_truth_consistent_under_two_episodes_and_gradual_drops():
+    t = simulate_trial(3000, 10, seed=10, p_second_rupture=0.5, p_gradual_drop=0.5)
+    kmax = default_knobs().repair_sessions_max
+    tr = t.truth
+    for row in tr.itertuples():
+        ruptures, repairs = _split(row.rupture_sessions), _split(row.repair_sessions)
+        assert len(ruptures) == row.n_true_ruptures
+        assert len(repairs) == len(ruptures) - (row.true_pattern == "unrepaired")
+        for r, rep in zip(ruptures, repairs):
+            assert 1 <= rep - r <= kmax + 1 and rep <= 10
+        if len(ruptures) == 2:
+            assert ruptures[1] > repairs[0]
+    assert (tr["n_true_ruptures"] == 2).sum() > 300
+
+
+def test_rupture_dependent_dropout_changes_only_clients_in_a_rupture():
+    base = simulate.simulate_arrays(5000, 10, seed=12)
+    arr = simulate.simulate_arrays(5000, 10, seed=12, dropout_rupture_hr=3.0)
+    inside = simulate._in_rupture({**base}, 10)[:, :9].any(axis=1)
+    # the same uniforms decide: a client never in a rupture before session 10 attends as before
+    assert np.array_equal(arr["attended"][~inside], base["attended"][~inside])
+    # ... and one in a rupture leaves at least as early, more often earlier
+    assert np.all(arr["dropout_after"][inside] <= base["dropout_after"][inside])
+    assert (arr["dropout_after"][inside] < base["dropout_after"][inside]).mean() > 0.1

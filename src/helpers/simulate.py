@@ -71,6 +71,7 @@ class Knobs:
     repair_overshoot: float = 0.2  # latent alliance above the pre-rupture level after repair; assumption (V-shape rebound)
     unrepaired_max_recovery: float = 0.5  # largest fraction of the drop an unrepaired rupture regains; assumption
     p_second_rupture: float = 0.0  # P(a ruptured person has a second episode); assumption (off by default)
+    p_gradual_drop: float = 0.0  # P(an episode's drop is spread over two sessions, half each); harder setting (off by default)
 
     # --- 3. CALPAS alliance ------------------------------------------------------------
     alliance_mean: float = 5.5  # mean person level at session 1 (1-7 scale); assumption (CALPAS means ~5-6)
@@ -78,6 +79,9 @@ class Knobs:
     alliance_slope_mean: float = 0.04  # mean change per session; assumption (alliance grows slowly)
     alliance_slope_sd: float = 0.04  # between-person SD of the slope; assumption
     alliance_noise_sd: float = 0.25  # session-to-session noise SD; assumption
+    alliance_noise_df: float = 0.0  # 0 = normal noise; > 2 = Student t with this df, same SD; harder setting (off by default)
+    alliance_noise_ar: float = 0.0  # AR(1) coefficient of the noise (same marginal SD); harder setting (off by default)
+    alliance_drift_sd: float = 0.0  # SD of a random-walk step of the true alliance per session; harder setting (off by default)
 
     # --- 4. symptoms ---------------------------------------------------------------------
     pss_pre_mean: float = 30.0  # mean true pre-treatment PTSD severity (PSS 0-51); assumption (brief: ~30)
@@ -96,6 +100,7 @@ class Knobs:
 
     # --- 5. missing data -----------------------------------------------------------------
     dropout_hazard: float = 0.06  # P(leave after a session | still in treatment); calibrated to ~82 of 116 classifiable
+    dropout_rupture_hr: float = 1.0  # hazard ratio of leaving after a session inside a rupture (1 = alliance-independent); harder setting
     p_missed_session: float = 0.10  # P(a session 2..last is missed); assumption
     p_post_missing_completer: float = 0.05  # P(no post assessment | completed); assumption
     p_post_missing_dropout: float = 0.5  # P(no post assessment | dropped out); assumption
@@ -110,6 +115,7 @@ _PROBABILITY_KNOBS = (
     "p_unrepaired",
     "p_imaginal_start_3",
     "p_second_rupture",
+    "p_gradual_drop",
     "dropout_hazard",
     "p_missed_session",
     "p_post_missing_completer",
@@ -124,6 +130,8 @@ _NONNEGATIVE_KNOBS = (
     "alliance_sd",
     "alliance_slope_sd",
     "alliance_noise_sd",
+    "alliance_drift_sd",
+    "dropout_rupture_hr",
     "pss_pre_sd",
     "pss_sr_error_sd",
     "pss_i_error_sd",
@@ -163,6 +171,10 @@ def _make_knobs(overrides: dict) -> Knobs:
         raise ValueError("knob 'repair_sessions_max' must be a positive integer")
     if not knobs.age_min < knobs.age_mean < knobs.age_max or knobs.age_sd <= 0:
         raise ValueError("knobs 'age_*' need age_min < age_mean < age_max and age_sd > 0")
+    if not (knobs.alliance_noise_df == 0 or knobs.alliance_noise_df > 2):
+        raise ValueError("knob 'alliance_noise_df' must be 0 (normal noise) or > 2 (a t with a finite SD)")
+    if not -1.0 < knobs.alliance_noise_ar < 1.0:
+        raise ValueError("knob 'alliance_noise_ar' must lie in (-1, 1) (a stationary AR(1))")
     if not -1.0 <= knobs.bdi_ptsd_corr <= 1.0:
         raise ValueError("knob 'bdi_ptsd_corr' must lie in [-1, 1]")
     return knobs
@@ -307,16 +319,84 @@ def _episodes(rng, n, S, kn):
     }
 
 
+# --- harder settings: extra draws and episode shapes (every one off by default) ------------
+
+
+def _extra_draws(rng, n, S, kn):
+    """Random numbers of the harder settings, drawn after every default draw and only for
+    the knobs that are on: with all of them off nothing is drawn, so the default trial is
+    bit for bit what it was before these knobs existed (tests/test_simulate.py)."""
+    extra = {}
+    if kn.alliance_drift_sd > 0:
+        extra["drift"] = rng.standard_normal((n, S - 1))
+    if kn.alliance_noise_df > 0:
+        extra["chi2"] = rng.chisquare(kn.alliance_noise_df, (n, S))
+    if kn.p_gradual_drop > 0:
+        extra["gradual"] = rng.random((n, 2))
+    return extra
+
+
+def _gradual_flags(ep, extra, kn, S):
+    """Which episodes (slots a, b) drop over two sessions (0/1 ints; all 0 when off).
+
+    A gradual episode ends one session later, so it is gradual only where the sessions leave
+    room: a repaired one must still be back by session S, and the first of two episodes back
+    before the second begins.
+    """
+    n = ep["pattern"].size
+    if "gradual" not in extra:
+        return np.zeros(n, np.int64), np.zeros(n, np.int64)
+    want = extra["gradual"] < kn.p_gradual_drop
+    g_a = want[:, 0] & (ep["r_a"] > 0) & (ep["r_a"] + ep["k_a"] + 1 < ep["r_b"])
+    end_b = np.where(ep["repaired_b"], ep["r_b"] + ep["k_b"] + 1, ep["r_b"] + 1)
+    g_b = want[:, 1] & (ep["r_b"] > 0) & (end_b <= S)
+    return g_a.astype(np.int64), g_b.astype(np.int64)
+
+
+def _in_rupture(ep, S):
+    """(n, S) bool: the latent alliance is inside an episode at session s (from the rupture
+    session up to the session before the repair; to the end for an unrepaired one)."""
+    s = np.arange(1, S + 1)[None, :]
+    inside = np.zeros((ep["pattern"].size, S), bool)
+    for slot, repaired in (("a", np.ones(ep["pattern"].size, bool)), ("b", ep["repaired_b"])):
+        r = ep[f"r_{slot}"][:, None]
+        end = np.where(repaired, ep[f"r_{slot}"] + ep[f"k_{slot}"] + ep[f"g_{slot}"], S + 1)[:, None]
+        inside |= (r > 0) & (s >= r) & (s < end)
+    return inside
+
+
+def _alliance_noise(noise, kn, extra):
+    """Standardised noise of the observed alliance: the normal draws as they are by default;
+    scaled into a Student t (same SD) and/or filtered into a stationary AR(1) when asked."""
+    e = noise
+    if "chi2" in extra:  # z * sqrt(df / chi2_df) is t_df; * sqrt((df - 2) / df) gives SD 1
+        e = e * np.sqrt((kn.alliance_noise_df - 2) / extra["chi2"])
+    rho = kn.alliance_noise_ar
+    if rho != 0:  # e_s = rho e_{s-1} + sqrt(1 - rho^2) z_s keeps the marginal SD at 1
+        out = e.copy()
+        for j in range(1, e.shape[1]):
+            out[:, j] = rho * out[:, j - 1] + np.sqrt(1 - rho * rho) * e[:, j]
+        e = out
+    return e
+
+
 # --- 3. alliance --------------------------------------------------------------------------
 
 
-def _apply_episode(latent, r, k, drop, repaired, q, overshoot):
-    """Latent alliance with one episode per row applied (rows with ``r == 0`` unchanged)."""
+def _apply_episode(latent, r, k, drop, repaired, q, overshoot, gradual=None):
+    """Latent alliance with one episode per row applied (rows with ``r == 0`` unchanged).
+
+    A ``gradual`` episode (0/1 per row, ``None`` = none) is half down at its rupture session
+    and follows the abrupt course one session late from there on.
+    """
     n, S = latent.shape
     has = r > 0
     rows = np.arange(n)
     pre = latent[rows, np.clip(r - 2, 0, S - 1)][:, None]  # level at session r - 1
     rel = np.arange(1, S + 1)[None, :] - r[:, None]  # sessions since the rupture
+    if gradual is not None:
+        g = (has & (gradual > 0))[:, None]
+        rel_abrupt, rel = rel, rel - g
     k, drop, q = k[:, None], drop[:, None], q[:, None]
     rep = (has & repaired)[:, None]
     unrep = (has & ~repaired)[:, None]
@@ -325,30 +405,41 @@ def _apply_episode(latent, r, k, drop, repaired, q, overshoot):
     flat = pre - drop * (1 - q * np.minimum(1.0, rel / k))
     out = np.where(rep & (rel >= 0) & (rel < k), climbing, latent)
     out = np.where(rep & (rel >= k), back, out)
-    return np.where(unrep & (rel >= 0), flat, out)
+    out = np.where(unrep & (rel >= 0), flat, out)
+    if gradual is not None:
+        out = np.where(g & (rel_abrupt == 0), pre - drop / 2, out)
+    return out
 
 
-def _latent_alliance(rng, n, S, kn, ep):
-    z = rng.standard_normal((n, 2))
+def _latent_alliance(z, S, kn, ep, extra):
     level = kn.alliance_mean + kn.alliance_sd * z[:, 0]
     slope = kn.alliance_slope_mean + kn.alliance_slope_sd * z[:, 1]
     latent = level[:, None] + slope[:, None] * np.arange(S)[None, :]
+    if "drift" in extra:  # a random walk from session 1 (0) on; episodes ride on top of it
+        steps = kn.alliance_drift_sd * extra["drift"]
+        latent = latent + np.hstack([np.zeros((z.shape[0], 1)), np.cumsum(steps, axis=1)])
+    gradual = "gradual" in extra
+    n = z.shape[0]
     latent = _apply_episode(
         latent, ep["r_a"], ep["k_a"], ep["d_a"], np.ones(n, bool), np.zeros(n),
-        kn.repair_overshoot,
+        kn.repair_overshoot, ep["g_a"] if gradual else None,
     )
     return _apply_episode(
         latent, ep["r_b"], ep["k_b"], ep["d_b"], ep["repaired_b"], ep["q_b"],
-        kn.repair_overshoot,
+        kn.repair_overshoot, ep["g_b"] if gradual else None,
     )
 
 
 # --- 5. attendance (needed before symptoms: dose comes from attended sessions) -------------
 
 
-def _attendance(rng, n, S, kn):
-    u = rng.random((n, 2 * S + 1))
-    leaves = u[:, : S - 1] < kn.dropout_hazard  # leave after session s = 1..S-1
+def _attendance(u, S, kn, ep):
+    if kn.dropout_rupture_hr == 1.0:
+        hazard = kn.dropout_hazard
+    else:  # leaving after a session inside a rupture is dropout_rupture_hr times as likely
+        inside = _in_rupture(ep, S)[:, : S - 1]
+        hazard = np.minimum(1.0, kn.dropout_hazard * np.where(inside, kn.dropout_rupture_hr, 1.0))
+    leaves = u[:, : S - 1] < hazard  # leave after session s = 1..S-1
     last_in = np.where(leaves.any(axis=1), leaves.argmax(axis=1) + 1, S)
     s = np.arange(1, S + 1)
     missed = u[:, S : 2 * S] < kn.p_missed_session
@@ -364,9 +455,8 @@ def _attendance(rng, n, S, kn):
 # --- 4. symptoms ----------------------------------------------------------------------------
 
 
-def _symptoms(rng, n, S, kn, ep, attended, mdd):
-    z = rng.standard_normal((n, 3))
-    e = rng.standard_normal((n, S + 7))
+def _symptoms(z, e, S, kn, ep, attended, mdd):
+    n = z.shape[0]
     severity = kn.pss_pre_mean + kn.pss_pre_sd * z[:, 0]
     sig = kn.improvement_rate_sigma
     rate = kn.improvement_rate * np.exp(sig * z[:, 1] - sig**2 / 2)
@@ -414,13 +504,24 @@ def _join_sessions(first, second):
 
 
 def _simulate_arrays(n, S, rng, kn):
-    """Every generated array, latent ones included (used by the tables and by tests)."""
+    """Every generated array, latent ones included (used by the tables and by tests).
+
+    All random numbers are drawn first, in a fixed order and with fixed shapes (the harder
+    settings' last, only when on), then turned into the trial.
+    """
     demo = _demographics(rng, n, kn)
     ep = _episodes(rng, n, S, kn)
-    latent = _latent_alliance(rng, n, S, kn, ep)
+    z_trend = rng.standard_normal((n, 2))
     noise = rng.standard_normal((n, S))
-    attended, dropout_after, post_missing = _attendance(rng, n, S, kn)
-    sym = _symptoms(rng, n, S, kn, ep, attended, demo["mdd"])
+    u_attend = rng.random((n, 2 * S + 1))
+    z_symptoms = rng.standard_normal((n, 3))
+    e_symptoms = rng.standard_normal((n, S + 7))
+    extra = _extra_draws(rng, n, S, kn)
+    ep["g_a"], ep["g_b"] = _gradual_flags(ep, extra, kn, S)
+    latent = _latent_alliance(z_trend, S, kn, ep, extra)
+    attended, dropout_after, post_missing = _attendance(u_attend, S, kn, ep)
+    sym = _symptoms(z_symptoms, e_symptoms, S, kn, ep, attended, demo["mdd"])
+    noise = _alliance_noise(noise, kn, extra)
     lo, hi = SCORE_RANGES["alliance"]
     alliance = np.round(np.clip(latent + kn.alliance_noise_sd * noise, lo, hi), 2)
     alliance = np.where(attended, alliance, np.nan)
@@ -459,14 +560,14 @@ def _tables(arr, n, S):
     participants = participants[PARTICIPANT_COLUMNS]
 
     two = arr["r_a"] > 0
-    repair_b = np.where(arr["repaired_b"] & (arr["r_b"] > 0), arr["r_b"] + arr["k_b"], 0)
+    repair_b = np.where(arr["repaired_b"] & (arr["r_b"] > 0), arr["r_b"] + arr["k_b"] + arr["g_b"], 0)
     truth = pd.DataFrame(
         {
             "participant_id": ids,
             "true_pattern": np.array(PATTERN_LABELS, dtype=object)[arr["pattern"]],
             "n_true_ruptures": (two.astype(np.int64) + (arr["r_b"] > 0)).astype(np.int64),
             "rupture_sessions": _join_sessions(arr["r_a"], arr["r_b"]),
-            "repair_sessions": _join_sessions(np.where(two, arr["r_a"] + arr["k_a"], 0), repair_b),
+            "repair_sessions": _join_sessions(np.where(two, arr["r_a"] + arr["k_a"] + arr["g_a"], 0), repair_b),
             "imaginal_start": arr["imaginal_start"].astype(np.int64),
             "dropout_after": arr["dropout_after"].astype(np.int64),
         },
