@@ -96,6 +96,7 @@ import pandas as pd
 from scipy import special
 
 from helpers.contract import INSUFFICIENT, PATTERN_LABELS, DataValidationError
+from helpers.pooling import ols_many, rubin_rules
 
 __all__ = [
     "PROBABILITY_COLUMNS",
@@ -1460,8 +1461,6 @@ def unrepaired_effect(model: PatternModel, participants, *, outcome="pss_i", cov
     >>> list(res.columns[:4]), bool(res["ci_low"].iloc[0] < res["b"].iloc[0] < res["ci_high"].iloc[0])
     (['b', 'se', 'ci_low', 'ci_high'], True)
     """
-    from helpers.pooling import ols_many, rubin_rules
-
     if isinstance(n_imputations, bool) or int(n_imputations) != n_imputations or n_imputations < 2:
         raise ValueError(f"n_imputations must be a whole number >= 2, got {n_imputations!r}")
     cols = [f"{outcome}_pre", f"{outcome}_post", *covariates]
