@@ -67,6 +67,7 @@ benchmark: $(STAMP)
 	$(PY) benchmarks/bench_growth.py
 	$(PY) benchmarks/bench_power.py
 	$(PY) benchmarks/bench_growth_power.py
+	$(PY) benchmarks/bench_figures.py
 	$(PY) benchmarks/bench_pipeline.py
 
 # Resolve the newest versions allowed by pyproject.toml in a throw-away venv and pin them.

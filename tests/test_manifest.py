@@ -185,6 +185,21 @@ def test_reconcile_keeps_published_files_that_show_the_same_thing(tmp_path):
     assert (real / manifest.MANIFEST).read_bytes() != before
 
 
+def test_a_changed_figure_publishes_the_report_that_embeds_it_anew(tmp_path):
+    # the report's text is the same, its embedded picture is not: keeping it would keep the old one
+    def page(root, picture):
+        (root / "results").mkdir(parents=True, exist_ok=True)
+        (root / "results" / "report.html").write_text(f'<p>Figure 1</p><img src="data:image/png;base64,{picture}">')
+        return root
+    published = page(_tree(tmp_path / "published"), "b2xk")
+    same = page(_tree(tmp_path / "same", png=b"other pixels"), "bmV3")  # figure data unchanged
+    assert "results/report.html" in " ".join(manifest.reconcile(same, published))
+    changed = page(_tree(tmp_path / "changed", data="x,y\n1,3.5\n", png=b"new"), "bmV3")
+    kept = manifest.reconcile(changed, published)
+    assert not any(line.startswith("results/report.html") for line in kept)
+    assert "bmV3" in (changed / "results" / "report.html").read_text()
+
+
 def test_code_digest_follows_code_not_notebook_outputs(tmp_path):
     root = tmp_path
     (root / "src" / "helpers").mkdir(parents=True)

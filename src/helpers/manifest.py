@@ -167,12 +167,24 @@ def reconcile(staging, published_root) -> list[str]:
     rels = [r for r in generated_paths(staging) if (published_root / r).is_file()]
     # decide on every file first: a figure is judged by its data table *as the run wrote it*
     decisions = compare_trees(published_root, staging, rels)
+    # A notebook or page that embeds figures is compared by its text: when a figure it shows
+    # changed, keeping it would keep the old picture. Any figure published anew (changed, or
+    # new) therefore publishes the documents that embed figures anew too.
+    figure_changed = any(
+        compare.kind_of(rel) == "rendered" and rel.endswith(compare.FIGURE_SUFFIXES)
+        and decisions.get(rel, compare.Comparison(compare.DIFFERENT)).status == compare.DIFFERENT
+        for rel in generated_paths(staging))
     kept = []
     for rel, result in decisions.items():
-        if result.status == compare.WITHIN:
+        if result.status == compare.WITHIN and not (figure_changed and _embeds_figures(rel)):
             shutil.copyfile(published_root / rel, staging / rel)
             kept.append(f"{rel}: {result}")
     return kept
+
+
+def _embeds_figures(rel: str) -> bool:
+    """Executed notebooks and the HTML report carry the figures' pictures inside them."""
+    return rel.endswith((".ipynb", ".html"))
 
 
 def verify_outputs(candidate_root, reference_root=None, manifest_path=None) -> list[tuple[str, str, object]]:
