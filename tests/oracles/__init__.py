@@ -1,0 +1,7 @@
+"""Independent references of the tests: loop implementations of the written rules and the
+one-at-a-time routes the batched code replaced. Nothing in ``src/helpers`` imports them.
+
+- :mod:`oracles.ruptures`: rupture detection, sudden changes and classification, one
+  participant at a time in plain Python.
+
+"""
