@@ -20,6 +20,20 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+#: A leverage within this of 1 is a leverage of 1 (HC3 undefined): the computed ``1 - h`` of a
+#: client alone in its group is 0 or a rounding error of either sign, depending on the BLAS.
+LEVERAGE_ONE_TOL = 1e-10
+
+
+def leverage_is_one(h):
+    """Whether each leverage ``h`` counts as 1 (:data:`LEVERAGE_ONE_TOL`): the rule, not the
+    bits of ``1 - h``.
+
+    >>> leverage_is_one([1.0, 1 - 1e-13, 1 + 1e-13, 1 - 1e-6]).tolist()
+    [True, True, True, False]
+    """
+    return np.asarray(h, dtype=float) >= 1 - LEVERAGE_ONE_TOL
+
 
 def beta_scale(x, y) -> float:
     """``sd(x) / sd(y)`` (sample SDs, ddof = 1): multiplies a coefficient of ``x`` in a
