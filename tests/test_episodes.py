@@ -611,7 +611,7 @@ def test_threshold_summary_fails_as_the_detection_fails():
 # Stacked trials equal each trial alone, and the loop oracle
 # --------------------------------------------------------------------------------------------
 @edge_warnings
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(trials=st.lists(panels(min_participants=2, max_participants=6, min_sessions=5, max_sessions=5),
                        min_size=1, max_size=4),
        kw=criterion_kwargs(), min_sessions=st.sampled_from([2, 4]))

@@ -1088,15 +1088,3 @@ def detect_grouped(X, labels, starts, presets, *, min_sessions=6, repair_window=
         for g, exc in rup.thresholds.errors.items():
             errors.setdefault(g, exc)
     return codes, messages, errors
-
-
-def own_warnings(caught) -> list:
-    """The detection's own warnings among ``caught`` (UserWarnings); anything else is issued
-    again. (Until helpers.power stops catching the batched detection's warnings.)"""
-    own = []
-    for w in caught:
-        if issubclass(w.category, UserWarning):
-            own.append(w)
-        else:
-            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno, source=w.source)
-    return own

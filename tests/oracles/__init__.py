@@ -3,5 +3,6 @@ one-at-a-time routes the batched code replaced. Nothing in ``src/helpers`` impor
 
 - :mod:`oracles.ruptures`: rupture detection, sudden changes and classification, one
   participant at a time in plain Python.
-
+- :mod:`oracles.power`: one replication of the power study at a time, on the loop detection,
+  statsmodels and the table route of the growth model.
 """
