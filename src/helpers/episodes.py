@@ -349,7 +349,8 @@ def _sd(X, starts, drops, *, k, scale):
     between = np.empty(X.shape[0])
     params, messages = [], _no_messages(starts)
     for g, a, b in _trials(starts):
-        changes = drops[0][a:b][~np.isnan(drops[0][a:b])]
+        trial = drops[0][a:b]
+        changes = trial[~np.isnan(trial)]
         between[a:b] = sd_g = float(np.std(changes, ddof=1)) if changes.size >= 2 else np.nan
         params.append({"k": k, "scale": scale})
         if scale in ("between", "stricter"):

@@ -277,6 +277,8 @@ def analyse_batch(design: StudyDesign, tasks, *, presets=None) -> tuple[Stacked 
     stacked = Stacked([t for t, _ in arrays], starts, cat["alliance"], cat["pre"], cat["post"], cat["truth"],
                       codes, messages)
     failures += [_failure(stacked.tasks[g], exc) for g, exc in sorted(errors.items())]
+    if not errors:
+        return stacked, failures
     keep = [g not in errors for g in range(len(arrays))]
     return (stacked.select(keep) if any(keep) else None), failures
 

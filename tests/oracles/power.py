@@ -38,15 +38,15 @@ def trial_of(design, n_participants, seed):
 def _rules_say(sessions, preset) -> list:
     """The messages of a preset's detection on ``sessions``; raises its errors (ValueError)."""
     crit = preset.get("criterion", "rci")
-    firsts = [g.dropna().iloc[0] for _, g in sessions.sort_values("session").groupby("participant_id")["alliance"]
-              if g.notna().any()]
+    observed = sessions.dropna(subset=["alliance"]).sort_values(["participant_id", "session"])
     if crit in ("rci", "sudden") and preset.get("sd") is None:
+        firsts = observed.groupby("participant_id")["alliance"].first()
         if len(firsts) < 2:
             raise ValueError(RCI_TOO_FEW)
         if np.std(firsts, ddof=1) == 0:
             raise ValueError(RCI_ZERO_SD)
     if crit == "sd" and preset.get("scale", "stricter") in ("between", "stricter"):
-        n_changes = sum(max(g.notna().sum() - 1, 0) for _, g in sessions.groupby("participant_id")["alliance"])
+        n_changes = len(observed) - observed["participant_id"].nunique()  # observed scores after a first
         if n_changes < 2:
             return [BETWEEN_UNDEFINED]
     n_sessions = sessions["session"].nunique()

@@ -11,7 +11,6 @@ from __future__ import annotations
 import itertools
 import math
 
-import numpy as np
 import pandas as pd
 from scipy import stats
 
@@ -194,14 +193,18 @@ def loop_classify(episodes, sessions, *, min_sessions=6, id_col="participant_id"
     """Pattern per participant (sorted ids) from :func:`loop_detect_episodes`' table, by the
     written rule: too few observed scores -> insufficient data; any rupture not repaired ->
     unrepaired; ruptures, all repaired -> repaired; none -> no rupture."""
+    repaired = {}
+    for pid, rep in zip(episodes["participant_id"].tolist(), episodes["repaired"].tolist()):
+        repaired.setdefault(pid, []).append(bool(rep))
+    n_observed = sessions.groupby(id_col, sort=True)[score_col].count()
     out = {}
-    for pid, scores in sessions.groupby(id_col, sort=True)[score_col]:
-        eps = episodes[episodes["participant_id"] == pid]
-        if scores.notna().sum() < min_sessions:
+    for pid, n_obs in n_observed.items():
+        flags = repaired.get(pid, [])
+        if n_obs < min_sessions:
             out[pid] = INSUFFICIENT
-        elif (~eps["repaired"].astype(bool)).any():
+        elif not all(flags):
             out[pid] = "unrepaired"
-        elif len(eps):
+        elif flags:
             out[pid] = "repaired"
         else:
             out[pid] = "no_rupture"
