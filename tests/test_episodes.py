@@ -380,7 +380,7 @@ def _enough_first_scores(s, kw):
 
 KEY = ["participant_id", "pre_session", "rupture_session", "pre_score", "rupture_score",
        "repaired", "repair_session", "censored"]
-PROP = settings(max_examples=120, deadline=None,
+PROP = settings(max_examples=80, deadline=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
 # Tiny random panels legitimately hit these two warnings (tested in test_warnings_recorded).
 EDGE_WARNINGS = [
