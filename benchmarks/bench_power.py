@@ -2,15 +2,16 @@
 
 Run:  .venv/bin/python benchmarks/bench_power.py [--replications 100] [--workers 1 2] [--stage-reps 30]
 
-0. **Batched vs one at a time**: the study's replications in this process, one at a time
-   (``replicate_trial``) and batched per sample size (``replicate_batch``, the default of
-   ``run_chunk``); replications per second of both and their ratio, and the largest
-   difference between the two tables.
-1. **Stages of one replication** (in this process, no Dask): ``simulate_stage`` (one trial),
-   ``detect_stage`` (the 9 criterion presets: detect episodes and classify) and ``fit_stage``
-   (agreement with the truth and the paper's regression for the 9 presets and the oracle),
-   each timed with ``time.perf_counter`` over ``--stage-reps`` replications at every sample
-   size; mean milliseconds per replication.
+0. **Batched vs the one-at-a-time reference**: the study's replications in this process,
+   batched per sample size (``run_chunk``: ``replicate_batch``, the study's only route) and
+   one at a time by the tests' reference (``tests/oracles/power.py``: long tables, the
+   plain-Python loop detection, statsmodels, ``helpers.agreement``); replications per second
+   of both and their ratio, and the largest difference between the two tables.
+1. **Stages of the batched route** (in this process, no Dask): ``--stage-reps`` replications
+   of each sample size simulated into arrays (``replication_arrays``), detected together under
+   the 9 criterion presets (``episodes.detect_grouped``) and fitted together (``fit_batch``:
+   agreement with the truth and the paper's regression for the 9 presets and the oracle);
+   mean milliseconds per replication.
 2. **Throughput** (batched path): the study's replications (sample sizes 60, 116, 200, 400; ``--replications``
    per size; the reference trial shrunk to 2,000 clients so that it does not dominate) on a
    LocalCluster with 1 and with 2 workers. Cluster start-up and shut-down are timed apart
@@ -36,44 +37,47 @@ import pandas as pd
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "src"))
+sys.path.insert(0, str(HERE.parent / "tests"))
 
-from helpers import power  # noqa: E402
+from helpers import episodes, power  # noqa: E402
+from oracles import power as oracle  # noqa: E402
 
 SIZES = (60, 116, 200, 400)
 
 
 def stage_times(reps: int, seed: int = 20140101) -> list[dict]:
+    """Milliseconds per replication of each stage of the batched route, ``reps`` replications
+    of each sample size in one batch."""
     design = power.StudyDesign(sample_sizes=SIZES, replications=reps, seed=seed)
     rows = []
     for n in SIZES:
-        t = {"simulate": [], "detect": [], "fit": []}
-        for r in range(reps):
-            s = power.replication_seed(seed, n, r)
-            t0 = time.perf_counter()
-            trial = power.simulate_stage(design, n, s)
-            t1 = time.perf_counter()
-            patterns, messages = power.detect_stage(design, trial.sessions)
-            t2 = time.perf_counter()
-            power.fit_stage(design, trial, patterns, n_participants=n, rep=r, seed=s, messages=messages)
-            t3 = time.perf_counter()
-            t["simulate"].append(t1 - t0)
-            t["detect"].append(t2 - t1)
-            t["fit"].append(t3 - t2)
-        total = sum(np.mean(v) for v in t.values())
-        rows.append({"n": n, **{k: 1000 * float(np.mean(v)) for k, v in t.items()}, "total": 1000 * total})
+        tasks = [t for t in power.replication_keys(design) if t[0] == n]
+        t0 = time.perf_counter()
+        arrays = [power.replication_arrays(design, n, s) for _, _, s in tasks]
+        t1 = time.perf_counter()
+        X = np.vstack([a["alliance"] for a in arrays])
+        starts = np.cumsum([0] + [a["alliance"].shape[0] for a in arrays])
+        episodes.detect_grouped(X, arrays[0]["labels"], starts, design.presets, min_sessions=design.min_sessions)
+        t2 = time.perf_counter()
+        stacked, _ = power.analyse_batch(design, tasks)
+        t3 = time.perf_counter()
+        power.fit_batch(design, stacked)
+        t4 = time.perf_counter()
+        per = 1000 / reps
+        rows.append({"n": n, "simulate": per * (t1 - t0), "detect": per * (t2 - t1), "fit": per * (t4 - t3),
+                     "total": per * ((t1 - t0) + (t2 - t1) + (t4 - t3))})
     return rows
 
 
 def batched_vs_one_at_a_time(replications: int, seed: int = 20140101) -> dict:
-    """Replications per second in this process (no Dask): one at a time
-    (``power.replicate_trial``, the reference) and batched per sample size
-    (``power.replicate_batch``), on the same keys; the rows are checked to agree."""
+    """Replications per second in this process (no Dask): batched per sample size (the study)
+    and one at a time by the tests' reference, on the same keys; the rows are checked to agree."""
     design = power.StudyDesign(sample_sizes=SIZES, replications=replications, seed=seed)
     tasks = power.replication_keys(design)
     t0 = time.perf_counter()
-    ref, _ = power.run_chunk(design, tasks, power.replicate_trial)
+    ref, _ = oracle.run(design, tasks)
     t1 = time.perf_counter()
-    bat, _ = power.run_chunk(design, tasks)  # batched (power.BATCHED)
+    bat, _ = power.run_chunk(design, tasks)
     t2 = time.perf_counter()
     a, b = pd.DataFrame(ref), pd.DataFrame(bat)
     num = a.select_dtypes("float").columns
@@ -118,10 +122,11 @@ def markdown(stages, runs, args, cmp=None) -> str:
         f"Command: `.venv/bin/python benchmarks/bench_power.py --replications {args.replications} "
         f"--stage-reps {args.stage_reps}`.",
         "",
-        "## Stages of one replication (milliseconds, mean over "
-        f"{args.stage_reps} replications per N; 9 presets + the oracle)",
+        "## Stages of the batched route (milliseconds per replication, "
+        f"{args.stage_reps} replications per N in one batch; 9 presets + the oracle)",
         "",
-        "| N enrolled | simulate | detect (9 presets) | fit (agreement + regression, 10 criteria) | total |",
+        "| N enrolled | simulate (arrays) | detect (9 presets, stacked) | fit (agreement + regression, 10 criteria) "
+        "| total |",
         "|---|---|---|---|---|",
     ]
     for r in stages:
@@ -129,12 +134,14 @@ def markdown(stages, runs, args, cmp=None) -> str:
     if cmp is not None:
         lines += [
             "",
-            f"## Batched vs one at a time (one process, no Dask; sample sizes {', '.join(map(str, SIZES))}; "
+            f"## Batched vs the tests' one-at-a-time reference (one process, no Dask; sample sizes "
+            f"{', '.join(map(str, SIZES))}; "
             f"{args.replications} replications each)",
             "",
             "| path | replications | time (s) | replications / s |",
             "|---|---|---|---|",
-            f"| one at a time (`replicate_trial`) | {cmp['replications']} | {cmp['one_s']:.1f} | {cmp['one_rate']:.1f} |",
+            f"| one at a time (`tests/oracles/power.py`: tables, loop detection, statsmodels) | {cmp['replications']} "
+            f"| {cmp['one_s']:.1f} | {cmp['one_rate']:.1f} |",
             f"| batched per sample size (`replicate_batch`) | {cmp['replications']} | {cmp['batch_s']:.1f} | "
             f"{cmp['batch_rate']:.1f} |",
             "",

@@ -1,16 +1,14 @@
 """Tests of helpers.episodes: hand-worked series, output shape and validation, properties.
 
 Anchors are independent of the code under test: answers worked out by hand (written in each
-test) and a plain per-participant loop implementation (benchmarks/bench_ruptures.py) used as
-an oracle on random data. The suddengains port itself (helpers.sudden) is tested in
-tests/test_sudden.py.
+test) and a plain per-participant loop implementation (tests/oracles/ruptures.py) used as
+an oracle on random data, for one trial and for stacked trials. The suddengains port itself
+(helpers.sudden) is tested in tests/test_sudden.py.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import math
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -20,19 +18,7 @@ from hypothesis import strategies as st
 
 from helpers import episodes
 from helpers.contract import DataValidationError
-
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def _load_reference():
-    spec = importlib.util.spec_from_file_location(
-        "bench_ruptures", ROOT / "benchmarks" / "bench_ruptures.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-REF = _load_reference()
+from oracles import ruptures as REF
 
 
 def long(series: dict, n_sessions=None) -> pd.DataFrame:
@@ -147,7 +133,7 @@ def test_tolerance():
 
 def test_flat_series_has_no_rupture_under_any_criterion():
     s = long({"a": [5.0] * 10, "b": [4.0] * 10, "c": [6.0] * 10})
-    for name, kw in episodes.presets().items():
+    for name, kw in episodes.presets(0.83).items():
         e = episodes.detect_episodes(s, **kw)
         assert e.empty, name
         p = episodes.classify_participants(e, s)
@@ -338,13 +324,13 @@ def test_warnings_recorded():
 
 
 def test_presets():
-    p = episodes.presets()
+    p = episodes.presets(0.83)
     assert set(p) == {"absolute_1", "sd_k1_within", "sd_k1_between", "sd_k1_stricter",
                       "sd_k2_within", "sd_k2_between", "sd_k2_stricter", "rci", "sudden"}
     assert episodes.DEFAULT_CRITERION == "rci" == p["rci"]["criterion"]
     assert p["rci"]["reliability"] == 0.83 and p["absolute_1"]["cutoff"] == 1.0
     p["rci"]["reliability"] = 0.5
-    assert episodes.presets()["rci"]["reliability"] == 0.83  # a fresh copy each call
+    assert episodes.presets(0.83)["rci"]["reliability"] == 0.83  # a fresh copy each call
     s = long({"a": [6, 6, 6, 3, 3, 3, 6, 6], "b": [5, 5, 5, 5, 4, 5, 5, 5], "c": [6.5] * 8})
     for name, kw in p.items():
         e = episodes.detect_episodes(s, **kw)
@@ -394,7 +380,7 @@ def _enough_first_scores(s, kw):
 
 KEY = ["participant_id", "pre_session", "rupture_session", "pre_score", "rupture_score",
        "repaired", "repair_session", "censored"]
-PROP = settings(max_examples=120, deadline=None,
+PROP = settings(max_examples=80, deadline=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
 # Tiny random panels legitimately hit these two warnings (tested in test_warnings_recorded).
 EDGE_WARNINGS = [
@@ -507,28 +493,145 @@ def test_sudden_criterion_equals_loop_oracle(s, sudden, sd, window):
     _compare_with_loop(s, kw)
 
 
-def test_only_the_detections_own_warnings_are_recorded_others_are_issued_again(monkeypatch):
-    """A warning that is not the detection's (the garbage collector's ResourceWarning, a
-    library's DeprecationWarning) must neither count as a preset's warning nor be swallowed."""
+def test_record_keeps_the_detections_messages_and_lets_other_warnings_through(monkeypatch):
+    """With ``record``, a preset's messages about the data are recorded, not warned; a warning
+    that is not the detection's (the garbage collector's ResourceWarning) is neither recorded
+    nor swallowed."""
     import warnings
 
-    from helpers import simulate
-
-    sessions = simulate.simulate_trial(40, 10, seed=3).sessions
-    real = episodes.detect_episodes
+    sessions = long({"a": [6, 4, 6], "b": [6, 6, 5]})
+    real = episodes.classify_participants
 
     def noisy(*args, **kwargs):
         warnings.warn("unclosed file <_io.TextIOWrapper>", ResourceWarning)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(episodes, "detect_episodes", noisy)
+    monkeypatch.setattr(episodes, "classify_participants", noisy)
     record = []
-    with pytest.warns(ResourceWarning, match="unclosed file"):
-        episodes.detect_by_preset(sessions, {"rci": episodes.presets()["rci"]}, record=record)
-    assert record == []
-    # the detection's own (a UserWarning about the data) is recorded under the preset's name
-    monkeypatch.setattr(episodes, "detect_episodes",
-                        lambda *a, **k: (warnings.warn("no rupture can be detected"), real(*a, **k))[1])
-    record = []
-    episodes.detect_by_preset(sessions, {"rci": episodes.presets()["rci"]}, record=record)
-    assert record == ["rci: no rupture can be detected"]
+    with pytest.warns(ResourceWarning, match="unclosed file") as caught:
+        episodes.detect_by_preset(sessions, {"sudden": {"criterion": "sudden", "sd": 0.5}}, record=record)
+    assert record == ["sudden: criterion='sudden' needs at least 4 sessions; the data have 3, so no rupture "
+                      "can be detected"]
+    assert [w.category for w in caught] == [ResourceWarning]
+    with pytest.warns(UserWarning, match="at least 4 sessions"):  # without record: warned
+        episodes.detect_by_preset(sessions, {"sudden": {"criterion": "sudden", "sd": 0.5}})
+
+
+# --------------------------------------------------------------------------------------------
+# The registry of criteria and the run's parameters
+# --------------------------------------------------------------------------------------------
+def test_registry_names_every_criterion_and_what_it_reads():
+    assert list(episodes.CRITERIA) == ["absolute", "sd", "rci", "sudden"]
+    assert episodes.criterion_parameters("absolute") == ("cutoff",)
+    assert episodes.criterion_parameters("sd") == ("k", "sd_scale")
+    assert episodes.criterion_parameters("rci") == episodes.criterion_parameters("sudden") == ("reliability", "rci_sd")
+    assert [episodes.needs_reliability(c) for c in episodes.CRITERIA] == [False, False, True, True]
+    with pytest.raises(ValueError, match="unknown criterion 'RCI'"):
+        episodes.needs_reliability("RCI")
+
+
+PARAMS = dict(criterion="rci", reliability=0.9, rci_sd=None, cutoff=1.5, k=1.0, sd_scale="within",
+              repair_window=3, tolerance=0.25, min_sessions=6)
+
+
+@pytest.mark.parametrize("name, expected", [
+    ("absolute", {"cutoff": 1.5}),
+    ("sd", {"k": 1.0, "scale": "within"}),
+    ("rci", {"reliability": 0.9, "sd": None}),
+    ("sudden", {"reliability": 0.9, "sd": None}),
+])
+def test_criterion_arguments_pass_only_what_the_criterion_uses(name, expected):
+    kw = episodes.criterion_arguments({**PARAMS, "criterion": name})
+    assert kw == {"criterion": name, "repair_window": 3, "tolerance": 0.25, **expected}
+    assert list(kw)[:3] == ["criterion", "repair_window", "tolerance"]
+    e = episodes.detect_episodes(long({"a": [6, 4, 6, 6], "b": [5, 5, 5, 5]}), **kw)
+    assert e.attrs["params"]["repair_window"] == 3
+
+
+def test_criterion_arguments_say_what_is_missing():
+    with pytest.raises(ValueError, match="needs 'reliability'"):
+        episodes.criterion_arguments({**PARAMS, "reliability": None})
+    with pytest.raises(KeyError, match="cutoff"):
+        episodes.criterion_arguments({"criterion": "absolute"})
+    with pytest.raises(ValueError, match="unknown criterion"):
+        episodes.criterion_arguments({**PARAMS, "criterion": "rci2"})
+    assert episodes.criterion_arguments({"reliability": 0.8})["criterion"] == episodes.DEFAULT_CRITERION
+
+
+def test_presets_use_the_reliability_they_are_given():
+    for r in (0.6, 0.9):
+        p = episodes.presets(r)
+        assert p["rci"] == {"criterion": "rci", "reliability": r} and p["sudden"]["reliability"] == r
+    s = long({"a": [6, 6, 5, 5, 6, 6], "b": [5.0] * 6, "c": [6.5] * 6})  # first scores 6, 5, 6.5
+    low = episodes.detect_by_preset(s, {"rci": episodes.presets(0.6)["rci"]})["rci"][0]
+    high = episodes.detect_by_preset(s, {"rci": episodes.presets(0.95)["rci"]})["rci"][0]
+    sd_first = np.std([6, 5, 6.5], ddof=1)
+    assert low.empty  # 1.96 * .7638 * sqrt(.8) = 1.339 > the drop of 1
+    assert high["threshold"].tolist() == [pytest.approx(1.96 * sd_first * math.sqrt(0.1))]  # 0.473
+
+
+# --------------------------------------------------------------------------------------------
+# The threshold in the instrument's points
+# --------------------------------------------------------------------------------------------
+def test_threshold_summary_by_hand():
+    # first scores 6, 5, 7 (SD 1); a's series 6,6,6,6,6,4,4,4,4,4 (within SD sqrt(10/9))
+    s = long({"a": [6.0] * 5 + [4.0] * 5, "b": [5.0] * 10, "c": [7.0] * 9 + [6.0]})
+    rci = episodes.threshold_summary(s, criterion="rci", reliability=0.83)
+    assert rci["threshold"] == rci["min"] == rci["max"] == pytest.approx(1.96 * math.sqrt(0.34))
+    assert (rci["per_client"], rci["sd"], rci["sd_source"], rci["n_clients"]) == (False, 1.0, "first_observed", 3)
+    assert rci["params"]["rci"] == rci["threshold"]
+    given = episodes.threshold_summary(s, criterion="sudden", reliability=0.5, sd=0.5)
+    assert given["threshold"] == pytest.approx(0.98) and given["sd_source"] == "given"
+    assert episodes.threshold_summary(s, criterion="absolute", cutoff=0.75)["threshold"] == 0.75
+    # within: a's SD sqrt(10/9), b's 0, c's sqrt(0.1): median sqrt(0.1), from 0 to sqrt(10/9)
+    within = episodes.threshold_summary(s, criterion="sd", k=2.0, scale="within")
+    assert within["per_client"] and within["n_clients"] == 3
+    assert within["threshold"] == pytest.approx(2 * math.sqrt(0.1))
+    assert (within["min"], within["max"]) == (0.0, pytest.approx(2 * math.sqrt(10 / 9)))
+    assert within["sd"] == pytest.approx(math.sqrt(0.1))
+    # between: the 27 changes are 0 but for -2 (a) and -1 (c): SD sqrt((5 - 9/27) / 26)
+    between = episodes.threshold_summary(s, criterion="sd", k=1.0, scale="between")
+    sd_b = math.sqrt((5 - 9 / 27) / 26)
+    assert not between["per_client"] and between["threshold"] == pytest.approx(sd_b)
+    assert between["params"]["between_sd"] == pytest.approx(sd_b)
+    # what the summary says is what the detection applies
+    e = episodes.detect_episodes(s, criterion="sd", k=1.0, scale="between")
+    assert e["threshold"].tolist() == [pytest.approx(sd_b)] * 2
+
+
+def test_threshold_summary_fails_as_the_detection_fails():
+    one = long({"a": [6, 4, 6]})
+    with pytest.raises(ValueError, match="fewer than 2 participants"):
+        episodes.threshold_summary(one)
+    with pytest.raises(ValueError, match="cutoff"):
+        episodes.threshold_summary(one, criterion="absolute", cutoff=-1)
+
+
+# --------------------------------------------------------------------------------------------
+# Stacked trials equal each trial alone, and the loop oracle
+# --------------------------------------------------------------------------------------------
+@edge_warnings
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(trials=st.lists(panels(min_participants=2, max_participants=6, min_sessions=5, max_sessions=5),
+                       min_size=1, max_size=4),
+       kw=criterion_kwargs(), min_sessions=st.sampled_from([2, 4]))
+def test_stacked_trials_equal_the_loop_oracle_trial_by_trial(trials, kw, min_sessions):
+    Xs = []
+    for s in trials:
+        full = long({p: g.set_index("session")["alliance"].reindex(range(1, 6)).tolist()
+                     for p, g in s.groupby("participant_id")})
+        Xs.append(full.pivot(index="participant_id", columns="session", values="alliance").to_numpy())
+    starts = np.cumsum([0] + [x.shape[0] for x in Xs])
+    preset = {k: v for k, v in kw.items() if k not in ("repair_window", "tolerance")}
+    codes, messages, errors = episodes.detect_grouped(
+        np.vstack(Xs), np.arange(1, 6), starts, {"p": preset}, min_sessions=min_sessions,
+        repair_window=kw["repair_window"], tolerance=kw["tolerance"])
+    for g, s in enumerate(trials):
+        if not _enough_first_scores(s, kw):
+            assert g in errors
+            continue
+        assert g not in errors
+        loop = REF.loop_detect_episodes(s, **kw)
+        want = REF.loop_classify(loop, s, min_sessions=min_sessions)
+        got = np.asarray(episodes.PATTERN_CODES, dtype=object)[codes["p"][starts[g]:starts[g + 1]]]
+        assert got.tolist() == want.tolist()

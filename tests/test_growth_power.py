@@ -2,9 +2,9 @@
 
 ``power.growth_replicate_batch`` (simulated arrays, stacked detection, designs built with
 numpy, all mixed models optimised together by ``lmm.fit_lmm_lean``) against
-``power.growth_replicate`` (tables, ``growth.fit_growth``) on the same keys, including
-singular fits refitted with a random intercept, replications without an unrepaired client
-and replications that fail.
+``oracles.power.growth_replicate`` (tables, the loop detection, ``growth.fit_growth``) on the
+same keys, including singular fits refitted with a random intercept, replications without an
+unrepaired client and replications that fail.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import pandas as pd
 import pytest
 
 from helpers import growth, lmm, power, simulate
+from oracles import power as oracle
 
 FLOATS = ["estimate", "se", "df", "t", "p"]
 
@@ -24,7 +25,7 @@ def _reference(design, **kw):
     tasks = power.replication_keys(design)
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # the reference designs below do not warn
-        return power.run_chunk(design, tasks, lambda d, n, r, s: power.growth_replicate(d, n, r, s, **kw))
+        return oracle.run(design, tasks, lambda d, n, r, s: oracle.growth_replicate(d, n, r, s, **kw))
 
 
 def _assert_same(ref, fast):
@@ -62,33 +63,40 @@ def test_batched_growth_replications_equal_the_reference(design, check):
         assert fail and all(f["error"].startswith("ValueError") for f in fail)
 
 
-def test_growth_power_batched_equals_one_at_a_time():
+def test_growth_power_summarises_the_reference_rows():
     design = power.StudyDesign(sample_sizes=[60], replications=4, seed=3)
-    s_ref, r_ref = power.growth_power(design, batched=False)
-    s_bat, r_bat = power.growth_power(design)
-    _assert_same(r_ref.to_dict("records"), r_bat.to_dict("records"))
-    pd.testing.assert_frame_equal(s_ref.round(6), s_bat.round(6))
+    ref_rows, _ = _reference(design)
+    summary, reps = power.growth_power(design)
+    _assert_same(ref_rows, reps.to_dict("records"))
+    ref = pd.DataFrame(ref_rows)
+    row = summary.iloc[0]
+    assert row["n_fitted"] == 4 and row["power"] == (ref["p"] < 0.05).mean()
+    assert row["mean_estimate"] == pytest.approx(ref["estimate"].mean(), rel=1e-12)
 
 
-def test_a_warning_sends_the_replications_to_the_reference(monkeypatch):
+def test_a_warning_inside_the_batch_is_shown_not_swallowed(monkeypatch):
     design = power.StudyDesign(sample_sizes=[40], replications=3, seed=11)
     ref_rows, _ = _reference(design)
-    calls = []
-    real = power.growth_replicate
-
-    def counted(*args, **kw):
-        calls.append(args[1:])
-        return real(*args, **kw)
+    real = growth.fit_growth_lean
 
     def warns(designs, **kw):
         warnings.warn("something odd", RuntimeWarning)
-        return [None] * len(designs)
+        return real(designs, **kw)
 
-    monkeypatch.setattr(power, "growth_replicate", counted)
     monkeypatch.setattr(growth, "fit_growth_lean", warns)
-    rows, fail = power.growth_replicate_batch(design, power.replication_keys(design))
-    assert fail == [] and len(calls) == 3  # every replication ran alone
-    _assert_same(ref_rows, rows)
+    for n_workers in (1, 2):  # in this process and from a forked worker
+        with pytest.warns(RuntimeWarning, match="something odd"):
+            rows, fail = power.growth_replicate_batch(design, power.replication_keys(design), n_workers=n_workers)
+        assert fail == []
+        _assert_same(ref_rows, rows)
+
+
+def test_invalid_arguments_fail_at_once():
+    design = power.StudyDesign(sample_sizes=[40], replications=2, seed=11)
+    with pytest.raises(ValueError, match="not a preset"):
+        power.growth_power(design, criterion="rci_90")
+    with pytest.raises(ValueError, match="session-level"):
+        power.growth_power(design, outcome="pss_i_post")
 
 
 def test_growth_design_is_the_design_fit_growth_fits():
@@ -100,8 +108,9 @@ def test_growth_design_is_the_design_fit_growth_fits():
                           "pattern": pats})
     d, center, _ = growth.growth_data(trial.sessions, table)
     des = growth.growth_design(arr["pss_sr"], pats)
-    X, names = lmm._design(d, lmm.expand_terms("time * (repaired + unrepaired)")[0], True, "Intercept")
+    X, names = lmm.design_matrix(d, lmm.expand_terms("time * (repaired + unrepaired)")[0], True, "Intercept")
     assert names == des["x_names"] and center == des["center"]
+    # exact (no BLAS): the same columns and elementwise products
     assert np.array_equal(des["X"], X) and np.array_equal(des["y"], d["pss_sr"].to_numpy())
     assert np.array_equal(pd.factorize(d["participant_id"], sort=True)[0],
                           pd.factorize(des["groups"], sort=True)[0])
@@ -124,6 +133,8 @@ def test_stacked_evaluations_equal_each_problems_own_bit_for_bit():
         for idx in (np.arange(len(stack.probs)), np.array([1, 4, 5])):  # all, and a subset
             thetas = rng.normal(size=(len(idx), k))
             for i, theta, ev in zip(idx, thetas, stack.evaluate(idx, thetas)):
+                # exact by construction: the stack runs each problem's operations on arrays of
+                # the same shapes in the same order, in this process (what fit_lmm_lean relies on)
                 own = stack.probs[i].evaluate(theta)
                 assert set(own) <= set(ev)
                 for key, value in own.items():
@@ -141,13 +152,13 @@ def test_lean_fits_equal_fit_lmm_arrays():
         arr = simulate.simulate_arrays(n, 10, seed=n)
         pats = np.array(["no_rupture", "repaired", "unrepaired", "insufficient_data"])[rng.integers(0, 4, n)]
         des = growth.growth_design(arr["pss_sr"], pats)
-        models += [(des["y"], des["X"], des["Z"], des["groups"]),
+        models += [(des["y"], des["X"], np.column_stack([np.ones(len(des["y"])), des["time"]]), des["groups"]),
                    (des["y"], des["X"], np.column_stack([np.ones(len(des["y"]))]), des["groups"])]
     models.append((np.ones(3), np.ones((3, 1)), np.ones((3, 1)), np.zeros(3)))  # one group: invalid
     lean = lmm.fit_lmm_lean(models)
     assert isinstance(lean[-1], ValueError)
     for model, fit in zip(models[:-1], lean[:-1]):
-        ref = lmm.fit_lmm_arrays(*model)
+        ref = lmm.fit_lmm_arrays(*model)  # the same optimiser path, evaluations exact (above): the same bits
         for col in FLOATS:
             assert np.array_equal(getattr(fit, col), ref.fixed[col].to_numpy()), col
         assert np.array_equal(fit.theta, ref.theta) and fit.converged == ref.converged

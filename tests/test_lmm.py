@@ -249,6 +249,7 @@ def test_criterion_and_gradient_match_dense_evaluation(q, reml):
         np.testing.assert_allclose(prob.criterion_gradient(ev), fd, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.slow  # a Powell search of the dense criterion: ~8 s
 def test_q3_optimum_is_the_dense_optimum():
     """q = 3 path: no direction improves the dense criterion at our estimate."""
     y, X, Z, codes = sleep_arrays(3)

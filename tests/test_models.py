@@ -1,8 +1,9 @@
 """Tests of helpers.models: chi-square tests and the outcome regression.
 
 Anchors: a hand-worked 3 x 2 table, scipy.stats.chi2_contingency, a brute-force permutation
-distribution, numpy least squares, statsmodels on z-scored variables and the closed form of
-standardised coefficients with two predictors.
+distribution, numpy least squares, statsmodels on z-scored variables, the closed form of
+standardised coefficients with two predictors and the HC3 formula by hand; the edge cases of
+the regression (rank deficiency, leverage 1, nobody to fit) by what they must give, not by bits.
 """
 
 import itertools
@@ -305,3 +306,43 @@ def test_outcome_regression_hc3_standard_errors_match_the_formula():
     assert (res["se_type"] == "HC3").all()
     classical = models.outcome_regression(patterns, parts, models=("A",)).set_index("term")
     assert classical.loc["unrepaired", "se"] < res.loc["unrepaired", "se"]  # unequal variances
+
+
+def _fixed(pattern, pre, post):
+    ids = [f"q{i:02d}" for i in range(len(pattern))]
+    return (pd.DataFrame({"participant_id": ids, "pattern": pattern}),
+            pd.DataFrame({"participant_id": ids, "pss_i_pre": np.asarray(pre, float),
+                          "pss_i_post": np.asarray(post, float)}))
+
+
+def test_regression_without_a_repaired_client_is_rank_deficient_and_says_so():
+    patterns, parts = _fixed(["no_rupture", "unrepaired"] * 5, np.arange(10.0) ** 1.3,
+                             [3.0, 9, 4, 12, 6, 11, 5, 15, 8, 14])
+    with pytest.warns(UserWarning, match="rank-deficient"):
+        res = models.outcome_regression(patterns, parts, models=("B",)).set_index("term")
+    # the pseudo-inverse gives the empty group's column no weight (zero up to rounding)
+    assert abs(res.loc["repaired", "b"]) < 1e-10 and abs(res.loc["repaired", "se"]) < 1e-10
+    model_a = models.outcome_regression(patterns, parts, models=("A",)).set_index("term")
+    assert res.loc["unrepaired", "b"] == pytest.approx(model_a.loc["unrepaired", "b"], rel=1e-9)
+
+
+@pytest.mark.parametrize("cov_type", ["nonrobust", "HC3"])
+def test_a_client_with_leverage_one_leaves_hc3_undefined(cov_type):
+    # the only unrepaired client has leverage 1: HC3 divides by 1 - h, which is 0 (or a rounding
+    # error of either sign, by BLAS): by the rule (helpers.ols.leverage_is_one) its SEs are NaN
+    patterns, parts = _fixed(["no_rupture"] * 5 + ["repaired"] * 3 + ["unrepaired"], [1.0, 3, 2, 6, 4, 5, 2, 7, 3],
+                             [2.0, 4, 2, 8, 5, 4, 3, 6, 12])
+    if cov_type == "HC3":
+        with pytest.warns(UserWarning, match="leverage 1"):
+            res = models.outcome_regression(patterns, parts, cov_type=cov_type)
+        assert res[["se", "ci_low", "ci_high", "t", "p", "beta_ci_low"]].isna().all().all()
+    else:
+        res = models.outcome_regression(patterns, parts, cov_type=cov_type)
+        assert res["se"].notna().all()
+    assert res["b"].notna().all() and (res["se_type"] == cov_type).all()
+
+
+def test_regression_of_nobody_fails():
+    patterns, parts = _fixed(["no_rupture", "unrepaired"], [1.0, np.nan], [np.nan, 2.0])
+    with pytest.warns(UserWarning, match="left out"), pytest.raises(ValueError, match="zero-size"):
+        models.outcome_regression(patterns, parts)

@@ -34,7 +34,7 @@ def test_the_default_run_resolves_the_papers_instruments_and_the_rci_from_the_da
     sd = first.std(ddof=1)  # the RCI's SD, computed here independently
     thr = spec.criterion["threshold"]
     assert thr["sd"] == pytest.approx(sd, rel=1e-9)  # run.json keeps 10 significant digits
-    assert thr["value"] == pytest.approx(1.96 * sd * np.sqrt(2 * (1 - 0.83)), rel=1e-9)
+    assert thr["threshold"] == pytest.approx(1.96 * sd * np.sqrt(2 * (1 - 0.83)), rel=1e-9)
     assert spec.criterion["reliability"] == 0.83 and "Gaston" in spec.criterion["reliability_source"]
     assert spec.presets["default"] == "rci" and spec.presets["criteria"]["rci"]["reliability"] == 0.83
     assert "0.74 CALPAS-P points" in spec.criterion_markdown()

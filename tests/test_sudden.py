@@ -3,13 +3,12 @@
 Anchors are independent of the code under test: the published results of suddengains 0.7.2 on
 its example data (tests/data/suddengains_sgdata.csv, see tests/data/README.md), suddengains'
 own worked examples, and a plain per-participant loop implementation
-(benchmarks/bench_ruptures.py) used as an oracle on random data. The sudden criterion inside
+(tests/oracles/ruptures.py) used as an oracle on random data. The sudden criterion inside
 ``detect_episodes`` is tested in tests/test_episodes.py.
 """
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +18,7 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from helpers import sudden
+from oracles import ruptures as REF
 
 ROOT = Path(__file__).resolve().parents[1]
 SGDATA = ROOT / "tests" / "data" / "suddengains_sgdata.csv"
@@ -26,9 +26,6 @@ GRID = [1 + 0.25 * i for i in range(25)]  # exact in binary floating point
 PROP = settings(max_examples=120, deadline=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
 
-_spec = importlib.util.spec_from_file_location("bench_ruptures", ROOT / "benchmarks" / "bench_ruptures.py")
-REF = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(REF)
 
 
 def test_define_crit1_cutoff_matches_suddengains_readme():
@@ -188,4 +185,5 @@ def test_sudden_changes_equals_loop_oracle(data, direction, cutoff, pct, crit3, 
     loop = REF.loop_sudden_changes(wide, **kw)
     cols = ["participant_id", "pre_session", "post_session", "reversed"]
     assert vec[cols].astype(str).values.tolist() == loop[cols].astype(str).values.tolist()
+    # exact by construction (no BLAS): both subtract the same two scores, once
     np.testing.assert_array_equal(vec["magnitude"].to_numpy(), loop["magnitude"].to_numpy())

@@ -26,33 +26,50 @@ from helpers.contract import PATTERN_LABELS, TRUE_PATTERN
 TARGETS = {"n_classifiable": 82.0, "no_rupture": 54.0, "repaired": 28.0, "unrepaired": 18.0, "beta": 0.45}
 
 
-def one_run(seed, *, n_participants=116, n_sessions=10, min_sessions=6, rupture_params=None,
-            outcome="pss_i", **knobs) -> dict:
-    """One simulated trial through :func:`helpers.power.analyse_trial` (simulate -> detect ->
-    classify -> estimate) under one criterion: the numbers calibration targets (percent)."""
+def run(seeds, *, n_participants=116, n_sessions=10, min_sessions=6, rupture_params=None,
+        outcome="pss_i", **knobs) -> pd.DataFrame:
+    """Simulated trials (one per seed) through the power study's chain (simulate -> detect ->
+    classify -> estimate, :func:`helpers.power.analyse_batch` and
+    :func:`helpers.power.fit_batch`, the trials stacked) under one criterion
+    (``rupture_params``: keywords of :func:`helpers.episodes.detect_episodes`; default its
+    defaults): one row per seed with the numbers calibration targets (percent).
+
+    Raises
+    ------
+    RuntimeError
+        A trial failed (its seed and error in the message).
+    """
     criterion = (rupture_params or {}).get("criterion", episodes.DEFAULT_CRITERION)
     design = power.StudyDesign(sample_sizes=(n_participants,), replications=1, n_sessions=n_sessions,
                                min_sessions=min_sessions, outcome=outcome, knobs=knobs,
                                presets={criterion: dict(rupture_params or {})})
-    trial, patterns, rows = power.analyse_trial(design, n_participants, seed)
-    by_preset = {row["preset"]: row for row in rows}
-    detected, oracle = by_preset[criterion], by_preset[TRUE_PATTERN]
-    pats = patterns[criterion]
-    classified = pats[pats.isin(PATTERN_LABELS)]
-    truth = trial.truth.set_index("participant_id")["true_pattern"].reindex(classified.index)
-    out = {"seed": seed, "n_classifiable": detected["n_classifiable"]}
-    for name in PATTERN_LABELS:
-        out[name] = 100 * float((classified == name).mean()) if len(classified) else np.nan
-        out[f"true_{name}"] = 100 * float((truth == name).mean()) if len(classified) else np.nan
+    stacked, failures = power.analyse_batch(design, [(n_participants, i, s) for i, s in enumerate(seeds)])
+    if failures:
+        raise RuntimeError(f"calibration: {len(failures)} trials failed, e.g. seed {failures[0]['seed']}: "
+                           f"{failures[0]['error']}")
+    rows = {(row["rep"], row["preset"]): row for row in power.fit_batch(design, stacked)}
+    return pd.DataFrame([_targets(stacked, g, rows[(task[1], criterion)], rows[(task[1], TRUE_PATTERN)], criterion)
+                         for g, task in enumerate(stacked.tasks)])
+
+
+def _targets(stacked, g, detected, oracle, criterion) -> dict:
+    """The calibrated quantities of trial ``g``."""
+    a, b = stacked.starts[g], stacked.starts[g + 1]
+    codes, truth = stacked.codes[criterion][a:b], stacked.truth[a:b]
+    classified = codes < len(PATTERN_LABELS)
+    out = {"seed": stacked.tasks[g][2], "n_classifiable": detected["n_classifiable"]}
+    for i, name in enumerate(PATTERN_LABELS):
+        out[name] = 100 * float((codes[classified] == i).mean()) if classified.any() else np.nan
+        out[f"true_{name}"] = 100 * float((truth[classified] == i).mean()) if classified.any() else np.nan
     out["agreement"] = 100 * detected["agreement"]
     out["beta"] = detected["beta"] if detected["estimable"] else np.nan
     out["beta_true"] = oracle["beta"] if oracle["estimable"] else np.nan
     return out
 
 
-def run(seeds, **kwargs) -> pd.DataFrame:
-    """:func:`one_run` over ``seeds``: one row per seed."""
-    return pd.DataFrame([one_run(s, **kwargs) for s in seeds])
+def one_run(seed, **kwargs) -> dict:
+    """:func:`run` of one seed, as a dict."""
+    return run([seed], **kwargs).iloc[0].to_dict()
 
 
 def summarise(runs: pd.DataFrame) -> pd.DataFrame:

@@ -13,7 +13,7 @@ import difflib
 import numbers
 from pathlib import Path
 
-from helpers._criteria_api import needs_reliability
+from helpers.episodes import CRITERIA, SD_SCALES, needs_reliability
 from helpers.contract import DataValidationError
 
 
@@ -27,8 +27,8 @@ class ParameterError(ValueError):
 
 #: Allowed values of the parameters that take a word.
 CHOICES = {
-    "criterion": ("absolute", "sd", "rci", "sudden"),
-    "sd_scale": ("within", "between", "stricter"),
+    "criterion": tuple(CRITERIA),
+    "sd_scale": SD_SCALES,
     "outcome": ("pss_i", "pss_sr"),
 }
 

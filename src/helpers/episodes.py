@@ -1,23 +1,36 @@
 """Rupture-repair episodes of the therapeutic alliance (McLaughlin et al., 2014).
 
 :func:`detect_episodes` finds every rupture -- a drop in alliance between consecutive observed
-sessions of at least a threshold, chosen by a named criterion (absolute, SD, reliable change,
-sudden change; :func:`presets`) -- and its repair; :func:`classify_participants` turns the
+sessions of at least a threshold, chosen by a named criterion (:data:`CRITERIA`: absolute, SD,
+reliable change, sudden change) -- and its repair; :func:`classify_participants` turns the
 episodes into one pattern per client (no rupture, repaired, unrepaired, insufficient data);
-:func:`detect_by_preset` does both under every preset. The rules and why ``"rci"`` is the
+:func:`detect_by_preset` does both under every preset (:func:`presets`).
+
+Each rule has one implementation, on arrays of stacked trials (rows ``starts[g]:starts[g + 1]``
+of a participants x sessions matrix are trial ``g``; a trial-level quantity -- the RCI's SD,
+the between-client SD -- is computed per trial): :func:`find_ruptures` (criteria, repairs) and
+:func:`pattern_codes` (the classification). The table functions are wrappers with one trial;
+:func:`detect_grouped` runs many trials at once (the batched power study).
+
+A criterion is one function registered with :func:`criterion`: from the matrix it returns
+the rupture threshold of every row (:class:`Thresholds`). The rules and why ``"rci"`` is the
 default are in ``docs/rupture_criteria.md``.
 """
 
 from __future__ import annotations
 
 import copy
+import inspect
 import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 
 from helpers.contract import INSUFFICIENT, DataValidationError
-from helpers.sudden import SUDDEN_DEFAULTS, SUDDEN_KEYS, _sudden_core, rci_threshold, row_stats
+from helpers.instruments import CALPAS
+from helpers.sudden import SUDDEN_DEFAULTS, SUDDEN_KEYS, changes_in_matrix, rci_threshold, row_stats
 
 __all__ = [
     "DEFAULT_CRITERION",
@@ -25,20 +38,33 @@ __all__ = [
     "SD_SCALES",
     "EPISODE_COLUMNS",
     "PATTERN_COLUMNS",
+    "PATTERN_CODES",
+    "REPAIR_PARAMETERS",
+    "Criterion",
+    "Thresholds",
+    "Ruptures",
+    "criterion",
+    "criterion_arguments",
+    "criterion_parameters",
+    "needs_reliability",
+    "threshold_summary",
+    "find_ruptures",
+    "pattern_codes",
     "detect_episodes",
     "classify_participants",
     "presets",
     "detect_by_preset",
+    "detect_grouped",
 ]
 
 #: The rupture criterion used unless the user names another (see the module docstring).
 DEFAULT_CRITERION = "rci"
-#: Every rupture criterion :func:`detect_episodes` knows.
-CRITERIA = ("absolute", "sd", "rci", "sudden")
 #: Which SD the ``"sd"`` criterion uses.
 SD_SCALES = ("within", "between", "stricter")
 #: Reliability of the CALPAS total (Gaston, 1991): the default of the RCI criterion.
-CALPAS_RELIABILITY = 0.83
+CALPAS_RELIABILITY = CALPAS.reliability
+#: Run parameters (``params/default.yaml``) of the repair rule, read under every criterion.
+REPAIR_PARAMETERS = ("repair_window", "tolerance")
 #: Columns of the episode table, in their fixed order.
 EPISODE_COLUMNS = [
     "participant_id",
@@ -67,6 +93,8 @@ PATTERN_COLUMNS = [
     "pattern",
     "criterion",
 ]
+#: Patterns as :func:`pattern_codes` numbers them: the index in this tuple.
+PATTERN_CODES = ("no_rupture", "repaired", "unrepaired", INSUFFICIENT)
 #: Slack for floating-point rounding in the episode comparisons (drop >= threshold, repair).
 _EPS = 1e-9
 
@@ -158,52 +186,109 @@ def _to_wide(sessions, id_col, session_col, score_col):
 
 # --------------------------------------------------------------------------------------------
 # Episodes
+
+
 # --------------------------------------------------------------------------------------------
-def _fmt(x):
-    if x is None:
-        return "None"
-    if isinstance(x, bool | np.bool_):
-        return str(bool(x))
-    if isinstance(x, int | np.integer):
-        return str(int(x))
-    if isinstance(x, float | np.floating):
-        return format(float(x), ".6g")
-    return str(x)
+# Criteria: one function each, registered by name
+# --------------------------------------------------------------------------------------------
+@dataclass
+class Thresholds:
+    """What a criterion decided on stacked trials (trial ``g`` = rows ``starts[g]:starts[g + 1]``).
+
+    Attributes
+    ----------
+    per_row : ndarray
+        The rupture threshold of each row, in the alliance instrument's points (NaN: no
+        rupture can be found in that row).
+    params : list of dict
+        Per trial, the parameters applied, as the episode table records them.
+    messages : list of list of str
+        Per trial, what the criterion says about the data (:func:`detect_episodes` warns them).
+    errors : dict
+        Trial -> the exception :func:`detect_episodes` raises on that trial alone (its rows'
+        thresholds are NaN).
+    sd : ndarray or None
+        Per row, the SD the threshold is a multiple of (None: no SD).
+    sd_source : str
+        Where that SD comes from.
+    per_client : bool
+        Whether the threshold may differ between the clients of a trial.
+    """
+
+    per_row: np.ndarray
+    params: list
+    messages: list
+    errors: dict = field(default_factory=dict)
+    sd: np.ndarray | None = None
+    sd_source: str = ""
+    per_client: bool = False
 
 
-def _validate_episode_args(criterion, cutoff, k, scale, reliability, sd, repair_window,
-                           tolerance, sudden_kwargs):
-    if criterion not in CRITERIA:
-        raise ValueError(f"unknown criterion {criterion!r}; choose one of {list(CRITERIA)}")
-    if criterion == "absolute" and not (np.isfinite(cutoff) and cutoff > 0):
-        raise ValueError(f"cutoff must be a positive number of scale points, got {cutoff}")
-    if criterion == "sd":
-        if not (np.isfinite(k) and k > 0):
-            raise ValueError(f"k must be positive, got {k}")
-        if scale not in SD_SCALES:
-            raise ValueError(f"unknown scale {scale!r}; choose one of {list(SD_SCALES)}")
-    if criterion in ("rci", "sudden"):
-        if not (0.0 < reliability < 1.0):
-            raise ValueError(f"reliability must lie strictly between 0 and 1, got {reliability}")
-        if sd is not None and not (np.isfinite(sd) and sd > 0):
-            raise ValueError(f"sd must be a positive number or None, got {sd}")
-    if repair_window is not None:
-        if isinstance(repair_window, bool) or not float(repair_window).is_integer() \
-                or repair_window < 1:
-            raise ValueError(f"repair_window must be a positive whole number of sessions or "
-                             f"None, got {repair_window}")
-    if not (np.isfinite(tolerance) and tolerance >= 0):
-        raise ValueError(f"tolerance must be >= 0, got {tolerance}")
-    unknown = set(sudden_kwargs) - set(SUDDEN_KEYS)
-    if unknown:
-        raise TypeError(f"unexpected keyword arguments {sorted(unknown)}; the sudden criterion "
-                        f"takes {list(SUDDEN_KEYS)}")
-    if sudden_kwargs and criterion != "sudden":
-        raise ValueError(f"{sorted(sudden_kwargs)} only apply to criterion='sudden'")
+@dataclass(frozen=True)
+class Criterion:
+    """A registered rupture criterion (:data:`CRITERIA`).
+
+    Attributes
+    ----------
+    name : str
+    thresholds : callable
+        ``thresholds(X, starts, drops, **arguments, **options) -> Thresholds``; ``drops`` is
+        :func:`consecutive_drops` of ``X``.
+    parameters : dict
+        Keyword of :func:`detect_episodes` -> the run parameter (``params/default.yaml``) it
+        comes from.
+    options : tuple of str
+        Further keywords only this criterion takes (they have no run parameter).
+    find : callable or None
+        ``find(X, per_row_threshold, drops, **options) -> (row, pre column, column)`` of every
+        rupture; None: a drop between consecutive observed sessions of at least the threshold.
+    """
+
+    name: str
+    thresholds: Callable
+    parameters: dict
+    options: tuple = ()
+    find: Callable | None = None
 
 
-def _consecutive_drops(X):
-    """Drop from the previous observed session to each session (NaN where there is none)."""
+#: Every rupture criterion :func:`detect_episodes` knows: name -> :class:`Criterion`.
+CRITERIA: dict = {}
+
+#: The check of each keyword a criterion may take: (holds, message with ``{}`` for the value).
+ARGUMENT_CHECKS = {
+    "cutoff": (lambda v: np.isfinite(v) and v > 0, "cutoff must be a positive number of scale points, got {}"),
+    "k": (lambda v: np.isfinite(v) and v > 0, "k must be positive, got {}"),
+    "scale": (lambda v: v in SD_SCALES, "unknown scale {!r}; choose one of " + str(list(SD_SCALES))),
+    "reliability": (lambda v: 0.0 < v < 1.0, "reliability must lie strictly between 0 and 1, got {}"),
+    "sd": (lambda v: v is None or (np.isfinite(v) and v > 0), "sd must be a positive number or None, got {}"),
+}
+
+
+def criterion(name, *, parameters, options=(), find=None):
+    """Register the decorated thresholds function as the rupture criterion ``name``.
+
+    Adding a criterion is this decorator on one function (plus its test): ``parameters``
+    maps each keyword of :func:`detect_episodes` it reads to its run parameter (checked by
+    :data:`ARGUMENT_CHECKS`); see :class:`Criterion` for ``options`` and ``find``.
+    """
+    def register(thresholds):
+        CRITERIA[name] = Criterion(name, thresholds, dict(parameters), tuple(options), find)
+        return thresholds
+    return register
+
+
+def _trials(starts):
+    """``(g, first row, end row)`` of every stacked trial."""
+    return [(g, int(starts[g]), int(starts[g + 1])) for g in range(starts.size - 1)]
+
+
+def _no_messages(starts):
+    return [[] for _ in range(starts.size - 1)]
+
+
+def consecutive_drops(X):
+    """Drop from the previous observed session to each session (NaN where there is none), and
+    the column of that previous session (-1: none)."""
     n, T = X.shape
     obs = ~np.isnan(X)
     idx = np.where(obs, np.arange(T), -1)
@@ -233,6 +318,7 @@ def _first_observed(X):
 
 
 def _rci_from_data(X, reliability, sd):
+    """RCI of one trial, the SD used and its source; ValueError when the SD is undefined."""
     if sd is None:
         first = _first_observed(X)
         if first.size < 2:
@@ -245,6 +331,230 @@ def _rci_from_data(X, reliability, sd):
     else:
         sd_used, source = float(sd), "given"
     return rci_threshold(sd_used, reliability), sd_used, source
+
+
+@criterion("absolute", parameters={"cutoff": "cutoff"})
+def _absolute(X, starts, drops, *, cutoff):
+    """A drop of at least ``cutoff`` points of the alliance instrument."""
+    params = [{"cutoff": cutoff} for _ in range(starts.size - 1)]
+    return Thresholds(np.full(X.shape[0], float(cutoff)), params, _no_messages(starts))
+
+
+@criterion("sd", parameters={"k": "k", "scale": "sd_scale"})
+def _sd(X, starts, drops, *, k, scale):
+    """A drop of at least ``k`` SDs: the client's own SD of alliance (``"within"``), the SD of
+    every session-to-session change in the trial (``"between"``) or the larger (``"stricter"``,
+    Gumz et al., 2012; NaN if either is undefined)."""
+    within = _row_sd(X)
+    between = np.empty(X.shape[0])
+    params, messages = [], _no_messages(starts)
+    for g, a, b in _trials(starts):
+        trial = drops[0][a:b]
+        changes = trial[~np.isnan(trial)]
+        between[a:b] = sd_g = float(np.std(changes, ddof=1)) if changes.size >= 2 else np.nan
+        params.append({"k": k, "scale": scale})
+        if scale in ("between", "stricter"):
+            params[g]["between_sd"] = sd_g
+            if not np.isfinite(sd_g):
+                messages[g].append("fewer than 2 session-to-session changes in the sample: "
+                                   "the between-client SD is undefined, no rupture detected")
+    sd = {"within": within, "between": between, "stricter": np.maximum(within, between)}[scale]
+    source = {"within": "the client's own SD of alliance",
+              "between": "the SD of every session-to-session change in the sample",
+              "stricter": "the larger of the client's own SD and the between-client SD"}[scale]
+    return Thresholds(k * sd, params, messages, sd=sd, sd_source=source, per_client=scale != "between")
+
+
+@criterion("rci", parameters={"reliability": "reliability", "sd": "rci_sd"})
+def _rci(X, starts, drops, *, reliability, sd):
+    """A drop of at least the reliable change index 1.96 SD sqrt(2 (1 - reliability)), SD the
+    trial's SD of first observed scores unless ``sd`` is given (Jacobson & Truax, 1991)."""
+    thr, sds = np.full(X.shape[0], np.nan), np.full(X.shape[0], np.nan)
+    params, errors = [], {}
+    for g, a, b in _trials(starts):
+        try:
+            rci, sd_used, source = _rci_from_data(X[a:b], reliability, sd)
+        except ValueError as exc:
+            params.append({})
+            errors[g] = exc
+            continue
+        thr[a:b], sds[a:b] = rci, sd_used
+        params.append({"reliability": reliability, "sd": sd_used, "sd_source": source, "rci": rci})
+    return Thresholds(thr, params, _no_messages(starts), errors, sd=sds,
+                      sd_source="first_observed" if sd is None else "given")
+
+
+def _sudden_ruptures(X, per_row, drops, **options):
+    """Sudden decreases of alliance (:func:`helpers.sudden.changes_in_matrix`), criterion 1's
+    cutoff being the row's threshold."""
+    res = changes_in_matrix(X, sign=1, cutoff=per_row, **{**SUDDEN_DEFAULTS, **options})
+    return res["row"], res["col"], res["col"] + 1
+
+
+@criterion("sudden", parameters={"reliability": "reliability", "sd": "rci_sd"}, options=SUDDEN_KEYS,
+           find=_sudden_ruptures)
+def _sudden(X, starts, drops, *, reliability, sd, **options):
+    """Tang & DeRubeis' (1999) sudden-change criteria on alliance decreases as suddengains
+    applies them (only adjacent sessions both observed), criterion 1's cutoff the RCI."""
+    th = _rci(X, starts, drops, reliability=reliability, sd=sd)
+    opts = {**SUDDEN_DEFAULTS, **options}
+    th.params = [{**p, **opts} if p else p for p in th.params]
+    T = X.shape[1]
+    if T < 4:
+        th.messages = [[f"criterion='sudden' needs at least 4 sessions; the data have {T}, so no rupture "
+                        "can be detected"] for _ in th.messages]
+    return th
+
+
+def _above_threshold(X, per_row, drops):
+    """Ruptures where the drop between consecutive observed sessions is >= the row's threshold."""
+    D, prev = drops
+    with np.errstate(invalid="ignore"):
+        is_rup = (D > 0) & (D >= per_row[:, None] - _EPS)
+    r, j = np.nonzero(is_rup)
+    return r, prev[r, j], j
+
+
+# --------------------------------------------------------------------------------------------
+# Arguments
+# --------------------------------------------------------------------------------------------
+def _criterion(name) -> Criterion:
+    if name not in CRITERIA:
+        raise ValueError(f"unknown criterion {name!r}; choose one of {list(CRITERIA)}")
+    return CRITERIA[name]
+
+
+def _check_repair_rule(repair_window, tolerance):
+    if repair_window is not None:
+        if isinstance(repair_window, bool) or not float(repair_window).is_integer() \
+                or repair_window < 1:
+            raise ValueError(f"repair_window must be a positive whole number of sessions or "
+                             f"None, got {repair_window}")
+    if not (np.isfinite(tolerance) and tolerance >= 0):
+        raise ValueError(f"tolerance must be >= 0, got {tolerance}")
+
+
+def _check_min_sessions(min_sessions):
+    if isinstance(min_sessions, bool) or not float(min_sessions).is_integer() or min_sessions < 0:
+        raise ValueError(f"min_sessions must be a non-negative whole number, got {min_sessions}")
+
+
+def _check_options(spec, options):
+    known = {key: c.name for c in CRITERIA.values() for key in c.options}
+    unknown = set(options) - set(known)
+    if unknown:
+        takes = "; ".join(f"the {c.name} criterion takes {list(c.options)}" for c in CRITERIA.values() if c.options)
+        raise TypeError(f"unexpected keyword arguments {sorted(unknown)}; {takes}")
+    foreign = [key for key in options if key not in spec.options]
+    if foreign:
+        owner = known[foreign[0]]
+        raise ValueError(f"{sorted(options)} only apply to criterion={owner!r}")
+
+
+def _arguments(name, given: dict, options: dict, repair_window, tolerance):
+    """The keywords criterion ``name`` reads from ``given`` (detect_episodes' keywords),
+    checked in the order the criterion lists them, then the repair rule and ``options``."""
+    spec = _criterion(name)
+    arguments = {key: given[key] for key in spec.parameters}
+    for key, value in arguments.items():
+        holds, message = ARGUMENT_CHECKS[key]
+        if not holds(value):
+            raise ValueError(message.format(value))
+    _check_repair_rule(repair_window, tolerance)
+    _check_options(spec, options)
+    return arguments
+
+
+def _split_preset(preset: dict):
+    """A preset (keywords of :func:`detect_episodes`) as (criterion, the keywords a criterion
+    may read, with detect_episodes' defaults, its options)."""
+    given = {**_KEYWORD_DEFAULTS, **preset}
+    name = given.pop("criterion")
+    base = {key: given.pop(key) for key in ARGUMENT_CHECKS}
+    return name, base, given
+
+
+def criterion_arguments(params: dict) -> dict:
+    """Keyword arguments of :func:`detect_episodes` from run parameters.
+
+    ``params`` uses the names of ``params/default.yaml`` (criterion, cutoff, k, sd_scale,
+    reliability, rci_sd, repair_window, tolerance). Only the ones the criterion uses (its
+    :func:`criterion_parameters`) and the repair rule are passed, so the episode table records
+    exactly what was applied.
+
+    Raises
+    ------
+    ValueError
+        Unknown criterion, or a parameter the criterion needs is None (e.g. the reliability of
+        an alliance instrument that declares none).
+    KeyError
+        A parameter the criterion needs is absent.
+
+    Examples
+    --------
+    >>> criterion_arguments({"criterion": "sd", "k": 1.0, "sd_scale": "within", "cutoff": 1.0})
+    {'criterion': 'sd', 'repair_window': None, 'tolerance': 0.0, 'k': 1.0, 'scale': 'within'}
+    """
+    name = params.get("criterion", DEFAULT_CRITERION)
+    spec = _criterion(name)
+    kw = {"criterion": name, "repair_window": params.get("repair_window"),
+          "tolerance": params.get("tolerance", 0.0)}
+    for key, run_name in spec.parameters.items():
+        optional = _KEYWORD_DEFAULTS[key] is None
+        kw[key] = params.get(run_name) if optional else params[run_name]
+        if kw[key] is None and not optional:
+            raise ValueError(f"criterion {name!r} needs {run_name!r}, got None")
+    return kw
+
+
+def criterion_parameters(name) -> tuple:
+    """The run parameters (``params/default.yaml`` names) criterion ``name`` reads, besides
+    the repair rule (:data:`REPAIR_PARAMETERS`).
+
+    >>> criterion_parameters("rci")
+    ('reliability', 'rci_sd')
+    """
+    return tuple(_criterion(name).parameters.values())
+
+
+def needs_reliability(name) -> bool:
+    """Whether criterion ``name`` needs the reliability of the alliance instrument.
+
+    >>> needs_reliability("rci"), needs_reliability("sd")
+    (True, False)
+    """
+    return "reliability" in _criterion(name).parameters
+
+
+# --------------------------------------------------------------------------------------------
+# The rules, on stacked trials
+# --------------------------------------------------------------------------------------------
+@dataclass
+class Ruptures:
+    """Every rupture of stacked trials under one criterion (:func:`find_ruptures`).
+
+    Attributes
+    ----------
+    row, pre_col, col : ndarray of int
+        Participant row, column of the last observed session before the drop, column of the
+        rupture session; sorted by row, then column.
+    threshold : ndarray of float
+        The threshold that applied to each rupture.
+    repair_col : ndarray of int
+        Column of the repair session (-1: not repaired).
+    seen : ndarray of bool
+        Whether any session after the rupture was observed inside the repair window.
+    thresholds : Thresholds
+        The criterion's decision (thresholds, parameters, messages and errors per trial).
+    """
+
+    row: np.ndarray
+    pre_col: np.ndarray
+    col: np.ndarray
+    threshold: np.ndarray
+    repair_col: np.ndarray
+    seen: np.ndarray
+    thresholds: Thresholds
 
 
 def _repairs(X, labels, r, j, pre, repair_window, tolerance):
@@ -269,6 +579,71 @@ def _repairs(X, labels, r, j, pre, repair_window, tolerance):
     return repair, seen
 
 
+def find_ruptures(X, labels, starts, criterion, arguments, options=None, *, repair_window=None,
+                  tolerance=0.0, drops=None) -> Ruptures:
+    """Ruptures and repairs of stacked trials under one criterion: the detection's rules.
+
+    Parameters
+    ----------
+    X : ndarray, shape (n, T)
+        Alliance, participants x sessions (NaN = missing); trial ``g`` is rows
+        ``starts[g]:starts[g + 1]``.
+    labels : ndarray of int, shape (T,)
+        Session numbers of the columns (the repair window counts in them).
+    starts : ndarray of int
+        First row of every trial, then ``n``.
+    criterion : str
+        A key of :data:`CRITERIA`.
+    arguments, options : dict
+        The criterion's keywords (checked already: :func:`detect_episodes` checks them).
+    repair_window, tolerance
+        The repair rule, as in :func:`detect_episodes`.
+    drops : tuple, optional
+        :func:`consecutive_drops` of ``X`` when already computed.
+
+    Returns
+    -------
+    Ruptures
+    """
+    spec = CRITERIA[criterion]
+    options = options or {}
+    drops = consecutive_drops(X) if drops is None else drops
+    th = spec.thresholds(X, starts, drops, **arguments, **options)
+    r, jpre, j = (spec.find or _above_threshold)(X, th.per_row, drops, **options)
+    repair_col, seen = _repairs(X, labels, r, j, X[r, jpre], repair_window, tolerance)
+    return Ruptures(r, jpre, j, th.per_row[r], repair_col, seen, th)
+
+
+def pattern_codes(n_observed, n_ruptures, n_repaired, min_sessions):
+    """The alliance pattern of each participant, as an index into :data:`PATTERN_CODES`.
+
+    ``insufficient_data`` with fewer than ``min_sessions`` observed alliance scores; else
+    ``unrepaired`` when any rupture was not repaired (censored ones included), ``repaired``
+    when there was at least one rupture and all were repaired, ``no_rupture`` otherwise.
+
+    >>> [PATTERN_CODES[c] for c in pattern_codes([6, 6, 6, 3], [0, 2, 2, 0], [0, 2, 1, 0], 6)]
+    ['no_rupture', 'repaired', 'unrepaired', 'insufficient_data']
+    """
+    n_observed, n_ruptures, n_repaired = (np.asarray(v) for v in (n_observed, n_ruptures, n_repaired))
+    return np.select([n_observed < min_sessions, n_ruptures - n_repaired > 0, n_ruptures > 0],
+                     [3, 2, 1], 0)
+
+
+# --------------------------------------------------------------------------------------------
+# Tables: one trial
+# --------------------------------------------------------------------------------------------
+def _fmt(x):
+    if x is None:
+        return "None"
+    if isinstance(x, bool | np.bool_):
+        return str(bool(x))
+    if isinstance(x, int | np.integer):
+        return str(int(x))
+    if isinstance(x, float | np.floating):
+        return format(float(x), ".6g")
+    return str(x)
+
+
 def _empty_like_episodes(id_dtype):
     return pd.DataFrame({
         "participant_id": pd.Series([], dtype=id_dtype),
@@ -287,65 +662,8 @@ def _empty_like_episodes(id_dtype):
     })
 
 
-# One function per rupture criterion: (X, options) -> rupture rows, pre- and rupture columns,
-# thresholds, the parameters applied and warnings. detect_episodes dispatches on the name.
-def _above_threshold(X, thr, drops=None):
-    """Ruptures where the drop between consecutive observed sessions is >= ``thr`` (per row).
-    ``drops``: :func:`_consecutive_drops` of ``X`` when already computed."""
-    D, prev = _consecutive_drops(X) if drops is None else drops
-    with np.errstate(invalid="ignore"):
-        is_rup = (D > 0) & (D >= thr[:, None] - _EPS)
-    r, j = np.nonzero(is_rup)
-    return r, prev[r, j], j, thr[r]
-
-
-def _criterion_absolute(X, *, cutoff, **_):
-    thr = np.full(X.shape[0], float(cutoff))
-    return (*_above_threshold(X, thr), {"cutoff": cutoff}, [])
-
-
-def _criterion_rci(X, *, reliability, sd, **_):
-    rci, sd_used, source = _rci_from_data(X, reliability, sd)
-    params = {"reliability": reliability, "sd": sd_used, "sd_source": source, "rci": rci}
-    return (*_above_threshold(X, np.full(X.shape[0], rci)), params, [])
-
-
-def _criterion_sd(X, *, k, scale, **_):
-    params, msgs = {"k": k, "scale": scale}, []
-    within = _row_sd(X)
-    D, _ = _consecutive_drops(X)
-    changes = D[~np.isnan(D)]
-    between = float(np.std(changes, ddof=1)) if changes.size >= 2 else np.nan
-    if scale in ("between", "stricter"):
-        params.update(between_sd=between)
-        if not np.isfinite(between):
-            msgs.append("fewer than 2 session-to-session changes in the sample: "
-                        "the between-client SD is undefined, no rupture detected")
-    if scale == "within":
-        thr = k * within
-    elif scale == "between":
-        thr = np.full(X.shape[0], k * between)
-    else:
-        thr = k * np.maximum(within, between)  # NaN if either is undefined
-    return (*_above_threshold(X, thr), params, msgs)
-
-
-def _criterion_sudden(X, *, reliability, sd, sudden_kwargs, **_):
-    opts = {**SUDDEN_DEFAULTS, **sudden_kwargs}
-    rci, sd_used, source = _rci_from_data(X, reliability, sd)
-    params = {"reliability": reliability, "sd": sd_used, "sd_source": source, "rci": rci, **opts}
-    T = X.shape[1]
-    msgs = [] if T >= 4 else [f"criterion='sudden' needs at least 4 sessions; the data have {T}, "
-                              "so no rupture can be detected"]
-    res = _sudden_core(X, sign=1, cutoff=rci, pct=opts["pct"], crit3=opts["crit3"],
-                       crit3_adjust=opts["crit3_adjust"], crit3_alpha=opts["crit3_alpha"],
-                       crit3_critical_value=opts["crit3_critical_value"])
-    r, jpre = res["row"], res["col"]
-    return r, jpre, jpre + 1, np.full(r.size, rci), params, msgs
-
-
-_CRITERIA = {"absolute": _criterion_absolute, "sd": _criterion_sd, "rci": _criterion_rci,
-             "sudden": _criterion_sudden}
+def _one_trial(X) -> np.ndarray:
+    return np.array([0, X.shape[0]], dtype=np.int64)
 
 
 def detect_episodes(
@@ -372,7 +690,8 @@ def detect_episodes(
         Long format, one row per participant x session (the data contract's ``sessions``).
         Missing scores are allowed; each participant x session may appear once.
     criterion : {"rci", "absolute", "sd", "sudden"}, default "rci"
-        What drop is a rupture (see the module docstring for why ``"rci"`` is the default):
+        What drop is a rupture (:data:`CRITERIA`; see the module docstring for why ``"rci"``
+        is the default):
 
         * ``"absolute"``: drop >= ``cutoff`` scale points;
         * ``"sd"``: drop >= ``k`` x SD, ``scale`` = ``"within"`` (the participant's own SD of
@@ -431,7 +750,8 @@ def detect_episodes(
     separate ruptures; a drop must be > 0 and >= threshold (1e-9 slack for rounding); repair =
     the first later observed session within the window with alliance >= pre_score -
     tolerance; a rupture that cannot be followed (no observed session after it within the
-    window) counts as not repaired and is flagged ``censored``.
+    window) counts as not repaired and is flagged ``censored``. The rules themselves are
+    :func:`find_ruptures`, on this one trial.
 
     Examples
     --------
@@ -443,46 +763,108 @@ def detect_episodes(
        rupture_session  drop  repaired  repair_session
     0                3   1.5      True               5
     """
-    _validate_episode_args(criterion, cutoff, k, scale, reliability, sd, repair_window,
-                           tolerance, sudden_kwargs)
-    ids, labels, X = _to_wide(sessions, id_col, session_col, score_col)
-    r, jpre, j, thr_r, params, warn_msgs = _CRITERIA[criterion](
-        X, cutoff=cutoff, k=k, scale=scale, reliability=reliability, sd=sd, sudden_kwargs=sudden_kwargs)
+    given = dict(cutoff=cutoff, k=k, scale=scale, reliability=reliability, sd=sd)
+    return _episode_table(sessions, criterion, given, sudden_kwargs, repair_window, tolerance,
+                          (id_col, session_col, score_col), warn=True, stacklevel=3)
 
-    params.update(repair_window=repair_window, tolerance=tolerance)
-    for msg in warn_msgs:
-        warnings.warn(msg, stacklevel=2)
 
-    pre = X[r, jpre]
-    post = X[r, j]
-    repair_col, seen = _repairs(X, labels, r, j, pre, repair_window, tolerance)
-    repaired = repair_col >= 0
-    rep_sess = pd.array(np.where(repaired, labels[np.maximum(repair_col, 0)], 0), dtype="Int64")
-    rep_sess[~repaired] = pd.NA
-    to_rep = rep_sess - pd.array(labels[j], dtype="Int64")
-    params_str = ";".join(f"{key}={_fmt(val)}" for key, val in params.items())
-
-    id_dtype = sessions[id_col].dtype
-    if r.size == 0:
-        out = _empty_like_episodes(id_dtype)
-    else:
-        out = pd.DataFrame({
-            "participant_id": pd.Series(ids.take(r), dtype=id_dtype),
-            "pre_session": labels[jpre],
-            "rupture_session": labels[j],
-            "pre_score": pre,
-            "rupture_score": post,
-            "drop": pre - post,
-            "threshold": thr_r,
-            "repaired": repaired,
-            "repair_session": rep_sess,
-            "sessions_to_repair": to_rep,
-            "censored": ~repaired & ~seen,
-            "criterion": pd.array([criterion] * r.size, dtype="str"),
-            "params": pd.array([params_str] * r.size, dtype="str"),
-        })
-    out.attrs = {"criterion": criterion, "params": params, "warnings": warn_msgs}
+def _episode_table(sessions, criterion, given, options, repair_window, tolerance, columns, *, warn,
+                   stacklevel):
+    """:func:`detect_episodes`; its messages warned (``warn``, attributed ``stacklevel`` frames
+    up) or only kept in ``.attrs``."""
+    arguments = _arguments(criterion, given, options, repair_window, tolerance)
+    ids, labels, X = _to_wide(sessions, *columns)
+    rup = find_ruptures(X, labels, _one_trial(X), criterion, arguments, options,
+                        repair_window=repair_window, tolerance=tolerance)
+    if 0 in rup.thresholds.errors:
+        raise rup.thresholds.errors[0]
+    params = {**rup.thresholds.params[0], "repair_window": repair_window, "tolerance": tolerance}
+    messages = rup.thresholds.messages[0]
+    for msg in messages if warn else ():
+        warnings.warn(msg, stacklevel=stacklevel)
+    out = _episode_frame(rup, ids, labels, X, sessions[columns[0]].dtype, criterion, params)
+    out.attrs = {"criterion": criterion, "params": params, "warnings": messages}
     return out
+
+
+def _episode_frame(rup, ids, labels, X, id_dtype, criterion, params):
+    r, jpre, j = rup.row, rup.pre_col, rup.col
+    if r.size == 0:
+        return _empty_like_episodes(id_dtype)
+    pre, post = X[r, jpre], X[r, j]
+    repaired = rup.repair_col >= 0
+    rep_sess = pd.array(np.where(repaired, labels[np.maximum(rup.repair_col, 0)], 0), dtype="Int64")
+    rep_sess[~repaired] = pd.NA
+    params_str = ";".join(f"{key}={_fmt(val)}" for key, val in params.items())
+    return pd.DataFrame({
+        "participant_id": pd.Series(ids.take(r), dtype=id_dtype),
+        "pre_session": labels[jpre],
+        "rupture_session": labels[j],
+        "pre_score": pre,
+        "rupture_score": post,
+        "drop": pre - post,
+        "threshold": rup.threshold,
+        "repaired": repaired,
+        "repair_session": rep_sess,
+        "sessions_to_repair": rep_sess - pd.array(labels[j], dtype="Int64"),
+        "censored": ~repaired & ~rup.seen,
+        "criterion": pd.array([criterion] * r.size, dtype="str"),
+        "params": pd.array([params_str] * r.size, dtype="str"),
+    })
+
+
+#: detect_episodes' defaults of the criterion and of the keywords a criterion may read.
+_KEYWORD_DEFAULTS = {name: p.default for name, p in inspect.signature(detect_episodes).parameters.items()
+                     if name == "criterion" or name in ARGUMENT_CHECKS}
+
+
+def threshold_summary(sessions, *, criterion=DEFAULT_CRITERION, repair_window=None, tolerance=0.0,
+                      id_col="participant_id", session_col="session", score_col="alliance",
+                      **arguments) -> dict:
+    """The rupture threshold the detection applies to ``sessions``, in the alliance
+    instrument's points, for a report ("threshold 0.43 points").
+
+    Takes the keywords of :func:`detect_episodes` (e.g. :func:`criterion_arguments` of the
+    run's parameters) and checks them as it does.
+
+    Returns
+    -------
+    dict
+        ``criterion``; ``per_client`` (False: one threshold for the trial -- absolute, rci,
+        sudden, sd with the between-client SD; True: the client's own SD enters);
+        ``threshold`` (the fixed value, or the median over clients), ``min``, ``max`` and
+        ``n_clients`` (clients with a defined threshold); ``sd`` (the SD the threshold is a
+        multiple of -- the median over clients when per client -- or None) and
+        ``sd_source``; ``params`` (what the episode table records, without the repair rule).
+
+    Raises
+    ------
+    As :func:`detect_episodes` (e.g. ValueError when the RCI's SD is undefined).
+
+    Examples
+    --------
+    >>> s = pd.DataFrame({"participant_id": list("aabb"), "session": [1, 2, 1, 2],
+    ...                   "alliance": [5.0, 4.0, 6.0, 6.0]})
+    >>> t = threshold_summary(s, criterion="rci", reliability=0.83)
+    >>> round(t["threshold"], 4), t["per_client"], round(t["sd"], 4), t["sd_source"]
+    (0.8081, False, 0.7071, 'first_observed')
+    """
+    given = {**{key: _KEYWORD_DEFAULTS[key] for key in ARGUMENT_CHECKS},
+             **{key: arguments.pop(key) for key in list(arguments) if key in ARGUMENT_CHECKS}}
+    checked = _arguments(criterion, given, arguments, repair_window, tolerance)
+    _, _, X = _to_wide(sessions, id_col, session_col, score_col)
+    th = CRITERIA[criterion].thresholds(X, _one_trial(X), consecutive_drops(X), **checked, **arguments)
+    if 0 in th.errors:
+        raise th.errors[0]
+    defined = np.isfinite(th.per_row)
+    thr = th.per_row[defined]
+    sd = None if th.sd is None else th.sd[defined]
+    return {"criterion": criterion, "per_client": th.per_client,
+            "threshold": float(np.median(thr)) if thr.size else np.nan,
+            "min": float(thr.min()) if thr.size else np.nan, "max": float(thr.max()) if thr.size else np.nan,
+            "n_clients": int(thr.size),
+            "sd": None if sd is None else (float(np.median(sd)) if sd.size else np.nan),
+            "sd_source": th.sd_source, "params": th.params[0]}
 
 
 def classify_participants(
@@ -517,10 +899,11 @@ def classify_participants(
 
     Notes
     -----
-    ``insufficient_data`` when fewer than ``min_sessions`` alliance scores are observed
-    (counts are still reported); else ``unrepaired`` when any rupture was not repaired
-    (censored ruptures included), ``repaired`` when there was at least one rupture and all
-    were repaired, ``no_rupture`` otherwise.
+    The rule is :func:`pattern_codes`: ``insufficient_data`` when fewer than
+    ``min_sessions`` alliance scores are observed (counts are still reported); else
+    ``unrepaired`` when any rupture was not repaired (censored ruptures included),
+    ``repaired`` when there was at least one rupture and all were repaired, ``no_rupture``
+    otherwise.
 
     Examples
     --------
@@ -532,8 +915,7 @@ def classify_participants(
       participant_id  n_ruptures   pattern
     0              a           1  repaired
     """
-    if isinstance(min_sessions, bool) or not float(min_sessions).is_integer() or min_sessions < 0:
-        raise ValueError(f"min_sessions must be a non-negative whole number, got {min_sessions}")
+    _check_min_sessions(min_sessions)
     for col in (id_col, session_col, score_col):
         if col not in sessions.columns:
             raise DataValidationError("sessions", col, "required column is missing")
@@ -552,12 +934,7 @@ def classify_participants(
     n_rep = g["repaired"].sum().reindex(pids, fill_value=0).to_numpy(dtype=np.int64)
     first = g["rupture_session"].min().reindex(pids).astype("Int64")
     n_obs_a = n_obs.to_numpy(dtype=np.int64)
-    n_unrep = n_rup - n_rep
-    pattern = np.select(
-        [n_obs_a < min_sessions, n_unrep > 0, n_rup > 0],
-        [INSUFFICIENT, "unrepaired", "repaired"],
-        "no_rupture",
-    )
+    codes = pattern_codes(n_obs_a, n_rup, n_rep, min_sessions)
     crit = episodes["criterion"].unique()
     if len(crit) > 1:
         raise ValueError(f"episodes mixes criteria {list(crit)}; classify one criterion at a time")
@@ -567,15 +944,21 @@ def classify_participants(
         "n_sessions_observed": n_obs_a,
         "n_ruptures": n_rup,
         "n_repaired": n_rep,
-        "n_unrepaired": n_unrep,
+        "n_unrepaired": n_rup - n_rep,
         "first_rupture_session": first.to_numpy(),
-        "pattern": pd.array(pattern, dtype="str"),
+        "pattern": pd.array(np.asarray(PATTERN_CODES, dtype=object)[codes], dtype="str"),
         "criterion": pd.array([criterion] * len(pids), dtype="str"),
     })
 
 
-def presets():
+def presets(reliability):
     """The named criteria of the sensitivity table: name -> keyword arguments.
+
+    Parameters
+    ----------
+    reliability : float
+        Reliability of the run's alliance instrument, used by ``rci`` and ``sudden`` (the
+        multiverse's ``rci`` row must be the headline's).
 
     Returns
     -------
@@ -588,17 +971,17 @@ def presets():
 
     Examples
     --------
-    >>> sorted(presets())[:3]
-    ['absolute_1', 'rci', 'sd_k1_between']
+    >>> sorted(presets(0.9))[:3], presets(0.9)["rci"]
+    (['absolute_1', 'rci', 'sd_k1_between'], {'criterion': 'rci', 'reliability': 0.9})
     """
     out = {"absolute_1": {"criterion": "absolute", "cutoff": 1.0}}
     for k in (1, 2):
         for scale in SD_SCALES:
             out[f"sd_k{k}_{scale}"] = {"criterion": "sd", "k": float(k), "scale": scale}
-    out["rci"] = {"criterion": "rci", "reliability": CALPAS_RELIABILITY}
+    out["rci"] = {"criterion": "rci", "reliability": reliability}
     out["sudden"] = {
         "criterion": "sudden",
-        "reliability": CALPAS_RELIABILITY,
+        "reliability": reliability,
         "pct": 0.25,
         "crit3": True,
         "crit3_adjust": True,
@@ -607,7 +990,7 @@ def presets():
     return copy.deepcopy(out)
 
 
-def detect_by_preset(sessions, presets=None, *, min_sessions=6, repair_window=None, tolerance=0.0,
+def detect_by_preset(sessions, presets, *, min_sessions=6, repair_window=None, tolerance=0.0,
                      record=None) -> dict:
     """Episodes and patterns of the same sessions under every criterion preset.
 
@@ -615,13 +998,14 @@ def detect_by_preset(sessions, presets=None, *, min_sessions=6, repair_window=No
     ----------
     sessions : DataFrame
         The contract's long ``sessions`` table.
-    presets : dict, optional
-        Name -> keyword arguments of :func:`detect_episodes`; default :func:`presets`.
+    presets : dict
+        Name -> keyword arguments of :func:`detect_episodes` (:func:`presets` with the run's
+        reliability).
     min_sessions, repair_window, tolerance
         As in :func:`detect_episodes` and :func:`classify_participants`; the same under every preset.
     record : list, optional
-        When given, the warnings of each preset's detection are caught and appended to it as
-        ``"<preset>: <message>"`` (the power study counts them per row) instead of shown.
+        When given, each preset's messages about the data are appended to it as
+        ``"<preset>: <message>"`` (the power study counts them per row) instead of warned.
 
     Returns
     -------
@@ -637,73 +1021,40 @@ def detect_by_preset(sessions, presets=None, *, min_sessions=6, repair_window=No
     ['repaired']
     """
     out = {}
-    for name, kw in (presets or globals()["presets"]()).items():
-        with warnings.catch_warnings(record=record is not None) as caught:
-            if record is not None:
-                warnings.simplefilter("always")
-            episodes = detect_episodes(sessions, repair_window=repair_window, tolerance=tolerance, **kw)
-            patterns = classify_participants(episodes, sessions, min_sessions=min_sessions)
+    for name, kw in presets.items():
+        criterion, given, options = _split_preset(kw)
+        episodes = _episode_table(sessions, criterion, given, options, repair_window, tolerance,
+                                  ("participant_id", "session", "alliance"), warn=record is None,
+                                  stacklevel=2)
+        patterns = classify_participants(episodes, sessions, min_sessions=min_sessions)
         if record is not None:
-            record += [f"{name}: {w.message}" for w in own_warnings(caught)]
+            record += [f"{name}: {msg}" for msg in episodes.attrs["warnings"]]
         out[name] = (episodes, patterns)
     return out
-
-
-def own_warnings(caught) -> list:
-    """The detection's own warnings among ``caught`` (UserWarnings: what it says about the
-    data). Anything else caught meanwhile -- a ResourceWarning of the garbage collector, a
-    library's DeprecationWarning, a warning from another thread -- is not the detection's:
-    it is issued again (not swallowed) and not counted."""
-    own = []
-    for w in caught:
-        if issubclass(w.category, UserWarning):
-            own.append(w)
-        else:
-            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno, source=w.source)
-    return own
 
 
 # --------------------------------------------------------------------------------------------
 # Stacked trials (the batched power study)
 # --------------------------------------------------------------------------------------------
-#: Pattern codes of :func:`detect_grouped`: the index in this tuple.
-PATTERN_CODES = ("no_rupture", "repaired", "unrepaired", INSUFFICIENT)
-_DETECT_DEFAULTS = dict(criterion=DEFAULT_CRITERION, cutoff=1.0, k=2.0, scale="stricter",
-                        reliability=CALPAS_RELIABILITY, sd=None)
-
-
-def _group_rci(X, starts, reliability, sd):
-    """Per-row RCI of stacked trials (the SD of each trial's own first observed scores)."""
-    thr = np.full(X.shape[0], np.nan)
-    failed = set()
-    for g in range(starts.size - 1):
-        a, b = starts[g], starts[g + 1]
-        try:
-            thr[a:b] = _rci_from_data(X[a:b], reliability, sd)[0]
-        except ValueError:
-            failed.add(g)
-    return thr, failed
-
-
 def detect_grouped(X, labels, starts, presets, *, min_sessions=6, repair_window=None,
                    tolerance=0.0):
     """Patterns of several trials stacked in one wide matrix, under every preset.
 
-    Rows ``starts[g]:starts[g + 1]`` of ``X`` (participants x sessions, as built by
-    :func:`detect_episodes` from one trial's long table, participants sorted) are trial ``g``;
-    every trial-level quantity (the RCI's SD of first observed scores, the between-client SD
-    of the ``"sd"`` criterion) is computed per trial, so that each trial's patterns are those
-    of :func:`detect_by_preset` on that trial alone.
+    Rows ``starts[g]:starts[g + 1]`` of ``X`` (participants x sessions, participants sorted)
+    are trial ``g``; every trial-level quantity (the RCI's SD of first observed scores, the
+    between-client SD of the ``"sd"`` criterion) is computed per trial, so that each trial's
+    patterns are those of :func:`detect_by_preset` on that trial alone: the same rules
+    (:func:`find_ruptures`, :func:`pattern_codes`).
 
     Returns
     -------
     codes : dict
         preset -> int array (one per row) indexing :data:`PATTERN_CODES`.
     messages : list of list of str
-        Per trial, the ``"<preset>: <message>"`` warnings :func:`detect_by_preset` would record.
-    failed : set of int
-        Trials on which a preset raises (e.g. the RCI's SD is undefined); their codes are
-        meaningless -- run them one at a time for the error.
+        Per trial, the ``"<preset>: <message>"`` messages :func:`detect_by_preset` would record.
+    errors : dict
+        Trial -> the exception :func:`detect_by_preset` raises on it alone (the first preset
+        that fails, e.g. when the RCI's SD is undefined); its codes are meaningless.
 
     Raises
     ------
@@ -713,69 +1064,22 @@ def detect_grouped(X, labels, starts, presets, *, min_sessions=6, repair_window=
     X = np.asarray(X, dtype=float)
     labels = np.asarray(labels, dtype=np.int64)
     starts = np.asarray(starts, dtype=np.int64)
-    if isinstance(min_sessions, bool) or not float(min_sessions).is_integer() or min_sessions < 0:
-        raise ValueError(f"min_sessions must be a non-negative whole number, got {min_sessions}")
-    n, T = X.shape
-    G = starts.size - 1
+    _check_min_sessions(min_sessions)
+    n = X.shape[0]
     n_obs = (~np.isnan(X)).sum(axis=1)
-    drops = _consecutive_drops(X)  # the same for every preset: computed once
-    messages = [[] for _ in range(G)]
-    failed = set()
-    codes = {}
+    drops = consecutive_drops(X)  # the same for every preset: computed once
+    messages = _no_messages(starts)
+    errors, codes = {}, {}
     for name, kw in presets.items():
-        opts = {**_DETECT_DEFAULTS, **kw}
-        criterion = opts.pop("criterion")
-        base = {key: opts.pop(key) for key in ("cutoff", "k", "scale", "reliability", "sd")}
-        sudden_kwargs = opts
-        _validate_episode_args(criterion, base["cutoff"], base["k"], base["scale"],
-                               base["reliability"], base["sd"], repair_window, tolerance,
-                               sudden_kwargs)
-        msgs = [[] for _ in range(G)]
-        if criterion == "absolute":
-            r, jpre, j, _ = _above_threshold(X, np.full(n, float(base["cutoff"])), drops)
-        elif criterion == "rci":
-            thr, bad = _group_rci(X, starts, base["reliability"], base["sd"])
-            failed |= bad
-            r, jpre, j, _ = _above_threshold(X, thr, drops)
-        elif criterion == "sd":
-            k, scale = base["k"], base["scale"]
-            within = _row_sd(X)
-            D = drops[0]
-            between = np.empty(n)
-            for g in range(G):
-                a, b = starts[g], starts[g + 1]
-                Dg = D[a:b]
-                changes = Dg[~np.isnan(Dg)]
-                bg = float(np.std(changes, ddof=1)) if changes.size >= 2 else np.nan
-                between[a:b] = bg
-                if scale in ("between", "stricter") and not np.isfinite(bg):
-                    msgs[g].append("fewer than 2 session-to-session changes in the sample: "
-                                   "the between-client SD is undefined, no rupture detected")
-            if scale == "within":
-                thr = k * within
-            elif scale == "between":
-                thr = k * between
-            else:
-                thr = k * np.maximum(within, between)
-            r, jpre, j, _ = _above_threshold(X, thr, drops)
-        else:  # sudden
-            sopts = {**SUDDEN_DEFAULTS, **sudden_kwargs}
-            thr, bad = _group_rci(X, starts, base["reliability"], base["sd"])
-            failed |= bad
-            if T < 4:
-                for m in msgs:
-                    m.append(f"criterion='sudden' needs at least 4 sessions; the data have {T}, "
-                             "so no rupture can be detected")
-            res = _sudden_core(X, sign=1, cutoff=thr, pct=sopts["pct"], crit3=sopts["crit3"],
-                               crit3_adjust=sopts["crit3_adjust"], crit3_alpha=sopts["crit3_alpha"],
-                               crit3_critical_value=sopts["crit3_critical_value"])
-            r, jpre = res["row"], res["col"]
-            j = jpre + 1
-        pre = X[r, jpre]
-        repair_col, _ = _repairs(X, labels, r, j, pre, repair_window, tolerance)
-        n_rup = np.bincount(r, minlength=n)
-        n_rep = np.bincount(r[repair_col >= 0], minlength=n)
-        codes[name] = np.select([n_obs < min_sessions, n_rup - n_rep > 0, n_rup > 0], [3, 2, 1], 0)
-        for g in range(G):
-            messages[g] += [f"{name}: {m}" for m in msgs[g]]
-    return codes, messages, failed
+        criterion, given, options = _split_preset(kw)
+        arguments = _arguments(criterion, given, options, repair_window, tolerance)
+        rup = find_ruptures(X, labels, starts, criterion, arguments, options, repair_window=repair_window,
+                            tolerance=tolerance, drops=drops)
+        n_rup = np.bincount(rup.row, minlength=n)
+        n_rep = np.bincount(rup.row[rup.repair_col >= 0], minlength=n)
+        codes[name] = pattern_codes(n_obs, n_rup, n_rep, min_sessions)
+        for g, msgs in enumerate(rup.thresholds.messages):
+            messages[g] += [f"{name}: {m}" for m in msgs]
+        for g, exc in rup.thresholds.errors.items():
+            errors.setdefault(g, exc)
+    return codes, messages, errors

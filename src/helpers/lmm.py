@@ -48,6 +48,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
+from scipy import special  # the t distribution as scipy.stats computes it, without scipy.stats (0.5 s)
 
 #: Largest absolute gradient of the profiled criterion accepted as an optimum.
 GRAD_TOL = 1e-3
@@ -60,7 +61,8 @@ HESS_STEP = 1e-3
 #: Groups per stack of :func:`fit_lmm_lean` (its per-group arrays fit in a 2 MB cache).
 STACK_GROUPS = 3000
 
-__all__ = ["LMMResult", "LeanFit", "expand_terms", "fit_lmm", "fit_lmm_arrays", "fit_lmm_lean"]
+__all__ = ["LMMResult", "LeanFit", "design_matrix", "expand_terms", "fit_lmm", "fit_lmm_arrays", "fit_lmm_coded",
+           "fit_lmm_lean"]
 
 
 # --------------------------------------------------------------------------------------------
@@ -268,8 +270,8 @@ def fit_lmm(data, y, fixed, group, random="1", *, reml=True, missing="drop",
     if unknown:
         raise ValueError(f"columns not in data: {unknown}")
     d, notes = _handle_missing(data[columns], missing)
-    X, x_names = _design(d, x_terms, intercept, "Intercept")
-    Z, z_names = _design(d, z_terms, z_intercept, "(Intercept)")
+    X, x_names = design_matrix(d, x_terms, intercept, "Intercept")
+    Z, z_names = design_matrix(d, z_terms, z_intercept, "(Intercept)")
     fit = fit_lmm_arrays(d[y].to_numpy(float), X, Z, d[group].to_numpy(), reml=reml,
                          x_names=x_names, z_names=z_names, group_name=group,
                          satterthwaite=satterthwaite, conf_level=conf_level, grad_tol=grad_tol,
@@ -291,14 +293,16 @@ def fit_lmm_arrays(y, X, Z, groups, *, reml=True, x_names=None, z_names=None,
     x_names = list(x_names) if x_names is not None else [f"x{j}" for j in range(X.shape[1])]
     z_names = list(z_names) if z_names is not None else [f"z{j}" for j in range(Z.shape[1])]
     levels, codes = _group_codes(groups)
-    return _fit_coded(y, X, Z, levels, codes, reml, x_names, z_names, group_name,
+    return fit_lmm_coded(y, X, Z, levels, codes, reml, x_names, z_names, group_name,
                       satterthwaite, conf_level, grad_tol, index)
 
 
-def _fit_coded(y, X, Z, levels, codes, reml, x_names, z_names, group_name, satterthwaite,
-               conf_level, grad_tol, index):
+def fit_lmm_coded(y, X, Z, levels, codes, reml, x_names, z_names, group_name, satterthwaite,
+                  conf_level, grad_tol, index):
     """:func:`fit_lmm_arrays` after its conversions: float ``y``, 2-D ``X`` and ``Z``, name
-    lists, and the groups as :func:`_group_codes` gives them (sorted ``levels``, ``codes``)."""
+    lists, and the groups coded as :func:`fit_lmm` codes them (``levels`` sorted, ``codes``
+    the index of each row's level), for a caller that built all of them already
+    (:func:`helpers.growth.fit_growth`)."""
     _check_inputs(y, X, Z, codes, len(levels))
     tic = _time.perf_counter()
     prob = _Problem(y, X, Z, codes, len(levels), reml)
@@ -391,7 +395,9 @@ def _handle_missing(d, missing):
     return d[~bad], [f"{n_bad} rows with missing values in {cols} dropped"]
 
 
-def _design(d, terms, intercept, intercept_name):
+def design_matrix(d, terms, intercept, intercept_name):
+    """The columns of ``terms`` (products of ``d``'s numeric columns, :func:`expand_terms`),
+    after an intercept column named ``intercept_name`` when ``intercept``; and their names."""
     used = list(dict.fromkeys(c for t in terms for c in t.split(":")))
     for c in used:
         if not (pd.api.types.is_numeric_dtype(d[c]) or pd.api.types.is_bool_dtype(d[c])):
@@ -674,11 +680,6 @@ def _optimise_steps(prob):
     return theta, hess, info
 
 
-def _bfgs(prob, theta, maxiter=200):
-    """:func:`_bfgs_steps` with every evaluation by ``prob.evaluate``."""
-    return _drive(prob, _bfgs_steps(prob, theta, maxiter))
-
-
 def _bfgs_steps(prob, theta, maxiter=200):
     """BFGS with Armijo backtracking, started with the inverse of a forward-difference Hessian.
 
@@ -718,11 +719,6 @@ def _bfgs_steps(prob, theta, maxiter=200):
     return theta, f, g, {"nit": it + 1, "nfev": nfev, "message": "BFGS + Newton polish"}
 
 
-def _initial_inverse_hessian(prob, theta, g, h=1e-4):
-    """:func:`_initial_inverse_hessian_steps` with every evaluation by ``prob.evaluate``."""
-    return _drive(prob, _initial_inverse_hessian_steps(prob, theta, g, h))
-
-
 def _initial_inverse_hessian_steps(prob, theta, g, h=1e-4):
     k = len(theta)
     hess = np.empty((k, k))
@@ -757,15 +753,10 @@ def _lambda_start(q):
 # --------------------------------------------------------------------------------------------
 # inference: Satterthwaite (lmerTest) and result tables
 # --------------------------------------------------------------------------------------------
-def _varpar_hessian(prob, theta, sigma, ev):
+def _varpar_hessian_steps(prob, theta, sigma, ev):
     """Hessian of the deviance in (theta, sigma) (lmerTest's devfun_vp): the theta block by
     central differences of the analytic gradient (relative step 1e-3), the sigma row and
-    column analytically."""
-    return _drive(prob, _varpar_hessian_steps(prob, theta, sigma, ev))
-
-
-def _varpar_hessian_steps(prob, theta, sigma, ev):
-    """:func:`_varpar_hessian` as a generator (see :func:`_optimise_steps`)."""
+    column analytically. A generator (see :func:`_optimise_steps`)."""
     k = len(theta)
     hess = np.zeros((k + 1, k + 1))
     steps = HESS_STEP * np.maximum(np.abs(theta), 0.1)
@@ -814,16 +805,12 @@ def _satterthwaite(L, var, jac, vcov_varpar):
 
 def _t_stats(est, se, df):
     """t and two-sided p on ``df`` (the columns of :func:`_t_table`, without the table)."""
-    from scipy import special  # t distribution without importing scipy.stats
-
     t = est / se
     return t, 2.0 * special.stdtr(df, -np.abs(t))
 
 
 def _t_table(est, se, df, conf_level, terms=None):
     """The t-test table; with ``terms``, a first column ``term`` (built at once)."""
-    from scipy import special
-
     t, p = _t_stats(est, se, df)
     crit = special.stdtrit(df, 0.5 + conf_level / 2.0)
     cols = {} if terms is None else {"term": list(terms)}
@@ -905,6 +892,8 @@ class LeanFit:
     converged : bool
         ``grad_norm < grad_tol``.
     n_obs, n_groups : int
+    message : str
+        How the optimum was reached (the ``optimizer`` message of :func:`fit_lmm_arrays`).
     """
 
     estimate: np.ndarray
@@ -918,6 +907,7 @@ class LeanFit:
     converged: bool
     n_obs: int
     n_groups: int
+    message: str = ""
 
 
 def fit_lmm_lean(models, *, reml=True, grad_tol=GRAD_TOL) -> list:
@@ -1011,7 +1001,8 @@ def _lean_result(prob, theta, hess, info, ev, grad_tol):
     grad_norm = float(np.max(np.abs(grad)))
     return LeanFit(estimate=beta, se=se, df=df, t=t, p=p, theta=theta,
                    lambda_diag=np.diag(ev["lam"]).copy(), grad_norm=grad_norm,
-                   converged=grad_norm < grad_tol, n_obs=prob.n, n_groups=prob.G)
+                   converged=grad_norm < grad_tol, n_obs=prob.n, n_groups=prob.G,
+                   message=info.get("message", ""))
 
 
 def _optimise_many(probs) -> list:

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
+from scipy import special  # the normal quantile as scipy.stats computes it, without scipy.stats (0.5 s)
 
 from helpers import lmm
 
@@ -131,7 +132,7 @@ class MixedFit:
         """
         _, rhs = _split_formula(self.formula)
         terms, intercept = lmm.expand_terms(rhs)
-        x, names = lmm._design(data.reset_index(drop=True), terms, intercept, "Intercept")
+        x, names = lmm.design_matrix(data.reset_index(drop=True), terms, intercept, "Intercept")
         if names != list(self.fixed["term"]):
             raise ValueError(f"design {names} does not match the fit's terms "
                              f"{list(self.fixed['term'])}")
@@ -148,8 +149,6 @@ class MixedFit:
 
 def linear_prediction(data, x, fit, level):
     """``data`` plus estimate, se, ci_low, ci_high of ``x beta`` (normal reference)."""
-    from scipy import special  # the normal quantile without importing scipy.stats
-
     beta = fit.fixed["estimate"].to_numpy(float)
     cov = fit.cov_fe.to_numpy(float)
     est = x @ beta
@@ -229,13 +228,13 @@ def fit_mixed(data, formula, groups, re_formula="1", *, reml=True, grad_tol=GRAD
     def fitter(re):
         return lmm.fit_lmm(data, y, rhs, groups, re, reml=reml, grad_tol=grad_tol)
 
-    return _fit_mixed_with(fitter, formula, groups, re_formula, grad_tol=grad_tol,
+    return fit_mixed_with(fitter, formula, groups, re_formula, grad_tol=grad_tol,
                            boundary_tol=boundary_tol, on_boundary=on_boundary,
                            simple_re_formula=simple_re_formula, warn=warn, stacklevel=3)
 
 
-def _fit_mixed_with(fitter, formula, groups, re_formula, *, grad_tol, boundary_tol,
-                    on_boundary, simple_re_formula, warn, stacklevel=2):
+def fit_mixed_with(fitter, formula, groups, re_formula, *, grad_tol, boundary_tol,
+                   on_boundary, simple_re_formula, warn, stacklevel=2):
     """:func:`fit_mixed` with ``fitter(re_formula)`` giving the :class:`helpers.lmm.LMMResult`
     of ``formula + (re_formula | groups)`` (``re_formula`` already cleaned), e.g. from a
     design built without tables (:func:`helpers.growth.fit_growth`); warnings are attributed
@@ -331,7 +330,12 @@ def _from_lmm(res, formula, re_formula, groups, grad_tol, boundary_tol):
         fit.convergence = f"max |gradient| < {grad_tol:g}"
     else:
         fit.convergence = f"not converged: max |gradient| >= {grad_tol:g}"
-        fit.failure = (f"{formula} + (~{re_formula} | {groups}) did not reach an optimum: "
-                       f"max |gradient| {res.grad_norm:.3g} >= {grad_tol:g} "
-                       f"({opt.get('message', '')})")
+        fit.failure = convergence_failure(formula, re_formula, groups, res.grad_norm, grad_tol,
+                                          opt.get("message", ""))
     return fit
+
+
+def convergence_failure(formula, re_formula, groups, grad_norm, grad_tol, message) -> str:
+    """Why a fit is not kept: the text of :class:`MixedModelConvergenceError`."""
+    return (f"{formula} + (~{re_formula} | {groups}) did not reach an optimum: "
+            f"max |gradient| {grad_norm:.3g} >= {grad_tol:g} ({message})")

@@ -1,13 +1,16 @@
-"""Outcome analyses of McLaughlin et al. (2014): chi-square tests of pattern x MDD and x
-childhood abuse, the outcome regression (the paper's beta) and the pre/post mixed ANOVA. The
-growth model is in :mod:`helpers.growth`. statsmodels' OLS and pingouin's mixed_anova tables
-are computed here with numpy and scipy.special (importing those libraries cost notebook 03 a
-second; they remain the tests' cross-checks, ``tests/test_ols_fit.py``, ``tests/test_anova.py``).
+"""Outcome analyses of McLaughlin et al. (2014), on the field's libraries: chi-square tests of
+pattern x MDD and x childhood abuse (pingouin's ``chi2_independence``, with an exact or
+Monte-Carlo p where an expected count is below 5), the outcome regression of the paper's beta
+(statsmodels' formula API, classical and HC3 standard errors) and the pre/post mixed ANOVA
+(pingouin's ``mixed_anova``). The growth model is in :mod:`helpers.growth`.
 
 Every function takes tidy tables plus column names and returns a tidy DataFrame with the
 estimate, its uncertainty, the test statistic, df, p and N, in the style of pingouin.
 Rows that cannot enter an analysis (a missing grouping variable, a missing pre/post score)
 are dropped listwise; how many is reported in the output (``n_dropped``) and warned.
+
+statsmodels (0.6 s) and pingouin (0.5 s) are imported by the functions that fit: notebook 04
+and the power study import this module's neighbours without fitting anything.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from helpers.contract import INSUFFICIENT, PATTERN_LABELS
-from helpers.ols import beta_scale, f_sf, ols_fit
+from helpers.ols import beta_scale, leverage_is_one
 
 #: Outcome measure -> (pre column, post column) of the participants table.
 OUTCOMES = {"pss_i": ("pss_i_pre", "pss_i_post"), "pss_sr": ("pss_sr_pre", "pss_sr_post")}
@@ -33,8 +36,9 @@ _MAX_EXACT_TABLES = 2_000_000
 # --------------------------------------------------------------------------------------------
 # chi-square: pattern x participant characteristic
 # --------------------------------------------------------------------------------------------
-def _pattern_by(patterns, participants, by, pattern_col, exclude):
-    """Merged participant_id, pattern, by (classifiable, `by` possibly missing)."""
+def pattern_by(patterns, participants, by, pattern_col="pattern", exclude=(INSUFFICIENT,)):
+    """One row per classifiable participant: participant_id and pattern (as text) and ``by``
+    (possibly missing): the table :func:`pattern_chi2` tests."""
     pats = patterns[["participant_id", pattern_col]].rename(columns={pattern_col: "pattern"})
     pats = pats.assign(participant_id=pats["participant_id"].astype(str),
                        pattern=pats["pattern"].astype(str))
@@ -66,12 +70,12 @@ def pattern_crosstab(patterns, participants, by="mdd", *, pattern_col="pattern",
         Rows: patterns (display order), columns: the levels of ``by``; expected counts are
         ``row total * column total / N``. Participants with a missing ``by`` are not counted.
     """
-    d = _pattern_by(patterns, participants, by, pattern_col, exclude)
+    d = pattern_by(patterns, participants, by, pattern_col, exclude)
     return _crosstab(d[d[by].notna()], by)
 
 
 def _crosstab(d, by):
-    """:func:`pattern_crosstab` of the merged table of :func:`_pattern_by` (``by`` observed)."""
+    """:func:`pattern_crosstab` of the merged table of :func:`pattern_by` (``by`` observed)."""
     order = [p for p in PATTERN_LABELS if p in set(d["pattern"])]
     order += sorted(set(d["pattern"]) - set(order))
     observed = pd.crosstab(pd.Categorical(d["pattern"], categories=order),
@@ -148,34 +152,21 @@ def monte_carlo_p(x, y, *, n_monte_carlo=10_000, seed=None):
     return (1 + hits) / (n_monte_carlo + 1)
 
 
-def _pearson_chi2(x, y) -> dict:
-    """Pearson's chi-square test of independence of ``x`` and ``y`` (no continuity
-    correction): ``chi2``, ``dof`` and ``pval`` of the "pearson" row of pingouin's
-    ``chi2_independence(data, x, y, correction=False)``, to the bit, without importing
-    pingouin (and scipy.stats, 0.7 s together).
+def _pearson(d, by) -> pd.Series:
+    """The "pearson" row of pingouin's ``chi2_independence`` of pattern x ``by`` (no
+    continuity correction: Yates' only concerns 2 x 2 tables): chi2, dof, pval, cramer."""
+    import pingouin as pg  # 0.5 s to import (see the module docstring)
 
-    The same arithmetic: the table of counts with both labels sorted (``pd.crosstab``'s
-    order), the expected counts of ``scipy.stats.contingency.expected_freq`` (row sum x column
-    sum / N in floating point), the statistic summed over the table in row order (as
-    ``scipy.stats.power_divergence``) and its chi-square survival function
-    (``scipy.special.chdtrc``, what ``scipy.stats.chi2.sf`` computes).
-
-    >>> r = _pearson_chi2(["a", "a", "b", "b"] * 3, ["u", "v", "v", "v"] * 3)
-    >>> round(r["chi2"], 4), r["dof"], round(r["pval"], 4)
-    (4.0, 1.0, 0.0455)
-    """
-    from scipy import special
-
-    xs, xi = np.unique(np.asarray(x, dtype=str), return_inverse=True)
-    ys, yi = np.unique(np.asarray(y, dtype=str), return_inverse=True)
-    observed = np.zeros((len(xs), len(ys)), dtype=np.float64)
-    np.add.at(observed, (xi.ravel(), yi.ravel()), 1.0)
-    expected = observed.sum(axis=1, keepdims=True) * observed.sum(axis=0, keepdims=True) / observed.sum()
-    dof = float(expected.size - sum(expected.shape) + expected.ndim - 1)
-    if dof == 0:
-        return {"chi2": 0.0, "dof": dof, "pval": 1.0}
-    chi2 = ((observed - expected) ** 2 / expected).sum()
-    return {"chi2": float(chi2), "dof": dof, "pval": float(special.chdtrc(dof, chi2))}
+    with warnings.catch_warnings():
+        # pingouin's "Low count on observed/expected frequencies": pattern_chi2 reports the
+        # expected counts below 5 itself (n_expected_lt5) and warns with the exact p it gives
+        warnings.filterwarnings("ignore", message="Low count on (observed|expected) frequencies",
+                                category=UserWarning, module="pingouin")
+        # an empty cell makes scipy divide by zero in the log-likelihood and Neyman statistics
+        # pingouin computes beside Pearson's (whose expected counts are never 0); unused here
+        warnings.filterwarnings("ignore", category=RuntimeWarning, module="scipy.stats")
+        _, _, stats = pg.chi2_independence(d, x="pattern", y=by, correction=False)
+    return stats.set_index("test").loc["pearson"]
 
 
 def pattern_chi2(patterns, participants, by="mdd", *, pattern_col="pattern",
@@ -212,9 +203,8 @@ def pattern_chi2(patterns, participants, by="mdd", *, pattern_col="pattern",
 
     Notes
     -----
-    The statistic is pingouin's ``chi2_independence`` (``correction=False``: Yates'
-    correction only concerns 2 x 2 tables), computed the same way without importing pingouin
-    (:func:`_pearson_chi2`). Cramer's V is ``sqrt(chi2 / (N (min(r, c) - 1)))``.
+    The statistic, its p and Cramer's V (``sqrt(chi2 / (N (min(r, c) - 1)))``) are pingouin's
+    ``chi2_independence`` (``correction=False``: Yates' correction only concerns 2 x 2 tables).
     Get the tables with :func:`pattern_crosstab`.
 
     References
@@ -236,7 +226,7 @@ def pattern_chi2(patterns, participants, by="mdd", *, pattern_col="pattern",
     (By hand: MDD yes/no is 3/3, 2/1, 1/2 by pattern, expected 3/3, 1.5/1.5, 1.5/1.5, so
     chi2 = 4 x 0.5^2 / 1.5 = 0.6667.)
     """
-    d = _pattern_by(patterns, participants, by, pattern_col, exclude)
+    d = pattern_by(patterns, participants, by, pattern_col, exclude)
     missing = d[by].isna()
     n_dropped = int(missing.sum())
     if n_dropped and warn:
@@ -248,7 +238,7 @@ def pattern_chi2(patterns, participants, by="mdd", *, pattern_col="pattern",
     if observed.shape[0] < 2 or observed.shape[1] < 2:
         raise ValueError(f"pattern_chi2: need at least 2 patterns and 2 levels of {by!r}, "
                          f"got table\n{observed}")
-    pearson = _pearson_chi2(d["pattern"], d[by])
+    pearson = _pearson(d, by)
     n = int(observed.to_numpy().sum())
     min_exp = float(expected.to_numpy().min())
     n_low = int((expected.to_numpy() < 5).sum())
@@ -265,11 +255,9 @@ def pattern_chi2(patterns, participants, by="mdd", *, pattern_col="pattern",
             warnings.warn(f"pattern_chi2 ({by}): {n_low} expected counts < 5 (min "
                           f"{min_exp:.2f}); p_exact ({method}) = {p_exact:.4f} reported",
                           UserWarning, stacklevel=2)
-    chi2 = float(pearson["chi2"])
-    k = min(observed.shape) - 1
     return pd.DataFrame([{
-        "by": by, "n": n, "n_dropped": n_dropped, "dof": int(pearson["dof"]), "chi2": chi2,
-        "p": float(pearson["pval"]), "cramers_v": math.sqrt(chi2 / (n * k)),
+        "by": by, "n": n, "n_dropped": n_dropped, "dof": int(pearson["dof"]), "chi2": float(pearson["chi2"]),
+        "p": float(pearson["pval"]), "cramers_v": float(pearson["cramer"]),
         "min_expected": min_exp, "n_expected_lt5": n_low, "p_exact": p_exact,
         "p_exact_method": method,
     }])
@@ -319,32 +307,42 @@ REGRESSION_COLUMNS = ["outcome", "model", "contrast", "term", "b", "se", "ci_low
 
 
 def _ols_table(d, terms, model, outcome, n_dropped, cov_type="nonrobust"):
-    """One model's rows of :func:`outcome_regression`: ``post ~ 1 + pre + terms`` by
-    :func:`helpers.ols.ols_fit` (statsmodels' ``OLS(...).fit(cov_type, use_t=True)`` without
-    importing statsmodels: 1 s of notebook 03 for a fit of a millisecond)."""
-    names = ["const", "pre", *terms]
-    # the design as statsmodels' add_constant(d[["pre", *terms]]) holds it: Fortran order, the
-    # layout pandas hands over, so that BLAS sums X @ b in the same order (the same bits)
-    x = np.asfortranarray(np.column_stack([np.ones(len(d)), d[["pre", *terms]].to_numpy(dtype=float)]))
-    if len(d) == 0:  # statsmodels' failure on an empty design (np.max of a zero-size array)
-        raise ValueError("zero-size array to reduction operation maximum which has no identity")
-    # use_t: t on the residual df for robust SEs too (statsmodels would switch to z)
-    res = ols_fit(d["post"].to_numpy(dtype=float), x, cov_type=cov_type)
-    scale = np.array([beta_scale(d[c], d["post"]) if c != "const" else np.nan for c in names])
+    """One model's rows of :func:`outcome_regression`: statsmodels'
+    ``smf.ols("post ~ pre + <terms>", data=d).fit(cov_type, use_t=True)`` (t tests on the
+    residual df for HC3 too), standardised with :func:`helpers.ols.beta_scale`."""
+    import statsmodels.formula.api as smf  # 0.6 s to import (see the module docstring)
+
+    ols = smf.ols(f"post ~ pre + {' + '.join(terms)}", data=d)
+    fit = ols.fit(use_t=True)
+    hc3_undefined = cov_type == "HC3" and _has_leverage_one(ols)
+    if cov_type != "nonrobust" and not hc3_undefined:
+        fit = ols.fit(cov_type=cov_type, use_t=True)
+    names = list(fit.params.index)
+    ci = fit.conf_int(0.05)
+    table = {"b": fit.params.to_numpy(), "se": fit.bse.to_numpy(), "ci_low": ci[0].to_numpy(),
+             "ci_high": ci[1].to_numpy(), "t": fit.tvalues.to_numpy(), "p": fit.pvalues.to_numpy()}
+    if hc3_undefined:
+        warnings.warn(f"outcome_regression ({outcome}, model {model}): a client has leverage 1 (alone in its "
+                      "pattern): the HC3 standard errors are undefined (NaN)", UserWarning, stacklevel=3)
+        table.update({key: np.full(len(names), np.nan) for key in ("se", "ci_low", "ci_high", "t", "p")})
+    scale = np.array([beta_scale(d[c], d["post"]) if c != "Intercept" else np.nan for c in names])
     with np.errstate(all="ignore"):  # silent, as pandas' Series arithmetic (0 x inf for a constant post)
-        beta, beta_ci_low, beta_ci_high = (res[k] * scale for k in ("params", "ci_low", "ci_high"))
+        beta, beta_ci_low, beta_ci_high = (table[k] * scale for k in ("b", "ci_low", "ci_high"))
     out = pd.DataFrame({
-        "outcome": outcome, "model": model, "contrast": MODEL_LABELS[model],
-        "term": ["Intercept" if c == "const" else c for c in names],
-        "b": res["params"], "se": res["bse"],
-        "ci_low": res["ci_low"], "ci_high": res["ci_high"],
-        "beta": beta, "beta_ci_low": beta_ci_low, "beta_ci_high": beta_ci_high,
-        "se_type": cov_type,
-        "t": res["tvalues"], "df": res["df_resid"], "p": res["pvalues"],
-        "n": int(res["nobs"]), "n_dropped": n_dropped, "r2": res["rsquared"],
-        "r2_adj": res["rsquared_adj"],
+        "outcome": outcome, "model": model, "contrast": MODEL_LABELS[model], "term": names,
+        "b": table["b"], "se": table["se"], "ci_low": table["ci_low"], "ci_high": table["ci_high"],
+        "beta": beta, "beta_ci_low": beta_ci_low, "beta_ci_high": beta_ci_high, "se_type": cov_type,
+        "t": table["t"], "df": fit.df_resid, "p": table["p"], "n": int(fit.nobs), "n_dropped": n_dropped,
+        "r2": fit.rsquared, "r2_adj": fit.rsquared_adj,
     })
     return out[REGRESSION_COLUMNS]
+
+
+def _has_leverage_one(ols) -> bool:
+    """Whether a client of the fitted regression has leverage 1
+    (:func:`helpers.ols.leverage_is_one`), the leverages ``diag(X pinv(X))`` from statsmodels'
+    own pseudo-inverse."""
+    return bool(leverage_is_one((ols.exog * ols.pinv_wexog.T).sum(axis=1)).any())
 
 
 def outcome_regression(patterns, participants, *, outcome="pss_i", models=("A", "B"),
@@ -353,8 +351,8 @@ def outcome_regression(patterns, participants, *, outcome="pss_i", models=("A", 
 
     Model A: ``post ~ pre + unrepaired`` (unrepaired vs every other classifiable participant,
     the paper's test). Model B: ``post ~ pre + repaired + unrepaired`` (reference: no_rupture).
-    OLS (:func:`helpers.ols.ols_fit`: statsmodels' table without statsmodels) on the classifiable
-    participants with both scores (listwise deletion).
+    OLS by statsmodels' formula API (``smf.ols(...).fit()``, ``.fit(cov_type="HC3")``) on the
+    classifiable participants with both scores (listwise deletion).
 
     Parameters
     ----------
@@ -369,7 +367,9 @@ def outcome_regression(patterns, participants, *, outcome="pss_i", models=("A", 
     cov_type : {"nonrobust", "HC3"}
         Standard errors: "nonrobust" (classical OLS, the paper's test) or "HC3" (MacKinnon &
         White, 1985), which does not assume equal residual variances; t tests on the residual
-        df either way (column ``se_type``).
+        df either way (column ``se_type``). HC3 is undefined when a client has leverage 1 (the
+        only client of a pattern; :func:`helpers.ols.leverage_is_one`): its SEs, CIs, t and p
+        are then NaN, with a warning.
     warn : bool
         Warn when participants are dropped (always reported in ``n_dropped``).
 
@@ -405,141 +405,6 @@ def outcome_regression(patterns, participants, *, outcome="pss_i", models=("A", 
 # --------------------------------------------------------------------------------------------
 # pre/post mixed ANOVA
 # --------------------------------------------------------------------------------------------
-def _group_means(values, labels, n_labels):
-    """Mean of ``values`` per label 0..n_labels-1 (NaN for an empty label) by pandas'
-    ``groupby(...).mean()``, as pingouin takes its means: pandas' compensated summation gives
-    other last bits than numpy's, and the same bits make effects that are zero but for rounding
-    (one group, no change) come out as in pingouin, warnings included.
-
-    >>> _group_means(np.array([0.1, 0.2, 0.3, 5.0]), np.array([0, 0, 0, 1]), 2).tolist()
-    [0.19999999999999998, 5.0]
-    >>> float(np.array([0.1, 0.2, 0.3]).sum() / 3)  # numpy's sum: another last bit
-    0.20000000000000004
-    """
-    means = pd.Series(values).groupby(labels, sort=True).mean()
-    return means.reindex(range(n_labels)).to_numpy(dtype=float)
-
-
-def mixed_anova_2x2_within(subject, group, first, second, *, between="pattern",
-                           within="time", levels=("pre", "post")) -> pd.DataFrame:
-    """Mixed (split-plot) ANOVA of a two-level within factor x a between factor, complete cases.
-
-    The table of pingouin's ``mixed_anova(data, dv, within, subject, between)`` on the long
-    table of these scores (pingouin 0.7: its sums of squares, degrees of freedom, F, p, partial
-    eta-squared, epsilon and column handling), computed with numpy: importing pingouin (and
-    scipy.stats, statsmodels with it) costs notebook 03 a second for an ANOVA of a millisecond.
-
-    Parameters
-    ----------
-    subject : array-like, shape (n,)
-        One id per subject (unique).
-    group : array-like of str, shape (n,)
-        Each subject's level of the between factor.
-    first, second : array-like of float, shape (n,)
-        The scores at ``levels[0]`` and ``levels[1]`` (no missing values: drop incomplete
-        subjects first, listwise, as pingouin does).
-    between, within : str
-        Names of the factors in the table's ``Source`` column.
-    levels : (str, str)
-        Names of the within levels; as in pingouin, the levels are taken in sorted order.
-
-    Returns
-    -------
-    DataFrame
-        Rows ``between``, ``within``, "Interaction"; columns Source, SS, DF1, DF2 (int), MS, F,
-        p_unc, np2 (partial eta-squared ``SS / (SS + SS_error)``) and eps (Greenhouse-Geisser
-        epsilon: NaN for the between factor, 1 for the within factor and the interaction, since
-        two repeated measures always meet sphericity; so pingouin adds no corrected p, W or
-        sphericity columns). A column that is NaN in every row is dropped, as pingouin does.
-
-    Notes
-    -----
-    pingouin's decomposition (type II for unbalanced groups; with two complete within levels
-    every group is measured equally at both, so the effects are orthogonal). With ``y_sij``
-    the score of subject i in group g at level j, ``N`` subjects, ``G`` groups, ``n_g`` per
-    group, two levels, means written with dots:
-
-    - ``SS_total = sum (y - y...)^2``; between ``SS_B = sum_g 2 n_g (y_g.. - y...)^2``;
-      within ``SS_W = sum_j N (y_..j - y...)^2``;
-      ``SS_resall = sum (y - y_g.j)^2`` (about the cell means);
-    - interaction ``SS_BW = SS_total - (SS_resall + SS_W + SS_B)``;
-    - subjects ``SS_S = 2 sum_i (y_i.. - y...)^2``; between-subjects error
-      ``SS_S - SS_B`` on ``N - G`` df; within-subjects error
-      ``SS_total - (SS_W + SS_S + SS_BW)`` on ``(2 - 1)(N - G)`` df;
-    - ``F = (SS / DF1) / (SS_error / DF2)``, ``p = P(F_{DF1, DF2} > F)`` (``special.fdtrc``,
-      with scipy.stats' handling of invalid df: :func:`helpers.ols.f_sf`).
-
-    The same formulas in the same order as pingouin (the subtractions included) and its group
-    means (pandas', :func:`_group_means`), so that the numbers are pingouin's to the bit on the
-    project's data and on the designs of ``tests/test_anova.py``, even where an effect is zero
-    but for rounding (pingouin's F and p are then rounding noise, and so are these).
-
-    References
-    ----------
-    Maxwell, S. E., & Delaney, H. D. (2004). Designing experiments and analyzing data (2nd ed.),
-    ch. 12: the split-plot design. Bakeman, R. (2005). Recommended effect size statistics for
-    repeated measures designs. Behavior Research Methods, 37(3), 379-384 (partial eta-squared).
-    Vallat, R. (2018). Pingouin: statistics in Python. Journal of Open Source Software, 3(31),
-    1026 (``mixed_anova``).
-
-    Examples
-    --------
-    >>> t = mixed_anova_2x2_within(list("abcdef"), ["x"] * 3 + ["y"] * 3,
-    ...                            [1.0, 2, 3, 4, 5, 6], [2.0, 4, 3, 9, 8, 10])
-    >>> t[["Source", "DF1", "DF2"]].values.tolist()
-    [['pattern', 1, 4], ['time', 1, 4], ['Interaction', 1, 4]]
-    >>> round(float(t["F"].iloc[2]), 4)  # = the one-way F of the changes (1, 2, 0 vs 5, 3, 4)
-    13.5
-    """
-    subject = np.asarray(subject, dtype=object)
-    order = np.argsort(subject.astype(str), kind="stable")  # pingouin's pivot table: sorted subjects
-    groups, g = np.unique(np.asarray(group, dtype=str)[order], return_inverse=True)
-    scores = {levels[0]: np.asarray(first, dtype=float)[order],
-              levels[1]: np.asarray(second, dtype=float)[order]}
-    time_levels = sorted(scores)  # pingouin's column order (e.g. "post" before "pre")
-    n_subj, n_groups, n_rm = len(order), len(groups), 2
-    if n_subj == 0:  # (pingouin fails too, with a ValueError about a zero-size array)
-        raise ValueError("mixed ANOVA: no subject with scores at both levels")
-    wide = np.column_stack([scores[t] for t in time_levels])
-    # the long data as pingouin melts its pivot table: every subject at the first level, then
-    # at the second
-    y = wide.T.ravel()
-    g_long = np.concatenate([g, g])
-    t_long = np.repeat(np.arange(n_rm), n_subj)
-    cell = g_long * n_rm + t_long
-    grandmean = y.sum() / y.size  # (pandas' Series.mean: numpy's sum, then the division)
-    count_g = np.bincount(g_long, minlength=n_groups)
-    mean_g = _group_means(y, g_long, n_groups)
-    mean_t = _group_means(y, t_long, n_rm)
-    mean_cell = _group_means(y, cell, n_groups * n_rm)
-    ss_total = ((y - grandmean) ** 2).sum()
-    ss_betw = ((mean_g - grandmean) ** 2 * count_g).sum()
-    ss_with = ((mean_t - grandmean) ** 2 * n_subj).sum()
-    ss_resall = ((y - mean_cell[cell]) ** 2).sum()
-    ss_inter = ss_total - (ss_resall + ss_with + ss_betw)
-    # between-subject variability, split into the between factor and its error
-    ss_subj = n_rm * ((wide.sum(axis=1) / n_rm - grandmean) ** 2).sum()
-    ss_resbetw = ss_subj - ss_betw
-    ss_reswith = ss_total - (ss_with + ss_subj + ss_inter)
-    df_betw, df_with = n_groups - 1, n_rm - 1
-    df_inter, df_resbetw = df_with * df_betw, n_subj - n_groups
-    df_reswith = df_with * df_resbetw
-    ss = np.array([ss_betw, ss_with, ss_inter])
-    ddof1 = np.array([df_betw, df_with, df_inter])
-    ss_err = np.array([ss_resbetw, ss_reswith, ss_reswith])
-    ddof2 = np.array([df_resbetw, df_reswith, df_reswith])
-    # numpy's division warnings (one group, a single subject per group) as pingouin shows them
-    ms = ss / ddof1
-    fval = ms / (ss_err / ddof2)
-    table = pd.DataFrame({
-        "Source": [between, within, "Interaction"], "SS": ss, "DF1": ddof1, "DF2": ddof2,
-        "MS": ms, "F": fval, "p_unc": f_sf(fval, ddof1, ddof2), "np2": ss / (ss + ss_err),
-        # Greenhouse-Geisser epsilon: 1 with one within df (pingouin's _gg_epsilon)
-        "eps": [np.nan, 1.0, 1.0],
-    })
-    return table.dropna(how="all", axis=1)
-
-
 def prepost_complete(patterns, participants, *, outcome="pss_sr", pattern_col="pattern",
                      warn=True) -> tuple[pd.DataFrame, int]:
     """Classifiable participants with both ``{outcome}_pre`` and ``{outcome}_post`` (listwise),
@@ -568,32 +433,62 @@ def prepost_complete(patterns, participants, *, outcome="pss_sr", pattern_col="p
     return d[complete], n_dropped
 
 
+def prepost_long(patterns, participants, *, outcome="pss_sr", pattern_col="pattern",
+                 warn=True) -> tuple[pd.DataFrame, int]:
+    """:func:`prepost_complete` in the long layout a mixed ANOVA takes: participant_id, pattern,
+    time ("pre" / "post"), score; and the number left out.
+
+    Raises
+    ------
+    ValueError
+        No classifiable participant has both scores.
+    """
+    d, n_dropped = prepost_complete(patterns, participants, outcome=outcome, pattern_col=pattern_col,
+                                    warn=warn)
+    if d.empty:
+        raise ValueError("mixed ANOVA: no subject with scores at both levels")
+    pre, post = f"{outcome}_pre", f"{outcome}_post"
+    long = d.melt(id_vars=["participant_id", "pattern"], value_vars=[pre, post], var_name="time",
+                  value_name="score")
+    long["time"] = long["time"].map({pre: "pre", post: "post"})
+    long["score"] = long["score"].astype(float)
+    return long, n_dropped
+
+
 def mixed_anova_prepost(patterns, participants, *, outcome="pss_sr", pattern_col="pattern",
                         warn=True) -> pd.DataFrame:
-    """Mixed ANOVA: pre/post (within) x alliance pattern (between).
+    """Mixed ANOVA: pre/post (within) x alliance pattern (between), by pingouin.
 
     Uses the classifiable participants with both ``{outcome}_pre`` and ``{outcome}_post``
-    (listwise deletion, as a repeated-measures ANOVA must); the table is pingouin's
-    ``mixed_anova`` (within "time", between "pattern"), computed without pingouin by
-    :func:`mixed_anova_2x2_within`.
+    (listwise deletion, as a repeated-measures ANOVA must), in the long layout pingouin's
+    ``mixed_anova(data, dv="score", within="time", subject="participant_id",
+    between="pattern")`` takes.
 
     Returns
     -------
     DataFrame
-        Source (pattern, time, Interaction), SS, DF1, DF2, MS, F, p_unc, np2, eps, plus n
-        (listwise N), n_dropped and outcome.
+        pingouin's table -- Source (pattern, time, Interaction), SS, DF1, DF2, MS, F, p_unc,
+        np2 (partial eta-squared), eps (Greenhouse-Geisser epsilon; 1 with two repeated
+        measures) -- plus n (listwise N), n_dropped and outcome.
+
+    Raises
+    ------
+    ValueError
+        No classifiable participant has both scores.
 
     References
     ----------
     McLaughlin et al. (2014): PTSD severity (PSS-SR) fell from pre- to post-treatment, and the
-    fall differed by alliance pattern (the time x pattern interaction).
+    fall differed by alliance pattern (the time x pattern interaction). Vallat, R. (2018).
+    Pingouin: statistics in Python. Journal of Open Source Software, 3(31), 1026.
     """
-    d, n_dropped = prepost_complete(patterns, participants, outcome=outcome, pattern_col=pattern_col,
-                                    warn=warn)
-    pre, post = f"{outcome}_pre", f"{outcome}_post"
-    table = mixed_anova_2x2_within(d["participant_id"].to_numpy(), d["pattern"].to_numpy(),
-                                   d[pre].to_numpy(dtype=float), d[post].to_numpy(dtype=float))
-    table["n"] = len(d)
-    table["n_dropped"] = n_dropped
-    table["outcome"] = outcome
-    return table
+    import pingouin as pg  # 0.5 s to import (see the module docstring)
+
+    long, n_dropped = prepost_long(patterns, participants, outcome=outcome, pattern_col=pattern_col, warn=warn)
+    with warnings.catch_warnings():
+        # pingouin 0.7 calls DataFrame.dropna(inplace=True), which pandas 3.1 deprecates: a
+        # note to pingouin's authors, not about these data
+        warnings.filterwarnings("ignore", message="The inplace keyword", module="pingouin")
+        table = pg.mixed_anova(data=long, dv="score", within="time", subject="participant_id",
+                               between="pattern")
+    return table.assign(n=long["participant_id"].nunique(), n_dropped=n_dropped, outcome=outcome)

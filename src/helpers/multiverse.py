@@ -20,27 +20,6 @@ from helpers import agreement, available, describe, episodes, models
 from helpers.contract import INSUFFICIENT, PATTERN_LABELS
 
 
-def criterion_kwargs(params: dict) -> dict:
-    """Keyword arguments of :func:`helpers.episodes.detect_episodes` from run parameters.
-
-    ``params`` uses the names of ``params/default.yaml``: criterion, cutoff, k, sd_scale,
-    reliability, rci_sd, repair_window, tolerance. Only the ones the criterion uses (plus the
-    repair rule) are passed, so the episode table records exactly what was applied.
-    """
-    crit = params.get("criterion", episodes.DEFAULT_CRITERION)
-    kw = {"criterion": crit, "repair_window": params.get("repair_window"),
-          "tolerance": params.get("tolerance", 0.0)}
-    if crit == "absolute":
-        kw["cutoff"] = params["cutoff"]
-    elif crit == "sd":
-        kw.update(k=params["k"], scale=params["sd_scale"])
-    elif crit in ("rci", "sudden"):
-        kw.update(reliability=params["reliability"], sd=params.get("rci_sd"))
-    else:
-        raise ValueError(f"unknown criterion {crit!r}; use one of {episodes.CRITERIA}")
-    return kw
-
-
 def prevalence_by_preset(results: dict) -> pd.DataFrame:
     """Prevalence of each pattern (and any rupture) per preset, with Wilson CIs and N."""
     rows = []
@@ -139,9 +118,9 @@ class Multiverse:
     table: pd.DataFrame
 
 
-def compute(sessions: pd.DataFrame, participants: pd.DataFrame, truth: pd.DataFrame | None = None,
-            *, min_sessions: int = 6, repair_window=None, tolerance: float = 0.0, outcome: str = "pss_i",
-            presets=None, by=("mdd", "child_abuse")) -> Multiverse:
+def compute(sessions: pd.DataFrame, participants: pd.DataFrame, truth: pd.DataFrame | None = None, *,
+            presets: dict, min_sessions: int = 6, repair_window=None, tolerance: float = 0.0,
+            outcome: str = "pss_i", by=("mdd", "child_abuse")) -> Multiverse:
     """The multiverse of one dataset, computed once (notebook 02 shows it and writes its tables; 04 reads them).
 
     Patterns under every preset, then prevalence, the paper's beta (``outcome=None`` when the

@@ -1,32 +1,45 @@
-"""Replications of the power study: one simulated trial analysed under every rupture criterion.
+"""Replications of the power study: simulated trials analysed under every rupture criterion.
 
 For each sample size ``N`` and replication ``r`` a trial is simulated with a seed that depends
-only on ``(N, r)`` (:func:`replication_seed`), its patterns are detected under every preset and,
-as an oracle, taken from the truth (:func:`analyse_trial`, which the calibration shares); each is
-scored against the truth and used in the paper's regression (:func:`helpers.ols.ols_unrepaired`).
-:func:`run_replications` runs them in chunks on Dask. Summaries are in
-:mod:`helpers.power_summary`, the whole study in :mod:`helpers.study`; the design decisions
-(seeds, paired design, the true beta, execution) in ``docs/power.md``.
+only on ``(N, r)`` (:func:`replication_seed`). The replications of one sample size are analysed
+together (:func:`replicate_batch`): simulated straight into arrays, stacked as R x N clients,
+their patterns detected under every preset (:func:`helpers.episodes.detect_grouped`, the
+trial-level quantities computed per trial) and, as an oracle, taken from the truth; each is
+scored against the truth and used in the paper's regression
+(:func:`helpers.ols.ols_unrepaired_batch`). :func:`run_replications` runs them in chunks, in
+this process or on Dask. The power of the growth model's interaction is :func:`growth_power`.
+Summaries are in :mod:`helpers.power_summary`, the whole study in :mod:`helpers.study`; the
+design decisions (seeds, paired design, the true beta, execution) in ``docs/power.md``. The
+one-at-a-time reference the batched route is tested against is ``tests/oracles/power.py``.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
+import multiprocessing
 import os
+import warnings
+from concurrent.futures import ProcessPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
+from tqdm import tqdm  # the text bar (stderr); tqdm.auto would want ipywidgets in notebooks
 
-from helpers import episodes, simulate
-from helpers.contract import INSUFFICIENT, PATTERN_LABELS, TRUE_PATTERN
-from helpers.ols import ols_unrepaired
+from helpers import episodes, growth, simulate
+from helpers.contract import INSUFFICIENT, PATTERN_LABELS, SESSION_COLUMNS, TRUE_PATTERN
+from helpers.instruments import CALPAS
+from helpers.ols import FIT_KEYS, ols_unrepaired_batch
 
 #: Spawn keys reserved for the reference trial and the bootstrap (N = 0 is never a sample size).
 REFERENCE_KEY = (0, 0)
 BOOTSTRAP_KEY = (0, 1)
+
+#: The simulator draws CALPAS-P alliance ratings (1-7): the reliability its RCI presets use.
+SIMULATED_RELIABILITY = CALPAS.reliability
 
 #: A study simulating at most this many clients in all (replications + reference trial) runs
 #: in this process when no scheduler is given. Batched, one process handles about 40,000
@@ -37,7 +50,7 @@ BOOTSTRAP_KEY = (0, 1)
 #: notebook. The full study (params/power_full.yaml, R = 2000) runs on Dask.
 IN_PROCESS_MAX_CLIENTS = 1_000_000
 
-#: Columns of one replication x criterion row (see :func:`fit_stage`).
+#: Columns of one replication x criterion row (see :func:`replicate_batch`).
 MC_ROW_COLUMNS = [
     "n_participants", "rep", "seed", "preset", "n_classifiable", "n_analysed", "n_unrepaired",
     "estimable", "b", "se", "b_ci_low", "b_ci_high", "p", "se_hc3", "b_hc3_ci_low",
@@ -47,6 +60,10 @@ MC_ROW_COLUMNS = [
     "n_warnings", "warnings",
 ]
 FAILURE_COLUMNS = ["n_participants", "rep", "seed", "error"]
+#: The regression's numbers in a row of :data:`MC_ROW_COLUMNS`.
+_ROW_FIT_KEYS = [k for k in FIT_KEYS if k != "t"]
+#: Codes of the detected patterns (:data:`helpers.episodes.PATTERN_CODES`).
+_CODE = {label: i for i, label in enumerate(episodes.PATTERN_CODES)}
 
 
 @dataclass(frozen=True)
@@ -65,7 +82,8 @@ class StudyDesign:
         As in ``params/default.yaml``.
     presets : dict, optional
         Criterion name -> keyword arguments of :func:`helpers.episodes.detect_episodes`;
-        default :func:`helpers.episodes.presets`.
+        default :func:`helpers.episodes.presets` with the simulated alliance's reliability
+        (:data:`SIMULATED_RELIABILITY`).
     knobs : dict
         Simulator knobs (:class:`helpers.simulate.Knobs`) changed from the calibrated default.
     reference_n : int
@@ -92,7 +110,7 @@ class StudyDesign:
             raise ValueError(f"replications must be >= 1, got {self.replications}")
         object.__setattr__(self, "sample_sizes", tuple(sorted(sizes)))
         object.__setattr__(self, "replications", int(self.replications))
-        object.__setattr__(self, "presets", dict(self.presets or episodes.presets()))
+        object.__setattr__(self, "presets", dict(self.presets or episodes.presets(SIMULATED_RELIABILITY)))
         if TRUE_PATTERN in self.presets:
             raise ValueError(f"{TRUE_PATTERN!r} is reserved for the oracle; rename that preset")
 
@@ -127,59 +145,29 @@ def replication_keys(design: StudyDesign) -> list:
             for n in design.sample_sizes for r in range(design.replications)]
 
 
+def _failure(task, exc) -> dict:
+    """A failed replication's record: its key, seed and error, as the study reports it."""
+    n, rep, seed = task
+    return {"n_participants": n, "rep": rep, "seed": seed, "error": f"{type(exc).__name__}: {exc}"}
+
+
 # --------------------------------------------------------------------------------------------
-# one replication: simulate -> detect -> fit
+# the replications of one sample size: simulate -> detect -> fit, together
 # --------------------------------------------------------------------------------------------
-def simulate_stage(design: StudyDesign, n_participants: int, seed: int):
-    """The simulated trial of one replication (:class:`helpers.contract.Trial`)."""
-    return simulate.simulate_trial(n_participants, design.n_sessions, seed=seed, **design.knobs)
-
-
-def detect_stage(design: StudyDesign, sessions: pd.DataFrame) -> tuple[dict, list]:
-    """Pattern of every client under every preset (:func:`helpers.episodes.detect_by_preset`).
-
-    Returns
-    -------
-    patterns : dict
-        preset -> Series of patterns indexed by participant_id.
-    messages : list of str
-        Warnings of the detection, prefixed by the preset (also counted per row).
-    """
-    messages = []
-    found = episodes.detect_by_preset(sessions, design.presets, min_sessions=design.min_sessions,
-                                      repair_window=design.repair_window, tolerance=design.tolerance,
-                                      record=messages)
-    return {name: pats.set_index("participant_id")["pattern"] for name, (_, pats) in found.items()}, messages
-
-
-def agreement_stats(true, detected, labels=PATTERN_LABELS) -> dict:
-    """Cohen's kappa, percent agreement and per-pattern sensitivity / specificity (proportions).
-
-    Lean twin of :func:`helpers.agreement.confusion`, :func:`~helpers.agreement.cohen_kappa`
-    and :func:`~helpers.agreement.pattern_accuracy` (checked against them in the tests): only
-    pairs where both labels are in ``labels`` count.
-
-    Examples
-    --------
-    >>> s = agreement_stats(["no_rupture", "repaired", "repaired"], ["no_rupture", "repaired", "no_rupture"])
-    >>> round(s["kappa"], 4), s["sens_repaired"]
-    (0.4, 0.5)
-    """
-    code = {lab: i for i, lab in enumerate(labels)}
-    t = np.array([code.get(v, -1) for v in true], dtype=np.int64)  # int even when empty
-    d = np.array([code.get(v, -1) for v in detected], dtype=np.int64)
-    ok = (t >= 0) & (d >= 0)
-    k = len(labels)
-    m = np.bincount(k * t[ok] + d[ok], minlength=k * k).reshape(k, k).astype(float)
-    return {key: float(v[0]) for key, v in _agreement_many(m[None], labels).items()}
-
-
-def _agreement_many(m, labels=PATTERN_LABELS) -> dict:
-    """The statistics of :func:`agreement_stats` for every confusion matrix ``m[g]`` (truth x
-    detected counts, shape G x k x k) at once: arrays of length G.
+def agreement_many(m, labels=PATTERN_LABELS) -> dict:
+    """Cohen's kappa, percent agreement and per-pattern sensitivity / specificity
+    (proportions) of every confusion matrix ``m[g]`` (truth x detected counts, shape G x k x k):
+    arrays of length G (:func:`helpers.agreement.cohen_kappa` and
+    :func:`~helpers.agreement.pattern_accuracy` for many trials).
 
     The entries are counts, so every sum is exact whatever its order: a trial's numbers do not
     depend on the other trials of its batch (tests/test_power.py).
+
+    Examples
+    --------
+    >>> s = agreement_many([[[1, 0, 0], [1, 1, 0], [0, 0, 0]]])  # truth x detected
+    >>> round(float(s["kappa"][0]), 4), float(s["sens_repaired"][0])
+    (0.4, 0.5)
     """
     m = np.asarray(m, dtype=float)
     n = m.sum(axis=(1, 2))
@@ -199,267 +187,204 @@ def _agreement_many(m, labels=PATTERN_LABELS) -> dict:
     return out
 
 
-def fit_stage(design: StudyDesign, trial, patterns: dict, *, n_participants=None, rep=None,
-              seed=None, messages=()) -> list:
-    """Score every criterion's patterns against the truth and fit the paper's regression.
+def replication_arrays(design: StudyDesign, n_participants: int, seed: int) -> dict:
+    """The trial of replication ``seed`` as the study reads it, straight from the simulator's
+    arrays (:func:`helpers.simulate.simulate_arrays`, the numbers of ``simulate_trial``):
+    ``labels`` (sessions 1..n_sessions), ``alliance`` (clients x sessions, NaN where missed),
+    ``pre`` and ``post`` (the outcome), ``truth`` (the true pattern, an index into
+    :data:`helpers.episodes.PATTERN_CODES`); clients in participant-id order. What pivoting the
+    simulated long tables gives (tests/test_power.py)."""
+    arr = simulate.simulate_arrays(n_participants, design.n_sessions, seed=seed, **design.knobs)
+    return {"labels": np.arange(1, design.n_sessions + 1, dtype=np.int64),
+            "alliance": arr["alliance"].astype(float), "pre": arr[f"{design.outcome}_pre"].astype(float),
+            "post": arr[f"{design.outcome}_post"].astype(float), "truth": arr["pattern"].astype(np.int64)}
 
-    Classifiable clients (at least ``min_sessions`` alliance ratings; the same set under every
-    preset) enter the agreement statistics; those with pre and post ``outcome`` scores enter
-    the regression. The oracle row uses the true patterns of the same clients.
+
+@dataclass
+class Stacked:
+    """Trials of one sample size, simulated and detected together (:func:`analyse_batch`).
+
+    Attributes
+    ----------
+    tasks : list of tuple
+        ``(n, rep, seed)`` of each trial, in stacking order.
+    starts : ndarray
+        Trial ``g`` is clients ``starts[g]:starts[g + 1]``.
+    alliance, pre, post, truth : ndarray
+        Per client, as :func:`replication_arrays` gives them.
+    codes : dict
+        Criterion -> each client's pattern (an index into
+        :data:`helpers.episodes.PATTERN_CODES`): every preset, then :data:`TRUE_PATTERN`, the
+        truth of the classifiable clients.
+    messages : list of list of str
+        Per trial, the detection's ``"<preset>: <message>"`` messages.
+    """
+
+    tasks: list
+    starts: np.ndarray
+    alliance: np.ndarray
+    pre: np.ndarray
+    post: np.ndarray
+    truth: np.ndarray
+    codes: dict
+    messages: list
+
+    def select(self, keep) -> Stacked:
+        """The trials ``keep`` (a boolean per trial) alone."""
+        sizes = np.diff(self.starts)
+        rows = np.repeat(np.asarray(keep, dtype=bool), sizes)
+        kept = [g for g in range(len(self.tasks)) if keep[g]]
+        return Stacked([self.tasks[g] for g in kept], np.cumsum([0, *sizes[kept]]),
+                       self.alliance[rows], self.pre[rows], self.post[rows], self.truth[rows],
+                       {name: c[rows] for name, c in self.codes.items()},
+                       [self.messages[g] for g in kept])
+
+
+def analyse_batch(design: StudyDesign, tasks, *, presets=None) -> tuple[Stacked | None, list]:
+    """Simulate the replications ``tasks`` (``(n, rep, seed)``, all of one sample size) and
+    detect every client's pattern under every preset, the trials stacked.
+
+    A replication whose simulation raises, or on which a preset raises (e.g. the RCI's SD is
+    undefined), is a failure: its key, seed and error, as it fails alone; invalid presets fail
+    every replication.
 
     Returns
     -------
-    list of dict
-        One row per criterion (:data:`MC_ROW_COLUMNS`).
+    stacked : Stacked or None
+        The replications that did not fail (None: none).
+    failures : list of dict
+        :data:`FAILURE_COLUMNS`.
     """
-    ids = np.sort(trial.sessions["participant_id"].unique())
-    part = trial.participants.set_index("participant_id").reindex(ids)
-    truth = trial.truth.set_index("participant_id")["true_pattern"].reindex(ids).to_numpy(dtype=object)
-    pre = part[f"{design.outcome}_pre"].to_numpy(dtype=float)
-    post = part[f"{design.outcome}_post"].to_numpy(dtype=float)
-    complete = ~np.isnan(pre) & ~np.isnan(post)
-    all_patterns = {name: pd.Series(p).reindex(ids).to_numpy(dtype=object) for name, p in patterns.items()}
-    # Classifiable = at least min_sessions alliance ratings: the same clients under every preset.
-    n_obs = trial.sessions.groupby("participant_id")["alliance"].count().reindex(ids).to_numpy()
-    classifiable = n_obs >= design.min_sessions
-    all_patterns[TRUE_PATTERN] = np.where(classifiable, truth, INSUFFICIENT)
+    presets = design.presets if presets is None else presets
+    arrays, failures = [], []
+    for task in tasks:
+        try:
+            arrays.append((task, replication_arrays(design, task[0], task[2])))
+        except Exception as exc:  # noqa: BLE001 -- a failed replication, reported with its key
+            failures.append(_failure(task, exc))
+    if not arrays:
+        return None, failures
+    starts = np.cumsum([0] + [a["alliance"].shape[0] for _, a in arrays])
+    cat = {key: np.concatenate([a[key] for _, a in arrays]) for key in ("alliance", "pre", "post", "truth")}
+    try:
+        codes, messages, errors = episodes.detect_grouped(
+            cat["alliance"], arrays[0][1]["labels"], starts, presets, min_sessions=design.min_sessions,
+            repair_window=design.repair_window, tolerance=design.tolerance)
+    except Exception as exc:  # noqa: BLE001 -- invalid presets: every replication fails alike
+        return None, failures + [_failure(task, exc) for task, _ in arrays]
+    classifiable = (~np.isnan(cat["alliance"])).sum(axis=1) >= design.min_sessions
+    codes[TRUE_PATTERN] = np.where(classifiable, cat["truth"], _CODE[INSUFFICIENT])
+    stacked = Stacked([t for t, _ in arrays], starts, cat["alliance"], cat["pre"], cat["post"], cat["truth"],
+                      codes, messages)
+    failures += [_failure(stacked.tasks[g], exc) for g, exc in sorted(errors.items())]
+    if not errors:
+        return stacked, failures
+    keep = [g not in errors for g in range(len(arrays))]
+    return (stacked.select(keep) if any(keep) else None), failures
+
+
+def fit_batch(design: StudyDesign, stacked: Stacked) -> list:
+    """Every trial x criterion of ``stacked``: agreement of the patterns with the truth
+    (classifiable clients) and the paper's regression (those with pre and post scores), one
+    row each (:data:`MC_ROW_COLUMNS`), trials in stacking order, criteria in the design's."""
+    G, k = len(stacked.tasks), len(PATTERN_LABELS)
+    group = np.repeat(np.arange(G), np.diff(stacked.starts))
+    complete = ~np.isnan(stacked.pre) & ~np.isnan(stacked.post)
+    names = list(stacked.codes)
+    m = int(np.diff(stacked.starts).max())  # one regression per trial x criterion, padded to the largest
+    Y, P, F = (np.zeros((len(names), G, m)) for _ in range(3))
+    n_used = np.zeros((len(names), G), dtype=np.int64)
+    n_cls, acc = {}, {}
+    for c, name in enumerate(names):
+        d = stacked.codes[name]
+        cls = d != _CODE[INSUFFICIENT]
+        ui = np.flatnonzero(cls & complete)
+        n_used[c] = np.bincount(group[ui], minlength=G)
+        pos = np.arange(ui.size) - np.repeat(np.cumsum(n_used[c]) - n_used[c], n_used[c])
+        Y[c, group[ui], pos] = stacked.post[ui]
+        P[c, group[ui], pos] = stacked.pre[ui]
+        F[c, group[ui], pos] = (d[ui] == _CODE["unrepaired"]).astype(float)
+        ok = (stacked.truth < k) & (d < k)
+        mat = np.bincount(group[ok] * k * k + k * stacked.truth[ok] + d[ok], minlength=G * k * k)
+        n_cls[name], acc[name] = np.bincount(group[cls], minlength=G), agreement_many(mat.reshape(G, k, k))
+    fit = ols_unrepaired_batch(Y.reshape(-1, m), P.reshape(-1, m), F.reshape(-1, m), n_used.ravel())
+    n_unrep = F.sum(axis=2)
     rows = []
-    for name, pats in all_patterns.items():
-        cls = pats != INSUFFICIENT
-        used = cls & complete
-        flag = (pats[used] == "unrepaired").astype(float)
-        fit = ols_unrepaired(post[used], pre[used], flag)
-        acc = agreement_stats(truth[cls], pats[cls])
-        own = [m for m in messages if m.startswith(f"{name}: ")]
-        rows.append({
-            "n_participants": n_participants, "rep": rep, "seed": seed, "preset": name,
-            "n_classifiable": int(cls.sum()), "n_analysed": int(used.sum()),
-            "n_unrepaired": int(flag.sum()), "estimable": fit["estimable"],
-            **{k: fit[k] for k in ("b", "se", "b_ci_low", "b_ci_high", "p", "se_hc3", "b_hc3_ci_low",
-                                   "b_hc3_ci_high", "p_hc3", "beta", "beta_se", "beta_ci_low",
-                                   "beta_ci_high")},
-            **acc, "n_warnings": len(own), "warnings": " | ".join(own),
-        })
+    for g, (n, rep, seed) in enumerate(stacked.tasks):
+        for c, name in enumerate(names):
+            own = [msg for msg in stacked.messages[g] if msg.startswith(f"{name}: ")]
+            rows.append({
+                "n_participants": n, "rep": rep, "seed": seed, "preset": name,
+                "n_classifiable": int(n_cls[name][g]), "n_analysed": int(n_used[c, g]),
+                "n_unrepaired": int(n_unrep[c, g]), "estimable": bool(fit["estimable"][c * G + g]),
+                **{key: float(fit[key][c * G + g]) for key in _ROW_FIT_KEYS},
+                **{key: float(v[g]) for key, v in acc[name].items()}, "n_warnings": len(own),
+                "warnings": " | ".join(own),
+            })
     return rows
 
 
-def analyse_trial(design: StudyDesign, n_participants: int, seed: int, *, rep=None):
-    """Simulate -> detect -> classify -> estimate: one trial under every criterion.
-
-    The one trial-level chain of the project (the power study and :mod:`helpers.calibration`).
+def replicate_batch(design: StudyDesign, n_participants: int, tasks) -> tuple[list, list]:
+    """The replications ``tasks`` (``(n, rep, seed)``, all of size ``n_participants``):
+    :func:`analyse_batch`, then :func:`fit_batch`.
 
     Returns
     -------
-    trial : helpers.contract.Trial
-    patterns : dict
-        preset -> Series of detected patterns indexed by participant_id.
-    rows : list of dict
-        One row per criterion and the oracle (:func:`fit_stage`).
+    rows, failures : list of dict
+        Rows (:data:`MC_ROW_COLUMNS`) in the order of ``tasks``, criteria in the design's order;
+        failed replications (:data:`FAILURE_COLUMNS`).
     """
-    trial = simulate_stage(design, n_participants, seed)
-    patterns, messages = detect_stage(design, trial.sessions)
-    rows = fit_stage(design, trial, patterns, n_participants=n_participants, rep=rep, seed=seed,
-                     messages=messages)
-    return trial, patterns, rows
-
-
-def replicate_trial(design: StudyDesign, n_participants: int, rep: int, seed: int) -> list:
-    """One replication: the :func:`fit_stage` rows of :func:`analyse_trial`."""
-    return analyse_trial(design, n_participants, seed, rep=rep)[2]
+    stacked, failures = analyse_batch(design, tasks)
+    return (fit_batch(design, stacked) if stacked is not None else []), failures
 
 
 def reference_values(design: StudyDesign, replicate=None) -> pd.DataFrame:
     """Large-sample (population) beta of every criterion and of the true pattern.
 
     One trial of ``design.reference_n`` clients seeded by :data:`REFERENCE_KEY` (rep = -1),
-    run by ``replicate`` (default :func:`replicate_trial`); the row of :data:`TRUE_PATTERN` is
-    the true value ``theta`` of the study.
+    run by ``replicate`` (default :func:`replicate_batch`, a batch of one); the row of
+    :data:`TRUE_PATTERN` is the true value ``theta`` of the study.
 
     Returns
     -------
     DataFrame
         preset, beta (large-sample), beta_se (its sampling SE in the reference trial), b (the
         unstandardised coefficient, PSS points), kappa, n_participants, n_analysed, seed.
+
+    Raises
+    ------
+    RuntimeError
+        The reference trial failed (its error in the message).
     """
     seed = replication_seed(design.seed, *REFERENCE_KEY)
-    if replicate is None and BATCHED:
-        # the batched route on one trial (the same rows to rounding, without 2 million
-        # session rows in pandas); if it fails, the reference route raises the error itself
-        rows, failures = replicate_batch(design, design.reference_n, [(design.reference_n, -1, seed)])
-        if failures:
-            rows = replicate_trial(design, design.reference_n, -1, seed)
-    else:
-        rows = (replicate or replicate_trial)(design, design.reference_n, -1, seed)
+    rows, failures = (replicate or replicate_batch)(design, design.reference_n, [(design.reference_n, -1, seed)])
+    if failures:
+        raise RuntimeError(f"the reference trial (N = {design.reference_n}, seed {seed}) failed: "
+                           f"{failures[0]['error']}")
     cols = ["preset", "beta", "beta_se", "b", "kappa", "n_analysed"]
     # Rows stay in the design's order (presets, then the oracle).
     return pd.DataFrame(rows)[cols].assign(n_participants=design.reference_n, seed=seed)
 
 
 # --------------------------------------------------------------------------------------------
-# many replications of one sample size at once
-# --------------------------------------------------------------------------------------------
-#: Whether :func:`run_chunk` analyses the replications of a sample size together
-#: (:func:`replicate_batch`) rather than one by one (:func:`replicate_trial`, the reference).
-BATCHED = True
-
-_FIT_KEYS = ("b", "se", "b_ci_low", "b_ci_high", "p", "se_hc3", "b_hc3_ci_low", "b_hc3_ci_high",
-             "p_hc3", "beta", "beta_se", "beta_ci_low", "beta_ci_high")
-
-
-def _replication_arrays(design: StudyDesign, n_participants: int, seed: int):
-    """Session labels, wide alliance matrix (clients x sessions), pre and post outcome and true
-    pattern of the trial of :func:`simulate_stage`, in participant-id order, straight from the
-    simulator's arrays (:func:`helpers.simulate.simulate_arrays`): no long tables built only to
-    be pivoted back. The simulated sessions table has a row for every client and session
-    1..n_sessions (missing scores are NaN), so the wide matrix is the alliance array itself
-    (tests/test_power.py checks this against the tables, pivoted)."""
-    arr = simulate.simulate_arrays(n_participants, design.n_sessions, seed=seed, **design.knobs)
-    labels = np.arange(1, design.n_sessions + 1, dtype=np.int64)
-    truth = np.asarray(PATTERN_LABELS, dtype=object)[arr["pattern"]]
-    return (labels, arr["alliance"].astype(float), arr[f"{design.outcome}_pre"].astype(float),
-            arr[f"{design.outcome}_post"].astype(float), truth)
-
-
-def replicate_batch(design: StudyDesign, n_participants: int, tasks) -> tuple[list, list]:
-    """The replications ``tasks`` (``(n, rep, seed)``, all of size ``n_participants``) at once.
-
-    Each trial is simulated from its own seed; the trials are stacked as one wide matrix of
-    R x N clients and detected once per preset with the trial-level quantities (RCI SD, SD
-    scales) computed per trial (:func:`helpers.episodes.detect_grouped`); the agreement
-    statistics come from one confusion matrix per trial and criterion, the paper's regression
-    from one batched least-squares fit (:func:`helpers.ols.ols_unrepaired_batch`). The rows
-    equal those of :func:`replicate_trial` to rounding (tests/test_power.py). A replication
-    that does not fit the batch (its simulation or a preset raises, its sessions differ from
-    the others') runs through :func:`replicate_trial`, so that it fails -- or not -- exactly
-    as it would alone; so does the whole batch if the batched detection warns.
-
-    Returns
-    -------
-    rows, failures : list of dict
-        As :func:`run_chunk`.
-    """
-    from helpers.ols import ols_unrepaired_batch
-
-    items, alone = [], []
-    for task in tasks:
-        try:
-            items.append((task, *_replication_arrays(design, task[0], task[2])))
-        except Exception:  # noqa: BLE001 -- rerun alone: it fails there with its own error
-            alone.append(task)
-    if items:
-        labels0 = items[0][1]
-        same = [it for it in items if np.array_equal(it[1], labels0) and it[2].shape[1] == labels0.size]
-        alone += [it[0] for it in items if not any(it is s for s in same)]
-        items = same
-    rows = []
-    if items:
-        import warnings
-
-        starts = np.cumsum([0] + [it[2].shape[0] for it in items])
-        X = np.vstack([it[2] for it in items])
-        try:
-            with warnings.catch_warnings(record=True) as caught:
-                warnings.simplefilter("always")
-                codes, messages, failed = episodes.detect_grouped(
-                    X, items[0][1], starts, design.presets, min_sessions=design.min_sessions,
-                    repair_window=design.repair_window, tolerance=design.tolerance)
-            if episodes.own_warnings(caught):
-                raise RuntimeError("the batched detection warned")
-        except Exception:  # noqa: BLE001 -- the reference path decides (and words the errors)
-            return run_chunk(design, list(tasks), replicate_trial)
-        keep = np.array([g not in failed for g in range(len(items))])
-        alone += [it[0] for g, it in enumerate(items) if not keep[g]]
-        rows = _fit_batch(design, items, starts, X, codes, messages, keep, ols_unrepaired_batch)
-    r, f = run_chunk(design, alone, replicate_trial)
-    order = {t[1]: i for i, t in enumerate(tasks)}
-    rows = sorted(rows + r, key=lambda row: order.get(row["rep"], -1))
-    return rows, f
-
-
-def _fit_batch(design, items, starts, X, codes, messages, keep, ols_batch) -> list:
-    """:func:`fit_stage` of the stacked trials (those with ``keep``)."""
-    G = len(items)
-    k = len(PATTERN_LABELS)
-    code_of = {lab: i for i, lab in enumerate(episodes.PATTERN_CODES)}
-    group = np.repeat(np.arange(G), np.diff(starts))
-    pre = np.concatenate([it[3] for it in items])
-    post = np.concatenate([it[4] for it in items])
-    truth = np.concatenate([it[5] for it in items])
-    t_code = np.array([code_of.get(v, len(code_of)) for v in truth], dtype=np.int64)
-    complete = ~np.isnan(pre) & ~np.isnan(post)
-    classifiable = (~np.isnan(X)).sum(axis=1) >= design.min_sessions
-    all_codes = dict(codes)
-    all_codes[TRUE_PATTERN] = np.where(classifiable, t_code, code_of[INSUFFICIENT])
-    names = list(all_codes)
-    C = len(names)
-    # One regression per trial x criterion, each padded to the largest.
-    m = int(np.diff(starts).max())
-    shape = (C, G, m)
-    Y, P, F = np.zeros(shape), np.zeros(shape), np.zeros(shape)
-    n_used = np.zeros((C, G), dtype=np.int64)
-    stats_rows = {}
-    for c, name in enumerate(names):
-        d = all_codes[name]
-        cls = d != code_of[INSUFFICIENT]
-        used = cls & complete
-        ui = np.flatnonzero(used)
-        gu = group[ui]
-        n_used[c] = np.bincount(gu, minlength=G)
-        pos = np.arange(ui.size) - np.repeat(np.cumsum(n_used[c]) - n_used[c], n_used[c])
-        Y[c, gu, pos] = post[ui]
-        P[c, gu, pos] = pre[ui]
-        F[c, gu, pos] = (d[ui] == code_of["unrepaired"]).astype(float)
-        ok = (t_code < k) & (d < k)
-        mat = np.bincount(group[ok] * k * k + k * t_code[ok] + d[ok], minlength=G * k * k)
-        mat = mat.reshape(G, k, k).astype(float)
-        stats_rows[name] = (np.bincount(group[cls], minlength=G), _agreement_many(mat))
-    fit = ols_batch(Y.reshape(C * G, m), P.reshape(C * G, m), F.reshape(C * G, m), n_used.ravel())
-    n_unrep = F.sum(axis=2)
-    rows = []
-    for g, it in enumerate(items):
-        if not keep[g]:
-            continue
-        n, rep, seed = it[0]
-        for c, name in enumerate(names):
-            i = c * G + g
-            n_cls, acc = stats_rows[name]
-            own = [msg for msg in messages[g] if msg.startswith(f"{name}: ")]
-            rows.append({
-                "n_participants": n, "rep": rep, "seed": seed, "preset": name,
-                "n_classifiable": int(n_cls[g]), "n_analysed": int(n_used[c, g]),
-                "n_unrepaired": int(n_unrep[c, g]), "estimable": bool(fit["estimable"][i]),
-                **{key: float(fit[key][i]) for key in _FIT_KEYS},
-                **{key: float(v[g]) for key, v in acc.items()}, "n_warnings": len(own),
-                "warnings": " | ".join(own),
-            })
-    return rows
-
-
-# --------------------------------------------------------------------------------------------
 # running replications: chunks, failures, Dask
 # --------------------------------------------------------------------------------------------
 def run_chunk(design: StudyDesign, tasks, replicate=None) -> tuple[list, list]:
-    """Run ``tasks`` (``(n, rep, seed)`` tuples); an exception in one replication is caught
-    and returned as a failure record (key, seed, error text) -- the others go on.
-
-    Without ``replicate`` (and with :data:`BATCHED`) the replications of each sample size are
-    analysed together (:func:`replicate_batch`); with it, one by one.
+    """Run ``tasks`` (``(n, rep, seed)`` tuples), the replications of each sample size together
+    by ``replicate`` (default :func:`replicate_batch`; a test may pass another with its
+    signature). A replication that fails is a failure record (key, seed, error text); the
+    others go on.
     """
-    if replicate is None and BATCHED:
-        rows, failures = [], []
-        for n in dict.fromkeys(t[0] for t in tasks):
-            r, f = replicate_batch(design, n, [t for t in tasks if t[0] == n])
-            rows += r
-            failures += f
-        return rows, failures
-    replicate = replicate or replicate_trial
+    replicate = replicate or replicate_batch
     rows, failures = [], []
-    for n, rep, seed in tasks:
+    for n in dict.fromkeys(t[0] for t in tasks):
+        batch = [t for t in tasks if t[0] == n]
         try:
-            rows.extend(replicate(design, n, rep, seed))
+            r, f = replicate(design, n, batch)
         except Exception as exc:  # noqa: BLE001 -- reported, counted and warned, never dropped
-            failures.append({"n_participants": n, "rep": rep, "seed": seed,
-                             "error": f"{type(exc).__name__}: {exc}"})
+            r, f = [], [_failure(t, exc) for t in batch]
+        rows += r
+        failures += f
     return rows, failures
 
 
@@ -472,7 +397,7 @@ def _chunks(tasks, n_workers, chunk_size=None) -> list:
 
 def _open_client(stack: ExitStack, scheduler, n_workers):
     """A dask.distributed Client, its cluster closed by ``stack`` (LocalCluster only)."""
-    from distributed import Client, LocalCluster
+    from distributed import Client, LocalCluster  # 1 s to import: only when a cluster is used
 
     # Connection notices (INFO) of the client and of the worker processes, which inherit this
     # setting through the environment, are housekeeping, not results; warnings still show.
@@ -492,7 +417,7 @@ def _open_client(stack: ExitStack, scheduler, n_workers):
 
 
 class _NoBar:
-    """Stands in for tqdm when progress is off: nothing is imported or written."""
+    """Stands in for tqdm when progress is off: nothing is written."""
 
     def update(self, n=1):
         pass
@@ -504,7 +429,6 @@ class _NoBar:
 def _progress_bar(total, enabled):
     if not enabled:
         return _NoBar()
-    from tqdm import tqdm  # the text bar (stderr); tqdm.auto would want ipywidgets in notebooks
 
     return tqdm(total=total, unit="rep", desc="power study", leave=True)
 
@@ -526,9 +450,9 @@ def run_replications(design: StudyDesign, *, scheduler=None, n_workers=None, pro
     progress : bool
         Progress bar over replications (tqdm, on stderr); keep False in notebooks.
     replicate : callable, optional
-        ``replicate(design, n_participants, rep, seed) -> list of row dicts``; default
-        :func:`replicate_trial`. A hook for tests (e.g. a fake with a known distribution);
-        it also runs the reference trial (``rep = -1``). It must be picklable.
+        ``replicate(design, n_participants, tasks) -> (rows, failures)`` as
+        :func:`replicate_batch` (the default). A hook for tests (e.g. a fake with a known
+        distribution); it also runs the reference trial (``rep = -1``). It must be picklable.
     chunk_size : int, optional
         Replications per task; default about 8 tasks per worker. Does not change results.
 
@@ -554,7 +478,7 @@ def run_replications(design: StudyDesign, *, scheduler=None, n_workers=None, pro
                 failures += f
                 bar.update(len(chunk))
         else:
-            from distributed import as_completed
+            from distributed import as_completed  # (1 s to import, see _open_client)
 
             client = _open_client(stack, scheduler, n_workers)
             if scheduler:  # size the chunks to the cluster we were given
@@ -609,202 +533,157 @@ def _tidy_failures(failures) -> pd.DataFrame:
 # --------------------------------------------------------------------------------------------
 # power of the growth model's session x unrepaired interaction
 # --------------------------------------------------------------------------------------------
-GROWTH_TERM = "time:unrepaired"
-
-
-def growth_replicate(design: StudyDesign, n_participants: int, rep: int, seed: int, *,
-                     criterion="rci", outcome="pss_sr") -> list:
-    """One replication of the growth-model power study: the same simulated trial as the
-    replication ``(n_participants, rep)`` of the main study, patterns under ``criterion``
-    (a preset of ``design``), and :func:`helpers.growth.fit_growth` (REML; a singular
-    random-slope fit is refitted with a random intercept, as in notebook 03).
-
-    Returns
-    -------
-    list of one dict
-        n_participants, rep, seed, preset, n_analysed (clients in the model), n_unrepaired,
-        estimate, se, df, t, p of :data:`GROWTH_TERM`, re_formula, simplified.
-    """
-    from helpers import growth  # the mixed model only when this study runs
-
-    trial = simulate_stage(design, n_participants, seed)
-    kw = design.presets[criterion]
-    eps = episodes.detect_episodes(trial.sessions, repair_window=design.repair_window,
-                                   tolerance=design.tolerance, **kw)
-    pats = episodes.classify_participants(eps, trial.sessions, min_sessions=design.min_sessions)
-    fit = growth.fit_growth(trial.sessions, pats, outcome=outcome, warn=False)
-    row = {"n_participants": n_participants, "rep": rep, "seed": seed, "preset": criterion,
-           "n_analysed": fit.n_groups, "n_unrepaired": fit.pattern_counts.get("unrepaired", 0),
-           "re_formula": fit.re_formula, "simplified": fit.boundary_fit is not None}
-    fx = fit.fixed.set_index("term")
-    cols = ["estimate", "se", "df", "t", "p"]
-    row.update({c: float(fx.loc[GROWTH_TERM, c]) if GROWTH_TERM in fx.index else np.nan
-                for c in cols})
-    return [row]
+GROWTH_TERM = growth.UNREPAIRED_SLOPE
 
 
 def growth_replicate_batch(design: StudyDesign, tasks, *, criterion="rci", outcome="pss_sr",
                            n_workers=None) -> tuple[list, list]:
-    """The replications ``tasks`` (``(n, rep, seed)``) of :func:`growth_replicate`, at once.
+    """The growth model of the replications ``tasks`` (``(n, rep, seed)``), all fitted at once.
 
-    The same rows (tests/test_growth_power.py), without tables: each trial is simulated as
-    arrays (:func:`helpers.simulate.simulate_arrays`, the numbers of ``simulate_trial``),
-    the trials of a sample size are detected together under ``criterion``
-    (:func:`helpers.episodes.detect_grouped`), each growth design is built from the wide
-    outcome matrix (:func:`helpers.growth.growth_design`) and all models are fitted together
-    (:func:`helpers.growth.fit_growth_lean`). A replication that does not fit this route --
-    its simulation, detection or fit raises, its detection would warn, its fit would not be
-    kept -- runs through :func:`growth_replicate` in this process, so that it fails (a
-    failure record) or warns exactly as it would alone; so does every replication of a part
-    in which anything warned.
+    Each replication is the trial of the main study's replication with the same key: simulated
+    as arrays (:func:`helpers.simulate.simulate_arrays`, the numbers of ``simulate_trial``),
+    detected together with the others of its sample size under ``criterion`` (a preset of
+    ``design``; :func:`helpers.episodes.detect_grouped`), its growth design built from the wide
+    outcome matrix (:func:`helpers.growth.growth_design`) and every model optimised together
+    (:func:`helpers.growth.fit_growth_lean`: REML, a singular random-slope fit refitted with a
+    random intercept, as :func:`helpers.growth.fit_growth` on the trial's tables). A
+    replication whose simulation, detection, design or fit fails is a failure record with the
+    error the table route raises; the detection's messages about the data are warned.
 
     Parameters
     ----------
-    design, tasks, criterion, outcome
-        As :func:`growth_replicate`.
+    design, tasks
+    criterion : str
+        Preset of ``design`` that defines the patterns.
+    outcome : str
+        Session-level outcome of the growth model.
     n_workers : int, optional
-        Processes sharing the batched route (forked; every replication's numbers are its
-        own, so the rows do not depend on it). Default 1, this process: the default run
-        already uses the second core for notebooks 01-04 beside 05 (:mod:`helpers.pipeline`),
-        and forking a process that has threads (a notebook kernel) is a known hazard.
-        Without ``fork`` or inside a daemon process (a Dask worker), this process alone.
+        Processes sharing the work (forked; every replication's numbers are its own, so the
+        rows do not depend on it). Default 1, this process: the default run already uses the
+        second core for notebooks 01-04 beside 05 (:mod:`helpers.pipeline`), and forking a
+        process that has threads (a notebook kernel) is a known hazard. Without ``fork`` or
+        inside a daemon process (a Dask worker), this process alone.
 
     Returns
     -------
     rows, failures : list of dict
-        As :func:`run_chunk` with :func:`growth_replicate`, rows in the order of ``tasks``.
+        One row per fitted replication, in the order of ``tasks``: n_participants, rep, seed,
+        preset, n_analysed (clients in the model), n_unrepaired, re_formula, simplified, and
+        estimate, se, df, t, p of :data:`GROWTH_TERM` (NaN without an unrepaired client);
+        failed replications (:data:`FAILURE_COLUMNS`).
     """
-    import functools
-    import multiprocessing
-
+    if criterion not in design.presets:
+        raise ValueError(f"criterion {criterion!r} is not a preset of the design: {list(design.presets)}")
+    if outcome not in SESSION_COLUMNS[2:]:
+        raise ValueError(f"outcome must be a session-level column {SESSION_COLUMNS[2:]}, not {outcome!r}")
     tasks = [tuple(t) for t in tasks]
     n_workers = max(1, min(int(n_workers or 1), len(tasks)))
+    part = functools.partial(_growth_part, design, criterion=criterion, outcome=outcome)
     if (n_workers > 1 and "fork" in multiprocessing.get_all_start_methods()
             and not multiprocessing.current_process().daemon):
         # interleaved parts: each holds every sample size, so the work is balanced
         parts = [tasks[w::n_workers] for w in range(n_workers)]
-        try:
-            import warnings
-            from concurrent.futures import ProcessPoolExecutor
-
-            with warnings.catch_warnings(), ProcessPoolExecutor(
-                    n_workers - 1, mp_context=multiprocessing.get_context("fork")) as pool:
-                # Python >= 3.12 warns on fork() in a process with threads (a notebook kernel);
-                # the workers only compute with numpy and return their rows
-                warnings.filterwarnings("ignore", message=r".*multi-threaded.*fork",
-                                        category=DeprecationWarning)
-                futures = [pool.submit(_growth_batched_part, design, part, criterion, outcome)
-                           for part in parts[1:]]
-                found = [_growth_batched_part(design, parts[0], criterion, outcome)]
-                found += [f.result() for f in futures]
-        except Exception:  # noqa: BLE001 -- no workers (e.g. a broken pool): this process alone
-            found = [_growth_batched_part(design, tasks, criterion, outcome)]
+        with warnings.catch_warnings(), ProcessPoolExecutor(
+                n_workers - 1, mp_context=multiprocessing.get_context("fork")) as pool:
+            # Python >= 3.12 warns on fork() in a process with threads (a notebook kernel);
+            # the workers only compute with numpy and return their rows
+            warnings.filterwarnings("ignore", message=r".*multi-threaded.*fork", category=DeprecationWarning)
+            futures = [pool.submit(part, p) for p in parts[1:]]
+            found = [part(parts[0])] + [f.result() for f in futures]
     else:
-        found = [_growth_batched_part(design, tasks, criterion, outcome)]
-    rows, alone = {}, set()
-    for part_rows, part_alone in found:
+        found = [part(tasks)]
+    rows, failures = {}, []
+    for part_rows, part_failures, caught in found:
         rows.update(part_rows)
-        alone |= part_alone
-    reference = functools.partial(growth_replicate, criterion=criterion, outcome=outcome)
-    r, failures = run_chunk(design, [t for t in tasks if t in alone], reference)
-    for row in r:
-        rows[(row["n_participants"], row["rep"], row["seed"])] = [row]
-    return [row for t in tasks for row in rows.get(t, [])], failures
+        failures += part_failures
+        for w in caught:  # a worker's warnings, shown here (a forked process's would be lost)
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    order = {t: i for i, t in enumerate(tasks)}
+    failures.sort(key=lambda f: order[(f["n_participants"], f["rep"], f["seed"])])
+    return [rows[t] for t in tasks if t in rows], failures
 
 
-def _growth_batched_part(design: StudyDesign, tasks, criterion, outcome) -> tuple[dict, set]:
-    """The batched route of :func:`growth_replicate_batch` for ``tasks``.
-
-    Returns
-    -------
-    rows : dict
-        task -> [row] of the replications it analysed.
-    alone : set
-        The tasks to run through :func:`growth_replicate` (all of them if anything warned:
-        the reference, in the calling process, shows what it shows).
-    """
-    import warnings
-
-    from helpers import growth
-    from helpers.contract import SESSION_COLUMNS
-
-    tasks = [tuple(t) for t in tasks]
-    if outcome not in SESSION_COLUMNS[2:] or criterion not in design.presets:
-        return {}, set(tasks)
-    alone, fitted, designs = set(), {}, {}
-    S = design.n_sessions
+def _growth_part(design: StudyDesign, tasks, *, criterion, outcome) -> tuple[dict, list, list]:
+    """:func:`growth_replicate_batch` of ``tasks`` in this process: rows by task, failures and
+    the warnings raised (returned, so that a forked worker's reach the caller)."""
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        sims = {}
-        for task in tasks:
-            try:
-                arr = simulate.simulate_arrays(task[0], S, task[2], **design.knobs)
-                # the wide matrices of the sessions table: every client x session 1..S
-                if arr["alliance"].shape != (task[0], S) or arr[outcome].shape != (task[0], S):
-                    raise ValueError("not one row per client and one column per session")
-                sims[task] = arr
-            except Exception:  # noqa: BLE001 -- alone, it fails with its own error
-                alone.add(task)
-        codes = {}
-        for n in dict.fromkeys(t[0] for t in sims):
-            group = [t for t in sims if t[0] == n]
-            starts = np.cumsum([0] + [n] * len(group))
-            try:
-                with warnings.catch_warnings(record=True) as det_caught:
-                    warnings.simplefilter("always")
-                    found, messages, failed = episodes.detect_grouped(
-                        np.vstack([sims[t]["alliance"] for t in group]), np.arange(1, S + 1),
-                        starts, {criterion: design.presets[criterion]},
-                        min_sessions=design.min_sessions, repair_window=design.repair_window,
-                        tolerance=design.tolerance)
-            except Exception:  # noqa: BLE001
-                alone.update(group)
-                continue
-            if det_caught:
-                alone.update(group)
-                continue
-            for g, task in enumerate(group):
-                if g in failed or messages[g]:
-                    alone.add(task)
-                else:
-                    codes[task] = found[criterion][starts[g]:starts[g + 1]]
-        labels = np.array(episodes.PATTERN_CODES, dtype=object)
-        for task, c in codes.items():
-            try:
-                designs[task] = growth.growth_design(sims[task][outcome], labels[c])
-            except Exception:  # noqa: BLE001
-                alone.add(task)
-        keys = list(designs)
-        for task, fit in zip(keys, growth.fit_growth_lean([designs[t] for t in keys])):
-            if fit is None:
-                alone.add(task)
-            else:
-                fitted[task] = fit
-    if caught:
-        return {}, set(tasks)
+        rows, failures = _growth_rows(design, tasks, criterion, outcome)
+    return rows, failures, caught
+
+
+def _growth_rows(design, tasks, criterion, outcome):
+    stacked, failures = {}, []
+    for n in dict.fromkeys(t[0] for t in tasks):
+        found, fails = _growth_patterns(design, [t for t in tasks if t[0] == n], criterion, outcome)
+        stacked.update(found)
+        failures += fails
+    designs, spec = {}, growth.GrowthSpec(outcome=outcome)
+    for task, (y_wide, pattern) in stacked.items():
+        try:
+            designs[task] = growth.growth_design(y_wide, pattern, spec=spec)
+        except Exception as exc:  # noqa: BLE001 -- as fit_growth fails on the trial
+            failures.append(_failure(task, exc))
     rows = {}
-    for task, res in fitted.items():
-        n, rep, seed = task
-        des, fit = designs[task], res["fit"]
-        j = des["x_names"].index(GROWTH_TERM) if GROWTH_TERM in des["x_names"] else None
-        row = {"n_participants": n, "rep": rep, "seed": seed, "preset": criterion,
-               "n_analysed": fit.n_groups, "n_unrepaired": des["pattern_counts"]["unrepaired"],
-               "re_formula": res["re_formula"], "simplified": res["simplified"]}
-        row.update({c: float(getattr(fit, c)[j]) if j is not None else np.nan
-                    for c in ("estimate", "se", "df", "t", "p")})
-        rows[task] = [row]
-    return rows, alone
+    for task, res in zip(list(designs), growth.fit_growth_lean(list(designs.values()))):
+        if isinstance(res, Exception):
+            failures.append(_failure(task, res))
+        else:
+            rows[task] = _growth_row(task, criterion, designs[task], res)
+    return rows, failures
 
 
-def growth_power(design: StudyDesign, *, criterion="rci", outcome="pss_sr", alpha=0.05,
-                 batched=True, n_workers=None):
+def _growth_patterns(design, tasks, criterion, outcome):
+    """Each replication's outcome matrix and detected patterns (one sample size, detected
+    together); the detection's messages warned, as ``detect_episodes`` warns them."""
+    arrays, failures = {}, []
+    for task in tasks:
+        try:
+            arr = simulate.simulate_arrays(task[0], design.n_sessions, task[2], **design.knobs)
+            arrays[task] = (arr["alliance"].astype(float), arr[outcome].astype(float))
+        except Exception as exc:  # noqa: BLE001 -- a failed replication, reported with its key
+            failures.append(_failure(task, exc))
+    if not arrays:
+        return {}, failures
+    keys = list(arrays)
+    starts = np.cumsum([0] + [arrays[t][0].shape[0] for t in keys])
+    try:
+        codes, messages, errors = episodes.detect_grouped(
+            np.vstack([arrays[t][0] for t in keys]), np.arange(1, design.n_sessions + 1), starts,
+            {criterion: design.presets[criterion]}, min_sessions=design.min_sessions,
+            repair_window=design.repair_window, tolerance=design.tolerance)
+    except Exception as exc:  # noqa: BLE001 -- an invalid preset: every replication fails alike
+        return {}, failures + [_failure(task, exc) for task in keys]
+    labels = np.asarray(episodes.PATTERN_CODES, dtype=object)
+    out = {}
+    for g, task in enumerate(keys):
+        for msg in messages[g]:
+            warnings.warn(msg.removeprefix(f"{criterion}: "), UserWarning, stacklevel=2)
+        if g in errors:
+            failures.append(_failure(task, errors[g]))
+        else:
+            out[task] = (arrays[task][1], labels[codes[criterion][starts[g]:starts[g + 1]]])
+    return out, failures
+
+
+def _growth_row(task, criterion, des, res) -> dict:
+    n, rep, seed = task
+    fit = res["fit"]
+    j = des["x_names"].index(GROWTH_TERM) if GROWTH_TERM in des["x_names"] else None
+    row = {"n_participants": n, "rep": rep, "seed": seed, "preset": criterion,
+           "n_analysed": fit.n_groups, "n_unrepaired": des["pattern_counts"]["unrepaired"],
+           "re_formula": res["re_formula"], "simplified": res["simplified"]}
+    row.update({c: float(getattr(fit, c)[j]) if j is not None else np.nan for c in ("estimate", "se", "df", "t", "p")})
+    return row
+
+
+def growth_power(design: StudyDesign, *, criterion="rci", outcome="pss_sr", alpha=0.05, n_workers=None):
     """Power of the growth model's session x unrepaired interaction per sample size.
 
     Every replication key of ``design`` (the same seeds, hence the same simulated trials, as
-    the main study) is analysed as :func:`growth_replicate` analyses it: by default all
-    together (:func:`growth_replicate_batch`: the same numbers, bit for bit; notebook 05's
-    400 replications in ~1.5 s in one process instead of ~8 s, benchmarks/bench_growth_power.py);
-    a replication that fails is counted, never dropped.
+    the main study) is analysed by :func:`growth_replicate_batch` (notebook 05's 400
+    replications in ~1.5 s in one process, benchmarks/bench_growth_power.py); a replication
+    that fails is counted, never dropped.
 
     Parameters
     ----------
@@ -815,11 +694,8 @@ def growth_power(design: StudyDesign, *, criterion="rci", outcome="pss_sr", alph
         Session-level outcome of the growth model.
     alpha : float
         Two-sided level of the Satterthwaite t-test of :data:`GROWTH_TERM`.
-    batched : bool
-        :func:`growth_replicate_batch` (default) or :func:`growth_replicate` one replication
-        at a time (the reference; the same rows).
     n_workers : int, optional
-        Processes of the batched route (:func:`growth_replicate_batch`; default 1).
+        Processes of :func:`growth_replicate_batch` (default 1).
 
     Returns
     -------
@@ -829,7 +705,7 @@ def growth_power(design: StudyDesign, *, criterion="rci", outcome="pss_sr", alph
         of fitted replications with p < alpha), power_mcse (``sqrt(power (1 - power) /
         n_fitted)``), mean_estimate, emp_se (SD of the estimates), mean_se.
     replications : DataFrame
-        One row per replication (:func:`growth_replicate`).
+        One row per fitted replication (:func:`growth_replicate_batch`).
 
     Examples
     --------
@@ -838,14 +714,8 @@ def growth_power(design: StudyDesign, *, criterion="rci", outcome="pss_sr", alph
     >>> summary[["n_participants", "n_replications", "n_failed"]].values.tolist()
     [[60, 2, 0]]
     """
-    import functools
-
-    if batched:
-        rows, failures = growth_replicate_batch(design, replication_keys(design), criterion=criterion,
-                                                outcome=outcome, n_workers=n_workers)
-    else:
-        replicate = functools.partial(growth_replicate, criterion=criterion, outcome=outcome)
-        rows, failures = run_chunk(design, replication_keys(design), replicate)
+    rows, failures = growth_replicate_batch(design, replication_keys(design), criterion=criterion,
+                                            outcome=outcome, n_workers=n_workers)
     reps = pd.DataFrame(rows)
     fails = _tidy_failures(failures)
     out = []

@@ -31,6 +31,7 @@ import math
 
 import numpy as np
 import pandas as pd
+from scipy import special  # quantiles as scipy.stats computes them, without scipy.stats (0.5 s)
 
 from helpers import paper
 from helpers.contract import PATTERN_LABELS, TRUE_PATTERN
@@ -173,8 +174,6 @@ def _probit(p, n_ok):
     ``n_ok`` at that size). ``scipy.special.ndtri`` is what ``scipy.stats.norm.ppf``
     computes, without its per-call argument checks (the bootstrap calls it on arrays).
     """
-    from scipy import special
-
     lo = 0.5 / np.maximum(np.asarray(n_ok, dtype=float), 1)
     return special.ndtri(np.clip(p, lo, 1 - lo))
 
@@ -229,8 +228,6 @@ def interpolate_many(sizes, power, n_ok, target: float = 0.8, alpha: float = 0.0
     n_low, n_high : ndarray of int
         Sizes used (-1 when none).
     """
-    from scipy import special
-
     sizes = np.asarray(sizes, dtype=float)
     power = np.atleast_2d(np.asarray(power, dtype=float))
     rows = np.arange(power.shape[0])

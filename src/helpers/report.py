@@ -83,7 +83,7 @@ def cramers_v_ci(patterns, participants, by, *, n_boot=2000, seed=20131106, leve
                  exclude=(INSUFFICIENT,)) -> tuple[float, float]:
     """Percentile bootstrap CI of Cramer's V of pattern x ``by`` (resampling clients)."""
     # the same classifiable clients x `by` table that models.pattern_chi2 tests
-    d = models._pattern_by(patterns, participants, by, "pattern", exclude).dropna()
+    d = models.pattern_by(patterns, participants, by, "pattern", exclude).dropna()
     rows = pd.Categorical(d["pattern"]).codes
     cols = pd.Categorical(d[by].astype(str)).codes
     n = len(d)

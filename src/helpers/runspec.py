@@ -42,8 +42,7 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from helpers import _criteria_api as criteria
-from helpers import available, checks, data, dataset, instruments, paths, simulate
+from helpers import available, checks, data, dataset, episodes, instruments, paths, simulate
 from helpers.contract import INSUFFICIENT, Trial
 from helpers.instruments import Instrument
 from helpers.markup import escape_markdown
@@ -301,7 +300,7 @@ class RunSpec:
         thr = c["threshold"]
         rule = thr["rule"]
         rel = (f"; reliability r = {fmt_r(c['reliability'])} ({escape_markdown(c['reliability_source'])})"
-               if c["reliability"] is not None and criteria.needs_reliability(c["name"]) else "")
+               if c["reliability"] is not None and episodes.needs_reliability(c["name"]) else "")
         window = c["arguments"].get("repair_window")
         repair = (f"repaired when a later rating within {window} session{'s' if window != 1 else ''}"
                   if window is not None else "repaired when any later rating")
@@ -524,8 +523,10 @@ def _criterion(params, trial: Trial, alliance: Instrument, origin: str, desc) ->
         reliability = alliance.reliability
         source = alliance.reliability_source or (
             f"declared in {desc.path.name}" if origin == "declared" else "the instrument's")
-    arguments = criteria.criterion_arguments({**params, "reliability": reliability})
-    threshold = criteria.threshold_summary(trial.sessions, **arguments)
+    arguments = episodes.criterion_arguments({**params, "reliability": reliability})
+    summary = episodes.threshold_summary(trial.sessions, **arguments)
+    threshold = {key: summary[key] for key in ("per_client", "threshold", "min", "max", "n_clients", "sd",
+                                               "sd_source")}
     threshold["rule"] = threshold_rule(arguments, threshold, alliance)
     return {"name": name, "arguments": arguments, "reliability": reliability,
             "reliability_source": source if reliability is not None else "",
@@ -537,11 +538,11 @@ def threshold_rule(arguments: dict, threshold: dict, alliance: Instrument) -> st
     crit = arguments["criterion"]
     pts = alliance.points
     if crit == "absolute":
-        return f"{pts(threshold['value'])} (a fixed cutoff)"
+        return f"{pts(threshold['threshold'])} (a fixed cutoff)"
     if crit in ("rci", "sudden"):
         sd_from = ("the SD of the clients' first observed ratings" if threshold["sd_source"] == "first_observed"
                    else "as given (--set rci_sd)")
-        rci = (f"{pts(threshold['value'])} (the reliable change index 1.96 · SD · √(2 (1 − r)), SD = "
+        rci = (f"{pts(threshold['threshold'])} (the reliable change index 1.96 · SD · √(2 (1 − r)), SD = "
                f"{threshold['sd']:.2f} points, {sd_from})")
         if crit == "rci":
             return rci
@@ -550,21 +551,21 @@ def threshold_rule(arguments: dict, threshold: dict, alliance: Instrument) -> st
     scale = {"within": "the client's own SD", "between": "the SD of all session-to-session changes",
              "stricter": "the larger of the client's own SD and the SD of all session-to-session changes"}
     k = f"{arguments['k']:g} × {scale[arguments['scale']]}"
-    if threshold.get("value") is None:
+    if not threshold["n_clients"]:
         return f"{k} (undefined on these data)"
-    if threshold["kind"] == "fixed":
-        return f"{k} = {pts(threshold['value'])}"
-    return (f"{k} (per client: median {pts(threshold['value'])}, range {threshold['low']:.2f} to "
-            f"{threshold['high']:.2f})")
+    if not threshold["per_client"]:
+        return f"{k} = {pts(threshold['threshold'])}"
+    return (f"{k} (per client: median {pts(threshold['threshold'])}, range {threshold['min']:.2f} to "
+            f"{threshold['max']:.2f})")
 
 
 def _presets(criterion: dict) -> dict:
     """Every named criterion with this run's reliability; the run's own criterion is one of
     them (``default``), added under its name when it matches no preset (e.g. ``k = 1.5``)."""
     reliability = criterion["reliability"]
-    everything = criteria.presets(0.5 if reliability is None else reliability)
+    everything = episodes.presets(0.5 if reliability is None else reliability)
     presets = {k: v for k, v in everything.items()
-               if reliability is not None or not criteria.needs_reliability(v["criterion"])}
+               if reliability is not None or not episodes.needs_reliability(v["criterion"])}
     mine = {k: v for k, v in criterion["arguments"].items() if k not in ("repair_window", "tolerance")}
     match = next((k for k, v in presets.items() if _same_criterion(v, mine)), None)
     if match is None:

@@ -14,11 +14,12 @@ import warnings
 
 import numpy as np
 import pandas as pd
+from scipy import special  # the t quantile as scipy.stats.t computes it, without scipy.stats (0.5 s)
 
 from helpers.contract import DataValidationError
 
-__all__ = ["RCI_Z", "SUDDEN_COLUMNS", "SUDDEN_DEFAULTS", "define_crit1_cutoff", "rci_threshold",
-           "sudden_changes", "byperson"]
+__all__ = ["RCI_Z", "SUDDEN_COLUMNS", "SUDDEN_DEFAULTS", "SUDDEN_KEYS", "define_crit1_cutoff",
+           "rci_threshold", "row_stats", "changes_in_matrix", "sudden_changes", "byperson"]
 
 #: z of a two-sided 95% reliable change.
 RCI_Z = 1.96
@@ -141,7 +142,7 @@ def _validate_sudden(direction, cutoff, pct, crit3, crit3_alpha, crit3_critical_
         raise ValueError(f"crit3_critical_value must be positive, got {crit3_critical_value}")
 
 
-def _sudden_core(
+def changes_in_matrix(
     X,
     *,
     sign,
@@ -154,14 +155,29 @@ def _sudden_core(
 ):
     """Sudden changes in the score matrix ``X`` (participants x sessions, NaN = missing).
 
-    ``sign`` is +1 for decreases (suddengains' gains) and -1 for increases (its losses).
-    Returns a dict of 1-d arrays, one entry per change, sorted by row then pre column.
+    The rules of :func:`sudden_changes` on arrays (the episode detector's ``"sudden"``
+    criterion calls it on stacked trials).
+
+    Parameters
+    ----------
+    X : ndarray, shape (n, T)
+    sign : {1, -1}
+        +1 for decreases (suddengains' gains), -1 for increases (its losses).
+    cutoff : float, ndarray of shape (n,) or None
+        Criterion 1's cutoff, one for all rows or one per row (NaN: no change in that row).
+    pct, crit3, crit3_adjust, crit3_alpha, crit3_critical_value
+        As in :func:`sudden_changes`.
+
+    Returns
+    -------
+    dict
+        1-d arrays, one entry per change, sorted by row then pre column: ``row``, ``col``
+        (the pre-change column) and the columns of :data:`SUDDEN_COLUMNS` that describe it.
     """
     n, T = X.shape
     # suddengains only looks at intervals with >= 2 possible scores on each side:
     # pre column 1 .. T-3 (0-based), i.e. never the first or the last interval.
     intervals = range(1, T - 2)
-    from scipy import special  # the t quantile without importing scipy.stats (0.5 s)
     cv_table = {df: abs(special.stdtrit(df, crit3_alpha / 2.0)) for df in (2, 3, 4)}  # = stats.t.ppf
     rows, cols = [], []
     for i in intervals:
@@ -355,7 +371,7 @@ def sudden_changes(
             "to be judged, so no sudden change can be found",
             stacklevel=2,
         )
-    res = _sudden_core(
+    res = changes_in_matrix(
         X,
         sign=1 if direction == "decrease" else -1,
         cutoff=cutoff,
