@@ -86,7 +86,7 @@ def _table():
 def test_a_value_without_a_code_is_an_error(tmp_path):
     t = _table()
     t.loc[3, "gender"] = 3
-    with pytest.raises(DataValidationError, match=r"'female'.*\['3'\] have no code in codes.female"):
+    with pytest.raises(DataValidationError, match=r"'gender'.*\['3'\] have no code in codes.female"):
         dataset.load_dataset(_copy(tmp_path, table=t))
 
 

@@ -409,6 +409,11 @@ def rename_columns(df: pd.DataFrame, columns: dict, *, file: str, table: str) ->
     """The researcher's columns renamed to contract names; wide patterns become
     ``alliance_s<k>`` / ``pss_sr_s<k>`` (what the loader's wide layout reads). A mapped column
     that the table lacks is an error naming the closest column names."""
+    return df.rename(columns=column_renames(df, columns, file=file, table=table))
+
+
+def column_renames(df: pd.DataFrame, columns: dict, *, file: str, table: str) -> dict:
+    """``{your column: contract column}`` for :func:`rename_columns`."""
     renames, claimed = {}, {}
     for target, source in columns.items():
         if _SESSION_FIELD in source:
@@ -436,7 +441,20 @@ def rename_columns(df: pd.DataFrame, columns: dict, *, file: str, table: str) ->
             raise DataValidationError(file, source, f"column named by columns.{target} not found"
                                                     + (f"; did you mean {close}?" if close else
                                                        f"; columns found: {list(df.columns)[:12]}"))
-    return df.rename(columns=renames)
+    return renames
+
+
+def _in_your_terms(exc: DataValidationError, yours: dict) -> DataValidationError:
+    """A contract rule broken in a renamed column, told with the researcher's column name
+    (``WAI_3``, not ``alliance_s3``), which is what they find in their file."""
+    import re as re_mod
+
+    if exc.column not in yours:
+        return exc
+    rows = exc.rows.rename(columns=yours) if exc.rows is not None else None
+    counted = re_mod.search(r"\((\d+) offending rows?\)", str(exc).split("\nfirst offending rows:")[0])
+    return DataValidationError(exc.file, yours[exc.column], f"{exc.rule} (read as the contract's {exc.column})",
+                               rows, n_bad=int(counted.group(1)) if counted else None)
 
 
 def _belongs(target: str, table: str) -> bool:
@@ -520,14 +538,32 @@ def load_dataset(source, *, warn=True):
 
     desc = source if isinstance(source, Descriptor) else read_descriptor(find_descriptor(source) or source)
     ranges = inst_mod.score_ranges(desc.instruments)
-    tables, labels = {}, {}
+    tables, labels, yours = {}, {}, {}
     for table in ("sessions", "participants"):
         f = desc.files[table]
         raw = data._read_raw(f["path"], sheet=f["sheet"])
         labels[table] = raw.file
-        df = rename_columns(raw.df, desc.columns, file=raw.file, table=table)
-        df = apply_codes(df, desc.codes, file=raw.file)
+        renames = column_renames(raw.df, desc.columns, file=raw.file, table=table)
+        yours.update({contract: own for own, contract in renames.items()})
+        df = raw.df.rename(columns=renames)
+        try:
+            df = apply_codes(df, desc.codes, file=raw.file)
+        except DataValidationError as exc:
+            raise _in_your_terms(exc, yours) from None
         tables[table] = _own_columns(df, table)
+    try:
+        return _checked(desc, tables, labels, ranges, warn=warn)
+    except DataValidationError as exc:
+        raise _in_your_terms(exc, yours) from None
+
+
+def _checked(desc: Descriptor, tables: dict, labels: dict, ranges: dict, *, warn: bool):
+    """The renamed tables checked against the contract: :func:`load_dataset`'s Trial."""
+    import warnings
+
+    from helpers import data
+    from helpers.contract import Trial
+
     if desc.session_labels:
         if "session" not in tables["sessions"].columns:
             raise DescriptorError(desc.path, "session_labels", f"applies to the long layout only, but "
@@ -588,8 +624,8 @@ def _check_alliance(sessions: pd.DataFrame, file: str, source: str = "alliance")
     rated = sessions.loc[sessions["alliance"].notna(), "participant_id"].nunique()
     if rated < MIN_RATED_CLIENTS:
         where = f"your column {source!r}, mapped under columns.alliance" if source != "alliance" else "column 'alliance'"
-        raise DataValidationError(file, "alliance", f"{'no' if rated == 0 else 'only ' + str(rated)} client(s) with "
-                                                    f"an observed alliance rating ({where}); the rupture analysis "
+        who = "no client has" if rated == 0 else f"only {rated} client has"
+        raise DataValidationError(file, "alliance", f"{who} an observed alliance rating ({where}); the rupture analysis "
                                                     f"needs ratings of at least {MIN_RATED_CLIENTS} clients: check the "
                                                     "column and its missing-value codes")
 

@@ -144,7 +144,7 @@ def from_mapping(role: str, spec, *, where: str = "instruments") -> Instrument:
         raise InstrumentError(f"expected [low, high], two numbers, got {_kind(rng)}", f"{here}.range")
     for key in ("name", "score", "reliability_source"):
         if key in spec and not (isinstance(spec[key], str) and (spec[key].strip() or key != "name")):
-            raise InstrumentError(f"expected text, got {_kind(spec[key])}" + ("; quote it, e.g. name: '12'"
+            raise InstrumentError(f"expected text, got {_kind(spec[key])}" + (f"; quote it: {key}: '{spec[key]}'"
                                   if _is_number(spec[key]) else ""), f"{here}.{key}")
     reliability = spec.get("reliability")
     if reliability is not None and not _is_number(reliability):
