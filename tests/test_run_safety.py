@@ -113,6 +113,7 @@ def test_a_second_run_is_refused_naming_the_first(tmp_path, capsys):
     assert not (out / publish.OWNER_NAME).exists()  # the holder's record goes with its lock
 
 
+@pytest.mark.slow
 def test_with_wait_the_second_run_starts_when_the_first_has_finished(tmp_path):
     out = tmp_path / "out"
     books = _books(tmp_path / "books")
@@ -256,6 +257,7 @@ publish.publish(sys.argv[1], sys.argv[2], {dirs!r})
 """
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("step", range(1, 9))
 def test_a_kill_at_any_step_of_publishing_leaves_the_old_or_the_new_set(tmp_path, step):
     """The runner is SIGKILLed after the k-th step of publishing (6 renames, the journal's
@@ -375,6 +377,7 @@ def test_a_full_disk_while_staging_removes_the_partial_copy_and_the_failed_run(t
     assert _tree(out) == before
 
 
+@pytest.mark.slow
 def test_a_full_disk_in_a_notebook_keeps_no_failed_run(tmp_path, capsys):
     out = tmp_path / "out"
     (out / publish.FAILED).mkdir(parents=True)
@@ -388,6 +391,7 @@ def test_a_full_disk_in_a_notebook_keeps_no_failed_run(tmp_path, capsys):
     assert not list(out.glob(".staging-*")) and not (out / publish.FAILED).exists()
 
 
+@pytest.mark.slow
 def test_a_full_disk_after_the_notebooks_is_one_message_and_nothing_half_written(tmp_path, capsys, monkeypatch):
     from helpers import manifest
 
