@@ -1,18 +1,17 @@
 """The loader's column functions give what their rule gives cell by cell (helpers.data._cells).
 
-The references below are the cell-by-cell rules the loader used before it read whole columns
-at once (copied unchanged): every column function must agree with them on every cell --
-numbers bit for bit, the same cells refused -- for random cells of every kind a file can hold
-and for the edge cases of the number grammar (spaces, signs, exponents, decimal commas, NUL
-characters, non-ASCII digits and spaces, long cells).
+Each rule is written once for one cell (``_cell_number``, ``_id_of``; the yes/no rule below is
+the one the loader applied cell by cell before it read whole columns): every column function
+must agree with it on every cell -- numbers bit for bit, the same cells refused -- for random
+cells of every kind a file can hold and for the edge cases of the number grammar (spaces, signs,
+exponents, decimal commas, NUL characters, non-ASCII digits and spaces, long cells), where the
+bulk shortcuts could go wrong. The rules themselves are pinned by tests/test_data.py.
 """
 
 from __future__ import annotations
 
 import datetime
 import math
-import numbers
-import re
 
 import numpy as np
 import pandas as pd
@@ -21,48 +20,17 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from helpers.data import _cells
-from helpers.data._readers import _blank, _Raw
+from helpers.data._readers import _Raw
 
 NA_TOKENS = _cells.NA_TOKENS
-_NUMBER_RE = re.compile(r"^[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?$")
-
-
-def _missing_ref(v) -> bool:
-    if v is None or v is pd.NA or v is pd.NaT:
-        return True
-    if isinstance(v, str):
-        return v.strip().lower() in NA_TOKENS
-    return isinstance(v, (float, np.floating)) and math.isnan(v)
-
-
-def _to_float_ref(v, decimal):
-    if _missing_ref(v):
-        return math.nan
-    if isinstance(v, (bool, np.bool_)):
-        return None
-    if isinstance(v, numbers.Real):
-        return float(v)
-    if isinstance(v, str):
-        s = v.strip()
-        if decimal == ",":
-            s = s.replace(",", ".", 1) if s.count(",") == 1 and "." not in s else s
-        return float(s) if _NUMBER_RE.match(s) else None
-    return None
-
-
-def _id_ref(v):
-    if _blank(v) or v is pd.NA:
-        return ""
-    if isinstance(v, (bool, np.bool_)):
-        return str(v)
-    if isinstance(v, numbers.Integral):
-        return str(int(v))
-    if isinstance(v, numbers.Real) and float(v).is_integer():
-        return str(int(v))
-    return str(v).strip()
+_to_float_ref = _cells._cell_number
+_missing_ref = _cells._missing
+_id_ref = _cells._id_of
 
 
 def _bool_ref(v):
+    import numbers
+
     if _missing_ref(v):
         return pd.NA
     if isinstance(v, (bool, np.bool_)):
