@@ -565,7 +565,8 @@ class Run:
             run.publish(dirs)
 
     On entry: signals handled (:func:`interruptible`), the root's lock taken, the leftovers of
-    dead runs cleaned up, the kernels' connection files directed into the staging folder. On
+    dead runs cleaned up (the kernels' connection files go into the staging folder,
+    :mod:`helpers.kernels`). On
     leaving with an error or an interruption: the staging folder removed (unless
     :meth:`keep_failed` kept it), an ``OSError`` turned into :class:`OutputError`.
     """
@@ -613,8 +614,9 @@ class Run:
             if exc_type is not None and self.staging is not None:
                 try:
                     discard(self.staging)
-                except OSError:
-                    pass  # the next run removes it (its owner will be gone)
+                except OSError as cleanup:  # said, not raised: the run's own error is the news
+                    print(f"warning: could not remove {self.staging} ({cleanup.strerror or cleanup}); the next run "
+                          "removes it", file=self.out)
             if exc is not None and isinstance(exc, OSError):
                 freed = ""
                 if _is_disk_full(exc):
