@@ -124,12 +124,3 @@ def live() -> list:
     """The kernels started here and not yet shut down."""
     with _LIVE_LOCK:
         return list(_LIVE)
-
-
-def interrupt(km) -> None:
-    """Interrupt what the kernel is running (as Jupyter's stop button does): the cell raises
-    KeyboardInterrupt and papermill reports the notebook as failed."""
-    from jupyter_core.utils import run_sync
-
-    if run_sync(km.is_alive)():
-        run_sync(km.interrupt_kernel)()

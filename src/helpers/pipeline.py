@@ -352,15 +352,6 @@ def _start_kernel(nb: Path):
                             f"{type(exc).__name__}: {exc}") from exc
 
 
-def _interrupt_kernel(km) -> None:
-    from helpers import kernels
-
-    try:
-        kernels.interrupt(km)
-    except Exception as exc:  # noqa: BLE001 -- the interrupt goes on; say which kernel did not take it
-        print(f"warning: a notebook kernel could not be interrupted: {exc!r}", file=sys.stderr)
-
-
 def _stop_kernel(km) -> None:
     from helpers import kernels
 
