@@ -402,3 +402,30 @@ def test_a_full_disk_after_the_notebooks_is_one_message_and_nothing_half_written
     assert rc == 1 and err.count("\n") == 1, err
     assert "somewhere: No space left on device [ENOSPC]" in err and "partial outputs" in err
     assert not list(out.glob(".staging-*")) and _tree(out) == before
+
+
+def test_published_outputs_are_read_after_a_run_that_is_publishing(tmp_path, monkeypatch):
+    """make verify compares the committed outputs under their lock: never half-published ones;
+    a root that cannot be written (a read-only checkout) is read as it is."""
+    import threading
+
+    root, order = tmp_path / "root", []
+
+    def read():
+        with publish.reading(root, out=open(os.devnull, "w")):
+            order.append("read")
+
+    with publish.lock(root):
+        reader = threading.Thread(target=read)
+        reader.start()
+        time.sleep(0.5)  # the reader waits meanwhile (had it not, "read" would come first)
+        order.append("published")
+    reader.join(timeout=30)
+    assert order == ["published", "read"]
+
+    def read_only(*args, **kwargs):
+        raise publish.OutputError("cannot write the outputs: read-only")
+
+    monkeypatch.setattr(publish, "lock", read_only)
+    with publish.reading(tmp_path / "elsewhere") as held:
+        assert held is None

@@ -455,7 +455,7 @@ def verify(manifest=None, *, progress=True) -> list[tuple]:
     with tempfile.TemporaryDirectory(prefix="replication-verify-") as tmp:
         run(load_params(), output_root=tmp, progress=progress)
         # a run publishing into the repository meanwhile is waited for: never a half-published set
-        with publish.lock(paths.ROOT, wait=True):
+        with publish.reading(paths.ROOT):
             return manifest_mod.verify_outputs(tmp, paths.ROOT, manifest)
 
 

@@ -374,6 +374,23 @@ def lock(root, *, wait: bool = False, out=None):
         held.release()
 
 
+@contextmanager
+def reading(root, *, out=None):
+    """Read the published outputs of ``root`` with no run publishing meanwhile: its lock is
+    waited for and held. A root that cannot be written (a read-only checkout) cannot be
+    published into either: it is read without the lock."""
+    try:
+        held = lock(root, wait=True, out=out)
+        held.__enter__()
+    except OutputError:
+        yield None
+        return
+    try:
+        yield held
+    finally:
+        held.__exit__(None, None, None)
+
+
 # ----------------------------------------------------------------------------- staging
 def make_staging(root: Path, dirs) -> Path:
     """A staging folder in ``root`` owned by this process, with ``dirs`` seeded from the
