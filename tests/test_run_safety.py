@@ -115,22 +115,27 @@ def test_a_second_run_is_refused_naming_the_first(tmp_path, capsys):
 
 @pytest.mark.slow
 def test_with_wait_the_second_run_starts_when_the_first_has_finished(tmp_path):
+    import threading
+
     out = tmp_path / "out"
     books = _books(tmp_path / "books")
+    lines = []
     with publish.lock(out):
         proc = _cli(books, out, "--wait")
-        time.sleep(3)  # long enough to have been refused, had it not waited
+        reader = threading.Thread(target=lambda: lines.extend(proc.stderr), daemon=True)
+        reader.start()
+        _wait_for(lambda: any("waiting for" in ln for ln in lines) or proc.poll() is not None, 60, "the waiting notice")
         assert proc.poll() is None and not (out / "results").exists()
-    _, err = proc.communicate(timeout=120)
-    assert proc.returncode == 0, err
-    assert f"waiting for another run (pid {os.getpid()}" in err
+    assert proc.wait(timeout=120) == 0, lines
+    reader.join(timeout=10)
+    assert any(f"waiting for another run (pid {os.getpid()}" in ln for ln in lines), lines
     assert (out / "results" / "tables" / "table.csv").read_text() == "new"
 
 
 @pytest.mark.slow
 def test_two_runs_started_together_one_refused_one_publishing_a_single_runs_outputs(tmp_path):
     out = tmp_path / "out"
-    books = _books(tmp_path / "books", sleep=2)
+    books = _books(tmp_path / "books", sleep=5)  # the second run meets the first however slow the machine
     alone = _cli(books, tmp_path / "alone")
     assert alone.wait(timeout=120) == 0
     procs = [_cli(books, out), _cli(books, out)]
