@@ -21,6 +21,7 @@ Run: ``.venv/bin/python benchmarks/bench_registry.py [--sizes 10000 100000] [--k
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import shutil
 import sys
@@ -90,6 +91,7 @@ class PeakMemory:
 
     def __init__(self, interval: float = 0.1):
         self.interval, self.peak, self._stop = interval, 0, threading.Event()
+        self.loads = []  # the machine's 1-minute load average meanwhile: other work slows the run
 
     def _sample(self):
         import psutil
@@ -103,6 +105,7 @@ class PeakMemory:
                 except psutil.Error:
                     pass
             self.peak = max(self.peak, total)
+            self.loads.append(os.getloadavg()[0])
             self._stop.wait(self.interval)
 
     def __enter__(self):
@@ -170,7 +173,7 @@ def measure(n: int, work: Path) -> dict:
         restore()
     total, largest = output_size(out)
     return {"n": n, "rows": rows, "load": load, "code": code, "seconds": seconds, "peak": mem.peak, "bytes": total,
-            "largest": largest, "cells": cells}
+            "largest": largest, "cells": cells, "machine": sum(mem.loads) / max(len(mem.loads), 1)}
 
 
 def report(results: list) -> str:
@@ -178,10 +181,14 @@ def report(results: list) -> str:
              "`benchmarks/bench_registry.py`: simulated trials of N clients x 10 sessions, declared in a dataset.yaml "
              "(long CSV, own column names, gender coded 1/2), run with `python -m helpers.pipeline --set "
              "data_source=...`. Budget at 100,000 clients: <= 90 s, <= 2 GB, <= 20 MB.", "",
-             "| clients | exit | run | loading alone | peak memory (all processes) | outputs |", "|---|---|---|---|---|---|"]
+             f"Cores: {os.cpu_count()}; the load average column is the machine's mean 1-minute load during the run "
+             "(above the number of cores, other work was slowing this one).", "",
+             "| clients | exit | run | loading alone | peak memory (all processes) | outputs | load average |",
+             "|---|---|---|---|---|---|---|"]
     for r in results:
         lines.append(f"| {r['n']:,} | {r['code']} | {r['seconds']:.1f} s | {r['load']:.1f} s "
-                     f"({r['rows'] / r['load']:,.0f} rows/s) | {r['peak'] / 2**30:.2f} GB | {r['bytes'] / 2**20:.1f} MB |")
+                     f"({r['rows'] / r['load']:,.0f} rows/s) | {r['peak'] / 2**30:.2f} GB | {r['bytes'] / 2**20:.1f} MB "
+                     f"| {r['machine']:.1f} |")
     for r in results:
         lines += ["", f"## {r['n']:,} clients", "", "| notebook | cells' time | slowest cells (s, cell, first line) |",
                   "|---|---|---|"]
