@@ -61,8 +61,8 @@ def _copy(tmp_path, edit=None, table=None):
     ({"  sessions: trial.xlsx": "  sessions: trail.xlsx"}, "files.sessions", "file not found"),
     ({"layout: wide": "layout: broad"}, "layout", "not one of auto, long, wide"),
     ({"  age: Age": "  years: Age"}, "columns.years", "not a contract column"),
-    ({"range: [0, 80]": "range: [80, 0]"}, "instruments", "low < high"),
-    ({"reliability: 0.90": "reliability: 90"}, "instruments", "strictly between 0 and 1"),
+    ({"range: [0, 80]": "range: [80, 0]"}, "instruments.symptoms", "low < high"),
+    ({"reliability: 0.90": "reliability: 90"}, "instruments.alliance", "strictly between 0 and 1"),
     ({"female: {1: false, 2: true}": "female: {1: m, 2: f}"}, "codes.female", "true, false or null"),
     ({"layout: wide": "layout: wide\nn_sessions: 0"}, "n_sessions", "positive whole number"),
 ])
@@ -86,7 +86,7 @@ def _table():
 def test_a_value_without_a_code_is_an_error(tmp_path):
     t = _table()
     t.loc[3, "gender"] = 3
-    with pytest.raises(DataValidationError, match=r"'female'.*\['3'\] have no code in codes.female"):
+    with pytest.raises(DataValidationError, match=r"'gender'.*\['3'\] have no code in codes.female"):
         dataset.load_dataset(_copy(tmp_path, table=t))
 
 

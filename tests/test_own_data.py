@@ -25,7 +25,7 @@ def test_the_worked_example_runs_end_to_end_and_leaves_git_status_as_it_was(caps
     existed = run_dir.exists()
     before = _git_status()
     try:
-        assert pipeline.main(["--set", f"data_source={OTHER}", "--no-progress"]) == 0
+        assert pipeline.main(["--set", f"data_source={OTHER}", "--no-progress", "--wait"]) == 0  # never beside a user's run
         assert _git_status() == before  # nothing tracked changed, nothing untracked appeared
         err = capsys.readouterr().err
         assert "05_robustness_power skipped" in err and str(run_dir) in err

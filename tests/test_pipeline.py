@@ -6,7 +6,7 @@ import os
 import nbformat
 import pytest
 
-from helpers import pipeline, runspec
+from helpers import pipeline, publish, runspec
 
 
 def _params(**overrides):
@@ -105,7 +105,8 @@ def test_failing_notebook_exits_nonzero_names_the_cell_and_keeps_previous_result
         assert (tables / "first.csv").read_text() == "previous good result"
         assert not (tables / "third.csv").exists()
         # one folder to inspect, however often it fails: never a pile
-        assert [p.name for p in published.iterdir() if p.name.startswith(".")] == [".failed-run"]
+        assert [p.name for p in published.iterdir() if p.name.startswith(".")
+                and p.name != publish.LOCK_NAME] == [".failed-run"]
         assert str(published / ".failed-run") in err
 
 
@@ -270,12 +271,18 @@ def test_a_kernel_that_dies_fails_the_run_naming_the_notebook(tmp_path, publishe
     assert (published / "results" / "tables" / "first.csv").read_text() == "previous good result"
 
 
-def test_ctrl_c_interrupts_the_running_notebooks_instead_of_waiting_for_them(tmp_path, published, monkeypatch):
+def test_ctrl_c_kills_the_running_notebooks_instead_of_waiting_for_them(tmp_path, published, monkeypatch):
     import concurrent.futures
+
+    from helpers import kernels
 
     books = tmp_path / "long"
     books.mkdir()
-    _notebook(books / "01_long.ipynb", STAMP.format(name="a", body="time.sleep(60)"))
+    _notebook(books / "01_long.ipynb", STAMP.format(name="a", body="time.sleep(600)"))
+    _notebook(books / "02_next.ipynb", "x = 1")
+    started = []
+    real_start = kernels.start
+    monkeypatch.setattr(kernels, "start", lambda *a, **k: started.append(real_start(*a, **k)) or started[-1])
     real_wait = concurrent.futures.wait
 
     def ctrl_c(fs, timeout=None, return_when=None):
@@ -283,11 +290,11 @@ def test_ctrl_c_interrupts_the_running_notebooks_instead_of_waiting_for_them(tmp
         raise KeyboardInterrupt
 
     monkeypatch.setattr(pipeline, "wait", ctrl_c)
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(KeyboardInterrupt):  # returns long before the 600 s cell would have ended
         pipeline.run(_params(seed=1), notebooks=books, output_root=published, progress=False)
-    staged = list(published.glob(".staging-*/results/notebooks/01_long.ipynb"))
-    assert len(staged) == 1  # papermill wrote the interrupted notebook: the cell was stopped
-    assert "KeyboardInterrupt" in staged[0].read_text()
+    assert len(started) == 2  # the running notebook's kernel and the next one's, started ahead
+    assert not any(km.has_kernel for km in started) and not kernels.live()
+    assert not list(published.glob(".staging-*"))  # nothing half-done left
     assert not (published / "results" / "tables" / "a_start").exists()  # nothing published
 
 

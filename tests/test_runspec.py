@@ -88,7 +88,7 @@ def test_no_observed_alliance_rating_is_refused_before_any_notebook(tmp_path):
     _own_trial(tmp_path, instruments_yaml="")
     s = pd.read_csv(tmp_path / "sessions.csv").assign(alliance=np.nan)
     s.to_csv(tmp_path / "sessions.csv", index=False)
-    with pytest.raises(DataValidationError, match="no observed alliance rating"):
+    with pytest.raises(DataValidationError, match="no client has an observed alliance rating"):
         runspec.resolve(_params(data_source=str(tmp_path)))
 
 

@@ -81,41 +81,204 @@ def find_descriptor(source) -> Path | None:
     return p if p.suffix in (".yaml", ".yml") else None
 
 
-def read_descriptor(path) -> Descriptor:
-    """Parse and check a descriptor; every problem names the key and how to fix it."""
+#: A descriptor is a few lines: a larger file, or a document that YAML aliases expand beyond
+#: this many values, is refused before it is expanded (a "billion laughs" document is a few
+#: hundred bytes that expand to millions of values).
+MAX_BYTES = 1 << 20
+MAX_VALUES = 10_000
+
+
+def _yaml_error_text(exc) -> str:
+    """One line: what YAML found and where."""
+    problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+    mark = getattr(exc, "problem_mark", None)
+    return f"{problem} (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else problem
+
+
+def _expanded_size(node, limit: int) -> int:
+    """How many values the node graph holds once every alias is expanded (counted with one
+    visit per distinct node, so an alias bomb is measured, never expanded); ``limit + 1`` as
+    soon as it is larger, or when an alias refers to itself."""
     import yaml
 
+    sizes, open_ = {}, set()
+
+    def size(n) -> int:
+        key = id(n)
+        if key in sizes:
+            return sizes[key]
+        if key in open_:
+            return limit + 1  # a recursive alias: no finite expansion
+        open_.add(key)
+        total = 1
+        if isinstance(n, yaml.SequenceNode):
+            for child in n.value:
+                total += size(child)
+                if total > limit:
+                    break
+        elif isinstance(n, yaml.MappingNode):
+            for k, v in n.value:
+                total += size(k) + size(v)
+                if total > limit:
+                    break
+        open_.discard(key)
+        sizes[key] = min(total, limit + 1)
+        return sizes[key]
+
+    return size(node)
+
+
+def _duplicate_key(loader, node, where=""):
+    """``(key path, first line, line)`` of the first key given twice in one mapping of the
+    composed document (YAML itself would keep the last silently), or None."""
+    import yaml
+
+    seen_nodes = set()
+
+    def walk(n, where):
+        if id(n) in seen_nodes:
+            return None
+        seen_nodes.add(id(n))
+        if isinstance(n, yaml.SequenceNode):
+            for i, child in enumerate(n.value):
+                if found := walk(child, f"{where}[{i}]"):
+                    return found
+        elif isinstance(n, yaml.MappingNode):
+            lines = {}
+            for key_node, value_node in n.value:
+                if key_node.tag == "tag:yaml.org,2002:merge" or not isinstance(key_node, yaml.ScalarNode):
+                    continue
+                key = loader.construct_object(key_node)
+                path = f"{where}.{key}" if where else str(key)
+                if key in lines:
+                    return path, lines[key], key_node.start_mark.line + 1
+                lines[key] = key_node.start_mark.line + 1
+                if found := walk(value_node, path):
+                    return found
+        return None
+
+    return walk(node, where)
+
+
+def load_yaml(path: Path):
+    """The descriptor's YAML document, read strictly: UTF-8 text, at most :data:`MAX_BYTES`, at
+    most :data:`MAX_VALUES` values once aliases are expanded (measured on the composed
+    document, before anything is expanded), no key twice in a mapping. Every problem is a
+    :class:`DescriptorError` naming the file (and the key or line)."""
+    import yaml
+
+    path = Path(path)
+    try:
+        size = path.stat().st_size
+        if size > MAX_BYTES:
+            raise DescriptorError(path, None, f"{size:,} bytes: a descriptor is a few lines of YAML (at most "
+                                              f"{MAX_BYTES:,} bytes); is this the right file?")
+        data = path.read_bytes()
+    except OSError as exc:
+        raise DescriptorError(path, None, f"cannot be read: {exc.strerror or exc}") from None
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise DescriptorError(path, None, f"not UTF-8 text: byte 0x{data[exc.start]:02x} at byte position "
+                                          f"{exc.start} (line {line}) cannot be decoded; save the descriptor as "
+                                          "UTF-8 (most editors: Save As > Encoding: UTF-8)") from None
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()  # composed, not yet constructed: aliases are shared nodes
+        if node is None:
+            return None
+        if _expanded_size(node, MAX_VALUES) > MAX_VALUES:
+            raise DescriptorError(path, None, f"its YAML aliases (*name) expand to more than {MAX_VALUES:,} values "
+                                              "(or refer to themselves); write the values out instead of aliasing them")
+        duplicate = _duplicate_key(loader, node)
+        if duplicate:
+            key, first, line = duplicate
+            raise DescriptorError(path, key, f"given twice (lines {first} and {line}); YAML would silently keep the "
+                                             "last: keep one")
+        return loader.construct_document(node)
+    except yaml.YAMLError as exc:
+        raise DescriptorError(path, None, f"not valid YAML: {_yaml_error_text(exc)}") from None
+    finally:
+        loader.dispose()
+
+
+def _what(value) -> str:
+    """A value's type in words, for messages (never the value itself, which may be huge)."""
+    names = {bool: "a boolean", int: "a number", float: "a number", str: "text", list: "a list", dict: "a mapping",
+             type(None): "empty (null)"}
+    return names.get(type(value), type(value).__name__)
+
+
+def _short(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _text(path, key, value, *, required=False, one_line=False) -> str | None:
+    """A key whose value must be text (None when absent and not required)."""
+    if value is None and not required:
+        return None
+    if not isinstance(value, str) or (required and not value.strip()):
+        got = "nothing" if value is None or value == "" else f"{_what(value)} {_short(value)}"
+        raise DescriptorError(path, key, f"expected text, got {got}" + ("; quote it if it is meant as text, e.g. "
+                                                                         f"{key.rpartition('.')[2]}: '{value}'"
+                                                                         if isinstance(value, (int, float)) else ""))
+    if one_line and any(c in value for c in "\r\n\x00"):
+        raise DescriptorError(path, key, "expected one line of text (it names folders and appears in messages)")
+    return value
+
+
+def _mapping(path, key, value) -> dict:
+    if not isinstance(value, dict):
+        raise DescriptorError(path, key, f"expected a mapping (key: value lines indented under {key}:), got "
+                                         f"{_what(value)}")
+    return value
+
+
+def read_descriptor(path) -> Descriptor:
+    """Parse and check a descriptor, every key's type before it is used; every problem is a
+    :class:`DescriptorError` naming the file, the key and how to fix it."""
     path = Path(path)
     if not path.is_file():
         raise DescriptorError(path, None, "no such descriptor file (data_source should name a dataset.yaml or "
                                           "the folder holding it)")
-    try:
-        spec = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as exc:
-        raise DescriptorError(path, None, f"not valid YAML: {exc}") from None
+    spec = load_yaml(path)
+    if spec is None:
+        spec = {}
     if not isinstance(spec, dict):
-        raise DescriptorError(path, None, "expected a mapping of keys (name, files, columns, ...)")
-    unknown = sorted(set(spec) - set(KEYS))
+        raise DescriptorError(path, None, f"expected a mapping of keys (name, files, columns, ...), got {_what(spec)}")
+    unknown = sorted((k for k in spec if k not in KEYS), key=str)
     if unknown:
-        raise DescriptorError(path, unknown[0], f"unknown key; the keys are {list(KEYS)} (see data/README.md)")
-    if not str(spec.get("name", "")).strip():
+        raise DescriptorError(path, str(unknown[0]), f"unknown key; the keys are {list(KEYS)} (see data/README.md)")
+    if spec.get("name") is None or (isinstance(spec["name"], str) and not spec["name"].strip()):
         raise DescriptorError(path, "name", "missing: give the dataset a name (it names the run folder and the report)")
+    name = _text(path, "name", spec.get("name"), required=True, one_line=True)
+    description = _text(path, "description", spec.get("description")) or ""
+    simulated = spec.get("simulated", False)
+    if not isinstance(simulated, bool):
+        raise DescriptorError(path, "simulated", f"expected true or false, got {_what(simulated)} {_short(simulated)} "
+                                                 "(unquoted: simulated: true / simulated: false)")
     layout = spec.get("layout", "auto")
     if layout not in ("auto", "long", "wide"):
-        raise DescriptorError(path, "layout", f"{layout!r} is not one of auto, long, wide")
+        raise DescriptorError(path, "layout", f"{_short(layout)} is not one of auto, long, wide")
     n_sessions = spec.get("n_sessions")
     if n_sessions is not None and (isinstance(n_sessions, bool) or not isinstance(n_sessions, int) or n_sessions < 1):
-        raise DescriptorError(path, "n_sessions", f"expected a positive whole number or no key (inferred), got {n_sessions!r}")
-    desc = Descriptor(path=path, name=str(spec["name"]).strip(), files=_files(path, spec.get("files")), layout=layout,
-                      n_sessions=n_sessions, columns=_columns(path, spec.get("columns") or {}),
-                      session_labels=_session_labels(path, spec.get("session_labels")),
-                      codes=_codes(path, spec.get("codes") or {}), simulated=bool(spec.get("simulated", False)),
-                      description=str(spec.get("description", "")))
+        raise DescriptorError(path, "n_sessions", f"expected a positive whole number or no key (inferred), got "
+                                                  f"{_short(n_sessions)}")
+    columns = _columns(path, spec.get("columns") if spec.get("columns") is not None else {}, layout)
+    session_labels = _session_labels(path, spec.get("session_labels"), layout)
+    desc = Descriptor(path=path, name=name.strip(), files=_files(path, spec.get("files")), layout=layout,
+                      n_sessions=n_sessions, columns=columns, session_labels=session_labels,
+                      codes=_codes(path, spec.get("codes") if spec.get("codes") is not None else {}),
+                      simulated=simulated, description=description)
+    declared = spec.get("instruments") if spec.get("instruments") is not None else {}
+    _mapping(path, "instruments", declared)
     try:
-        desc.instruments = inst_mod.resolve(spec.get("instruments") or {})
-        desc.declared_roles = tuple(sorted(spec.get("instruments") or {}))
+        desc.instruments = inst_mod.resolve(declared)
+        desc.declared_roles = tuple(sorted(declared))
     except inst_mod.InstrumentError as exc:
-        raise DescriptorError(path, "instruments", str(exc)) from None
+        raise DescriptorError(path, exc.key or "instruments", exc.problem) from None
     return desc
 
 
@@ -123,54 +286,118 @@ def _files(path: Path, files) -> dict:
     if not isinstance(files, dict) or "sessions" not in files or "participants" not in files:
         raise DescriptorError(path, "files", "expected sessions: FILE and participants: FILE (paths relative to the "
                                              "descriptor; both may name one file)")
+    extra = sorted((k for k in files if k not in ("sessions", "participants", "sheet")), key=str)
+    if extra:
+        raise DescriptorError(path, f"files.{extra[0]}", "unknown key; expected sessions, participants, sheet")
     out = {}
+    folder = path.parent.resolve()
     for table in ("sessions", "participants"):
+        key = f"files.{table}"
         spec = files[table]
         spec = {"path": spec} if isinstance(spec, str) else spec
         if not isinstance(spec, dict) or "path" not in spec:
-            raise DescriptorError(path, f"files.{table}", "expected a file name or {path: FILE, sheet: SHEET}")
-        file = (path.parent / spec["path"]).resolve()
-        if not file.is_file():
-            raise DescriptorError(path, f"files.{table}", f"file not found: {file}")
-        sheet = spec.get("sheet", files.get("sheet"))
-        out[table] = {"path": file, "sheet": None if sheet is None else str(sheet)}
-    extra = sorted(set(files) - {"sessions", "participants", "sheet"})
-    if extra:
-        raise DescriptorError(path, f"files.{extra[0]}", "unknown key; expected sessions, participants, sheet")
+            raise DescriptorError(path, key, "expected a file name or {path: FILE, sheet: SHEET}")
+        unknown = sorted((k for k in spec if k not in ("path", "sheet")), key=str)
+        if unknown:
+            raise DescriptorError(path, f"{key}.{unknown[0]}", "unknown key; expected path, sheet")
+        name = _text(path, key if isinstance(files[table], str) else f"{key}.path", spec["path"], required=True,
+                     one_line=True)
+        out[table] = {"path": _inside(path, key, folder, name),
+                      "sheet": _sheet(path, f"{key}.sheet" if "sheet" in spec else "files.sheet",
+                                      spec.get("sheet", files.get("sheet")))}
     return out
 
 
-def _columns(path: Path, columns) -> dict:
-    if not isinstance(columns, dict):
-        raise DescriptorError(path, "columns", "expected contract column: your column")
+def _inside(path: Path, key: str, folder: Path, name: str) -> Path:
+    """The data file ``name`` (relative to the descriptor), which must lie inside the
+    descriptor's folder once resolved (symbolic links followed): a descriptor from elsewhere
+    must not make a run read (and put into its report) any file the user can read."""
+    if Path(name).is_absolute():
+        raise DescriptorError(path, key, f"{name} is an absolute path; name the file relative to the descriptor, "
+                                         "inside its folder (put dataset.yaml beside the data: data_source may be any "
+                                         "folder)")
+    file = (path.parent / name).resolve()
+    if not file.is_relative_to(folder):
+        raise DescriptorError(path, key, f"{name} lies outside the descriptor's folder {folder} (resolved: {file}); "
+                                         "keep the data files beside dataset.yaml (or put dataset.yaml beside the "
+                                         "data: data_source may be any folder)")
+    if not file.exists():
+        raise DescriptorError(path, key, f"file not found: {file}")
+    if not file.is_file():
+        raise DescriptorError(path, key, f"{file} is not a regular file")
+    return file
+
+
+def _sheet(path: Path, key: str, sheet):
+    if sheet is None:
+        return None
+    if not isinstance(sheet, str) or not sheet.strip():
+        raise DescriptorError(path, key, f"expected a sheet name (text), got {_what(sheet)} {_short(sheet)}; a sheet "
+                                         "named like a number must be quoted (sheet: '2024'), and sheets are named, "
+                                         "not numbered")
+    return sheet
+
+
+def _columns(path: Path, columns, layout: str) -> dict:
+    _mapping(path, "columns", columns)
+    sources = {}
     for target, source in columns.items():
         if target not in MAPPABLE:
             raise DescriptorError(path, f"columns.{target}", f"not a contract column; the contract's columns are "
                                                             f"{list(MAPPABLE)}")
-        if not isinstance(source, str) or not source.strip():
-            raise DescriptorError(path, f"columns.{target}", f"expected a column name, got {source!r}")
-        if _SESSION_FIELD in source and target not in ("alliance", "pss_sr"):
-            raise DescriptorError(path, f"columns.{target}", "only the per-session columns (alliance, pss_sr) take a "
-                                                            "{session} pattern")
+        key = f"columns.{target}"
+        _text(path, key, source, required=True, one_line=True)
+        if _SESSION_FIELD in source:
+            if target not in ("alliance", "pss_sr"):
+                raise DescriptorError(path, key, "only the per-session columns (alliance, pss_sr) take a {session} "
+                                                 "pattern")
+            if source.count(_SESSION_FIELD) != 1:
+                raise DescriptorError(path, key, f"{source!r}: a pattern holds {_SESSION_FIELD} once")
+            if layout == "long":
+                raise DescriptorError(path, key, f"{source!r} is a per-session pattern, which needs layout: wide (one "
+                                                 "column per session); in the long layout name the one column")
+        if source in sources:
+            raise DescriptorError(path, key, f"{source!r} is already the column of columns.{sources[source]}: one of "
+                                             "your columns can fill only one contract column (map each to its own)")
+        sources[source] = target
     return dict(columns)
 
 
-def _session_labels(path: Path, labels):
-    if labels is not None and (not isinstance(labels, str) or labels.count(_SESSION_FIELD) != 1):
+def _session_labels(path: Path, labels, layout: str):
+    if labels is None:
+        return None
+    if not isinstance(labels, str) or labels.count(_SESSION_FIELD) != 1:
         raise DescriptorError(path, "session_labels", "expected a pattern with one {session}, e.g. 'S{session}'")
+    if layout == "wide":
+        raise DescriptorError(path, "session_labels", "applies to the long layout only (a session column holding "
+                                                      "labels such as S1, S2); with layout: wide the session number "
+                                                      "comes from the column pattern: remove session_labels")
     return labels
 
 
 def _codes(path: Path, codes) -> dict:
-    if not isinstance(codes, dict):
-        raise DescriptorError(path, "codes", "expected column: {your value: contract value}")
+    _mapping(path, "codes", codes)
     for column, table in codes.items():
+        key = f"codes.{column}"
         if column not in MAPPABLE:
-            raise DescriptorError(path, f"codes.{column}", "not a contract column")
+            raise DescriptorError(path, key, "not a contract column")
         if not isinstance(table, dict) or not table:
-            raise DescriptorError(path, f"codes.{column}", "expected {your value: contract value}, e.g. {1: false, 2: true}")
-        if column in BOOL_COLUMNS and not all(isinstance(v, bool) or v is None for v in table.values()):
-            raise DescriptorError(path, f"codes.{column}", "a yes/no column's codes must map to true, false or null")
+            raise DescriptorError(path, key, "expected {your value: contract value}, e.g. {1: false, 2: true}")
+        for value, code in table.items():
+            if isinstance(value, bool):
+                raise DescriptorError(path, key, f"the value {str(value).lower()} (YAML reads yes/no/true/false/on/off "
+                                                 "unquoted as a boolean): quote your value, e.g. 'yes': true")
+            if not isinstance(value, (str, int, float)) or value is None:
+                raise DescriptorError(path, key, f"your values must be text or numbers, got {_what(value)}")
+            if column in BOOL_COLUMNS:
+                if not (isinstance(code, bool) or code is None):
+                    raise DescriptorError(path, key, "a yes/no column's codes must map to true, false or null")
+            elif column == "participant_id":
+                if not isinstance(code, str):
+                    raise DescriptorError(path, key, f"an id's code must be text, got {_what(code)} for {_short(value)}")
+            elif code is not None and (isinstance(code, bool) or not isinstance(code, (int, float))):
+                raise DescriptorError(path, key, f"the codes of a score column map to numbers or null, got "
+                                                 f"{_what(code)} {_short(code)} for {_short(value)}")
     return dict(codes)
 
 
@@ -184,7 +411,12 @@ def rename_columns(df: pd.DataFrame, columns: dict, *, file: str, table: str) ->
     """The researcher's columns renamed to contract names; wide patterns become
     ``alliance_s<k>`` / ``pss_sr_s<k>`` (what the loader's wide layout reads). A mapped column
     that the table lacks is an error naming the closest column names."""
-    renames = {}
+    return df.rename(columns=column_renames(df, columns, file=file, table=table))
+
+
+def column_renames(df: pd.DataFrame, columns: dict, *, file: str, table: str) -> dict:
+    """``{your column: contract column}`` for :func:`rename_columns`."""
+    renames, claimed = {}, {}
     for target, source in columns.items():
         if _SESSION_FIELD in source:
             rx = _pattern_regex(source)
@@ -192,10 +424,18 @@ def rename_columns(df: pd.DataFrame, columns: dict, *, file: str, table: str) ->
             if table == "sessions" and not hits:
                 raise DataValidationError(file, source, f"no column matches the pattern of columns.{target} "
                                                         f"(columns found: {list(df.columns)[:12]})")
-            renames.update(hits)
         elif source in df.columns:
-            renames[source] = target
-        elif _belongs(target, table):
+            hits = {source: target}
+        else:
+            hits = {}
+        for column in hits:
+            if column in claimed:  # e.g. alliance: WAI_{session} and age: WAI_1
+                raise DataValidationError(file, column, f"named by both columns.{claimed[column]} and "
+                                                        f"columns.{target}: one of your columns can fill only one "
+                                                        "contract column")
+            claimed[column] = target
+        renames.update(hits)
+        if not hits and _SESSION_FIELD not in source and _belongs(target, table):
             import difflib
 
             lower = {str(c).lower(): str(c) for c in df.columns}
@@ -203,7 +443,20 @@ def rename_columns(df: pd.DataFrame, columns: dict, *, file: str, table: str) ->
             raise DataValidationError(file, source, f"column named by columns.{target} not found"
                                                     + (f"; did you mean {close}?" if close else
                                                        f"; columns found: {list(df.columns)[:12]}"))
-    return df.rename(columns=renames)
+    return renames
+
+
+def _in_your_terms(exc: DataValidationError, yours: dict) -> DataValidationError:
+    """A contract rule broken in a renamed column, told with the researcher's column name
+    (``WAI_3``, not ``alliance_s3``), which is what they find in their file."""
+    import re as re_mod
+
+    if exc.column not in yours:
+        return exc
+    rows = exc.rows.rename(columns=yours) if exc.rows is not None else None
+    counted = re_mod.search(r"\((\d+) offending rows?\)", str(exc).split("\nfirst offending rows:")[0])
+    return DataValidationError(exc.file, yours[exc.column], f"{exc.rule} (read as the contract's {exc.column})",
+                               rows, n_bad=int(counted.group(1)) if counted else None)
 
 
 def _belongs(target: str, table: str) -> bool:
@@ -287,15 +540,38 @@ def load_dataset(source, *, warn=True):
 
     desc = source if isinstance(source, Descriptor) else read_descriptor(find_descriptor(source) or source)
     ranges = inst_mod.score_ranges(desc.instruments)
-    tables, labels = {}, {}
+    tables, labels, yours = {}, {}, {}
     for table in ("sessions", "participants"):
         f = desc.files[table]
         raw = data._read_raw(f["path"], sheet=f["sheet"])
         labels[table] = raw.file
-        df = rename_columns(raw.df, desc.columns, file=raw.file, table=table)
-        df = apply_codes(df, desc.codes, file=raw.file)
+        renames = column_renames(raw.df, desc.columns, file=raw.file, table=table)
+        yours.update({contract: own for own, contract in renames.items()})
+        df = raw.df.rename(columns=renames)
+        try:
+            df = apply_codes(df, desc.codes, file=raw.file)
+        except DataValidationError as exc:
+            raise _in_your_terms(exc, yours) from None
         tables[table] = _own_columns(df, table)
-    if desc.session_labels and "session" in tables["sessions"].columns:
+    try:
+        return _checked(desc, tables, labels, ranges, warn=warn)
+    except DataValidationError as exc:
+        raise _in_your_terms(exc, yours) from None
+
+
+def _checked(desc: Descriptor, tables: dict, labels: dict, ranges: dict, *, warn: bool):
+    """The renamed tables checked against the contract: :func:`load_dataset`'s Trial."""
+    import warnings
+
+    from helpers import data
+    from helpers.contract import Trial
+
+    if desc.session_labels:
+        if "session" not in tables["sessions"].columns:
+            raise DescriptorError(desc.path, "session_labels", f"applies to the long layout only, but "
+                                                               f"{labels['sessions']} has no session column (it is "
+                                                               "read as wide): remove session_labels, or map the "
+                                                               "session column under columns.session")
         tables["sessions"] = parse_session_labels(tables["sessions"], desc.session_labels, file=labels["sessions"])
     messages = []
     with warnings.catch_warnings(record=True) as caught:
@@ -303,14 +579,17 @@ def load_dataset(source, *, warn=True):
         sessions = data.validate_sessions(tables["sessions"], labels["sessions"], layout=desc.layout,
                                           n_sessions=desc.n_sessions, ranges=ranges)
         participants = data.validate_participants(tables["participants"], labels["participants"], ranges=ranges)
+    _check_plausible(desc, sessions, labels["sessions"])
     absent = sorted(c for c in PARTICIPANT_COLUMNS + SESSION_COLUMNS
                     if c != "session" and c not in _present(tables))
     messages += [str(w.message) for w in caught if "columns not found" not in str(w.message)]
     if absent:
         messages.append(f"{desc.name}: measures not in this dataset (not declared under columns): {absent}; "
                         "analyses that need them say so instead of running")
-    data._check_same_ids(data._from_frame(tables["sessions"], labels["sessions"]),
-                         data._from_frame(tables["participants"], labels["participants"]))
+    if set(sessions["participant_id"].unique()) != set(participants["participant_id"]):
+        # the ids differ: the loader's check names them, with the rows of the files
+        data._check_same_ids(data._from_frame(tables["sessions"], labels["sessions"]),
+                             data._from_frame(tables["participants"], labels["participants"]))
     if warn:
         for msg in messages:
             warnings.warn(msg, data.DataWarning, stacklevel=2)
@@ -320,6 +599,38 @@ def load_dataset(source, *, warn=True):
             "measures": sorted(_present(tables)),
             "absent": absent, "warnings": messages, "layout": desc.layout}
     return Trial(sessions, participants, None, desc.name, meta)
+
+
+#: A declared n_sessions may exceed the largest session observed (sessions planned that no
+#: client reached), but not by more than this factor: 10^9 against 12 observed is a typo that
+#: would size every per-session table and figure.
+N_SESSIONS_SLACK = 2
+#: Clients with an alliance rating needed at least: every rupture criterion scales its
+#: threshold by the spread of the ratings between clients.
+MIN_RATED_CLIENTS = 2
+
+
+def _check_plausible(desc: Descriptor, sessions: pd.DataFrame, file: str) -> None:
+    """What the contract's rules cannot see: a declared number of sessions far beyond the
+    data, and an alliance column with (next to) no ratings."""
+    observed = int(sessions["session"].max())
+    if desc.n_sessions is not None and desc.n_sessions > N_SESSIONS_SLACK * observed:
+        raise DescriptorError(desc.path, "n_sessions", f"{desc.n_sessions} declared, but the largest session in "
+                                                       f"{file} is {observed}; declare the number of sessions the "
+                                                       f"trial planned (at most {N_SESSIONS_SLACK * observed} here), "
+                                                       "or leave n_sessions out to infer it")
+    _check_alliance(sessions, file, desc.columns.get("alliance", "alliance"))
+
+
+def _check_alliance(sessions: pd.DataFrame, file: str, source: str = "alliance") -> None:
+    """At least :data:`MIN_RATED_CLIENTS` clients with an observed alliance rating."""
+    rated = sessions.loc[sessions["alliance"].notna(), "participant_id"].nunique()
+    if rated < MIN_RATED_CLIENTS:
+        where = f"your column {source!r}, mapped under columns.alliance" if source != "alliance" else "column 'alliance'"
+        who = "no client has" if rated == 0 else f"only {rated} client has"
+        raise DataValidationError(file, "alliance", f"{who} an observed alliance rating ({where}); the rupture analysis "
+                                                    f"needs ratings of at least {MIN_RATED_CLIENTS} clients: check the "
+                                                    "column and its missing-value codes")
 
 
 def _own_columns(df: pd.DataFrame, table: str) -> pd.DataFrame:
@@ -347,8 +658,9 @@ def load(source, participants=None, *, warn=True):
     descriptor = find_descriptor(source)
     if descriptor is not None:
         return load_dataset(descriptor, warn=warn)
-    if warn:
-        return data.load_trial(source, participants)
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore", data.DataWarning)  # the notebook shows them; a pre-check need not
-        return data.load_trial(source, participants)
+        if not warn:
+            warnings.simplefilter("ignore", data.DataWarning)  # the notebook shows them; a pre-check need not
+        trial = data.load_trial(source, participants)
+    _check_alliance(trial.sessions, trial.meta["files"]["sessions"])
+    return trial

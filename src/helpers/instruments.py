@@ -38,7 +38,19 @@ ROLE_CONSTRUCTS = {"alliance": "alliance", "symptoms": "PTSD severity", "intervi
 
 
 class InstrumentError(ValueError):
-    """An instrument declaration is incomplete or inconsistent (the message names the key)."""
+    """An instrument declaration is incomplete or inconsistent (the message names the key).
+
+    Attributes
+    ----------
+    key : str or None
+        The declaration's key (``instruments.alliance.reliability``), when known.
+    problem : str
+        The message without the key.
+    """
+
+    def __init__(self, problem, key=None):
+        self.key, self.problem = key, problem
+        super().__init__(f"{key}: {problem}" if key else problem)
 
 
 @dataclass(frozen=True)
@@ -116,32 +128,57 @@ def from_mapping(role: str, spec, *, where: str = "instruments") -> Instrument:
     'WAI-SR alliance (mean item score, 1-5)'
     """
     if role not in ROLE_COLUMNS:
-        raise InstrumentError(f"{where}: unknown role {role!r}; roles are {sorted(ROLE_COLUMNS)}")
+        raise InstrumentError(f"unknown role {role!r}; roles are {sorted(ROLE_COLUMNS)}", where)
+    here = f"{where}.{role}"
     if not isinstance(spec, dict):
-        raise InstrumentError(f"{where}.{role}: expected a mapping with name and range, got {spec!r}")
-    unknown = sorted(set(spec) - set(KEYS))
+        raise InstrumentError(f"expected a mapping with name and range, e.g. {{name: PCL-5, range: [0, 80]}}, got "
+                              f"{_kind(spec)}", here)
+    unknown = sorted((k for k in spec if k not in KEYS), key=str)
     if unknown:
-        raise InstrumentError(f"{where}.{role}: unknown key(s) {unknown}; allowed: {list(KEYS)}")
+        raise InstrumentError(f"unknown key(s) {unknown}; allowed: {list(KEYS)}", here)
     for key in ("name", "range"):
         if key not in spec:
-            raise InstrumentError(f"{where}.{role}: missing key {key!r} (e.g. name: PCL-5, range: [0, 80])")
+            raise InstrumentError(f"missing key {key!r} (e.g. name: PCL-5, range: [0, 80])", here)
     rng = spec["range"]
-    if not (isinstance(rng, (list, tuple)) and len(rng) == 2
-            and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in rng)):
-        raise InstrumentError(f"{where}.{role}.range: expected [low, high], got {rng!r}")
+    if not (isinstance(rng, (list, tuple)) and len(rng) == 2 and all(_is_number(v) for v in rng)):
+        raise InstrumentError(f"expected [low, high], two numbers, got {_kind(rng)}", f"{here}.range")
+    for key in ("name", "score", "reliability_source"):
+        if key in spec and not (isinstance(spec[key], str) and (spec[key].strip() or key != "name")):
+            raise InstrumentError(f"expected text, got {_kind(spec[key])}" + (f"; quote it: {key}: '{spec[key]}'"
+                                  if _is_number(spec[key]) else ""), f"{here}.{key}")
+    reliability = spec.get("reliability")
+    if reliability is not None and not _is_number(reliability):
+        raise InstrumentError(f"expected a number strictly between 0 and 1 (e.g. 0.85) or no key, got "
+                              f"{_kind(reliability)}", f"{here}.reliability")
+    if "higher_is_better" in spec and not isinstance(spec["higher_is_better"], bool):
+        raise InstrumentError(f"expected true or false, got {_kind(spec['higher_is_better'])}",
+                              f"{here}.higher_is_better")
     try:
-        return Instrument(name=str(spec["name"]), low=float(rng[0]), high=float(rng[1]),
-                          score=str(spec.get("score", "mean item score" if role == "alliance" else "total")),
-                          reliability=None if spec.get("reliability") is None else float(spec["reliability"]),
-                          reliability_source=str(spec.get("reliability_source", "")),
-                          higher_is_better=bool(spec.get("higher_is_better", role == "alliance")))
+        return Instrument(name=spec["name"], low=float(rng[0]), high=float(rng[1]),
+                          score=spec.get("score", "mean item score" if role == "alliance" else "total"),
+                          reliability=None if reliability is None else float(reliability),
+                          reliability_source=spec.get("reliability_source", ""),
+                          higher_is_better=spec.get("higher_is_better", role == "alliance"))
     except InstrumentError as exc:
-        raise InstrumentError(f"{where}.{role}: {exc}") from None
+        raise InstrumentError(exc.problem, here) from None
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _kind(value) -> str:
+    """A value for a message: short, never the whole of a large value."""
+    text = repr(value)
+    return f"{type(value).__name__} {text if len(text) <= 40 else text[:37] + '...'}"
 
 
 def resolve(declared: dict | None = None) -> dict:
     """Every role's instrument: the declared ones over :data:`DEFAULTS`."""
     out = dict(DEFAULTS)
+    if declared is not None and not isinstance(declared, dict):
+        raise InstrumentError(f"expected a mapping of role: instrument (e.g. alliance: {{name: WAI-SR, range: "
+                              f"[1, 5]}}), got {_kind(declared)}", "instruments")
     for role, spec in (declared or {}).items():
         out[role] = spec if isinstance(spec, Instrument) else from_mapping(role, spec)
     return out

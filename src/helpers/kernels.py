@@ -12,11 +12,26 @@ the same kernel spec, working folder, environment (captured at start: the runner
 A kernel is started and shut down in the runner's thread; papermill (nbclient) runs the
 notebook in it from a lane thread, through its own client (``km=`` of
 :class:`nbclient.NotebookClient`, which then leaves the kernel's shutdown to its owner).
+
+Nothing is left behind when a run is stopped: every kernel started here is recorded until it
+is shut down (:func:`kill_all` stops them at once, on Ctrl-C or SIGTERM); a signal arriving
+while a kernel starts is raised only once it has started and been recorded; and the kernels'
+connection files (which hold the key to run code in them) are written into the run's staging
+folder (``kernels/`` under ``REPLICATION_OUTPUT_ROOT``, :mod:`helpers.publish`), so they go
+with it even when the runner is killed, instead of piling up in the temporary folder.
 """
 
 from __future__ import annotations
 
+import os
+import signal
+import threading
+import uuid
 from pathlib import Path
+
+#: Kernels started and not yet shut down (kernel managers).
+_LIVE = set()
+_LIVE_LOCK = threading.Lock()
 
 #: Kernel options of every notebook run: start-up and shut-down chatter is not for the user
 #: (the TCP transport notice; "KeyboardInterrupt caught in kernel" when a busy machine makes
@@ -31,7 +46,12 @@ def start(kernel_name: str, cwd: Path):
     from jupyter_client.manager import AsyncKernelManager
     from jupyter_core.utils import run_sync
 
+    from helpers.publish import KERNELS, deferred_signals
+
     km = AsyncKernelManager(kernel_name=kernel_name)
+    folder = Path(os.environ.get("REPLICATION_OUTPUT_ROOT", "")) / KERNELS
+    if os.environ.get("REPLICATION_OUTPUT_ROOT") and folder.is_dir():  # a run's staging folder
+        km.connection_file = str(folder / f"kernel-{uuid.uuid4()}.json")
     # nbclient leaves the channels of a kernel it does not own open: remember the clients it
     # makes, so that shutdown() closes them with the kernel (instead of the garbage collector,
     # which then warns that it "could not destroy zmq context")
@@ -44,7 +64,14 @@ def start(kernel_name: str, cwd: Path):
         return kc
 
     km.client = client
-    run_sync(km.start_kernel)(extra_arguments=list(KERNEL_ARGUMENTS), cwd=str(cwd))
+    # a Ctrl-C half-way through the start would leave a process that nobody knows of
+    with deferred_signals():
+        try:
+            run_sync(km.start_kernel)(extra_arguments=list(KERNEL_ARGUMENTS), cwd=str(cwd))
+        finally:
+            if km.has_kernel:
+                with _LIVE_LOCK:
+                    _LIVE.add(km)
     return km
 
 
@@ -55,18 +82,45 @@ def shutdown(km) -> None:
     try:
         if run_sync(km.is_alive)():
             run_sync(km.shutdown_kernel)(now=False)
+        elif km.has_kernel:  # killed (kill_all) or died: shutting down only releases what it held
+            run_sync(km.shutdown_kernel)(now=True)
     finally:
-        run_sync(km.cleanup_resources)()
-        for kc in getattr(km, "helpers_clients", []):
-            kc.stop_channels()
-            if not kc.context.closed:
-                kc.context.destroy(linger=0)
+        try:
+            run_sync(km.cleanup_resources)()
+            for kc in getattr(km, "helpers_clients", []):
+                kc.stop_channels()
+                if not kc.context.closed:
+                    kc.context.destroy(linger=0)
+        finally:
+            with _LIVE_LOCK:
+                _LIVE.discard(km)
 
 
-def interrupt(km) -> None:
-    """Interrupt what the kernel is running (as Jupyter's stop button does): the cell raises
-    KeyboardInterrupt and papermill reports the notebook as failed."""
-    from jupyter_core.utils import run_sync
+def kill_all() -> int:
+    """Kill every kernel started here and not yet shut down, at once (SIGKILL to its process
+    group: a kernel's own subprocesses go too), without waiting for it. Safe from any thread;
+    :func:`shutdown` then only frees the resources. Returns how many were killed."""
+    with _LIVE_LOCK:
+        live = list(_LIVE)
+    killed = 0
+    for km in live:
+        provisioner = getattr(km, "provisioner", None)
+        process = getattr(provisioner, "process", None)
+        if process is None or process.poll() is not None:
+            continue
+        try:
+            pgid = getattr(provisioner, "pgid", None)
+            if pgid:
+                os.killpg(pgid, signal.SIGKILL)
+            else:
+                process.kill()
+            killed += 1
+        except ProcessLookupError:
+            pass
+    return killed
 
-    if run_sync(km.is_alive)():
-        run_sync(km.interrupt_kernel)()
+
+def live() -> list:
+    """The kernels started here and not yet shut down."""
+    with _LIVE_LOCK:
+        return list(_LIVE)

@@ -13,10 +13,15 @@ How a run stays safe:
 * Every notebook writes its outputs through :mod:`helpers.paths`. The runner points
   ``REPLICATION_OUTPUT_ROOT`` at a fresh *staging* folder (seeded with a copy of the current
   outputs, so a partial run sees its inputs) and executes the notebooks there. Only when every
-  notebook has succeeded are the staged files moved into ``data/processed/``, ``results/``
-  and ``figures/`` (one atomic rename per file). A failure stops the run at once, names the
-  notebook and the failing cell, exits non-zero and leaves the previous good results intact;
-  the staging folder is kept for inspection and its path printed.
+  notebook has succeeded are the staged folders exchanged for ``data/processed/``, ``results/``
+  and ``figures/``, as one step that a crash cannot leave half-done (:mod:`helpers.publish`).
+  A failure stops the run at once, names the notebook and the failing cell, exits non-zero and
+  leaves the previous good results intact; the staging folder is kept for inspection and its
+  path printed.
+* One run per output root at a time (a lock; ``--wait`` waits for the other run). Ctrl-C and
+  SIGTERM stop every kernel, remove the staging folder and leave the published outputs as they
+  were (exit 130 / 143); what a killed run left is cleaned up by the next one
+  (:mod:`helpers.publish`).
 * Notebooks run in order; one that reads nothing the others write (:data:`INDEPENDENT`: the
   simulation study, 05) runs beside them on a second core (:func:`parallel_lanes`). A
   failure stops new notebooks from starting; one already running finishes first.
@@ -34,14 +39,13 @@ import logging
 import os
 import platform
 import re
-import shutil
 import sys
 import tempfile
 import time
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from pathlib import Path
 
-from helpers import kernels, manifest, notebook, paths, report, runspec
+from helpers import kernels, manifest, notebook, paths, publish, report, runspec
 from helpers.tables import atomic_write_text
 
 #: Output folders (relative to the output root) that a run stages and publishes.
@@ -93,7 +97,7 @@ def declared_parameters(notebook) -> set[str]:
 
 # ----------------------------------------------------------------------------- running
 def run(params=None, *, notebooks=None, only=None, output_root=None,
-        refresh_notebooks=False, progress=True) -> list[Path]:
+        refresh_notebooks=False, progress=True, wait=False) -> list[Path]:
     """Execute the notebooks in order and publish their outputs.
 
     Parameters
@@ -111,6 +115,8 @@ def run(params=None, *, notebooks=None, only=None, output_root=None,
         Also copy the executed notebooks over the committed ones in the notebooks folder.
     progress : bool
         Show a progress bar (notebook and cell).
+    wait : bool
+        When another run is writing ``output_root``, wait for it instead of refusing.
 
     Returns
     -------
@@ -121,6 +127,12 @@ def run(params=None, *, notebooks=None, only=None, output_root=None,
     ------
     PipelineError
         A notebook failed; nothing was published.
+    helpers.publish.RunBusy
+        Another run is writing ``output_root`` (and ``wait`` is False).
+    helpers.publish.OutputError
+        The outputs cannot be written there (the message names the path and the error).
+    helpers.publish.Interrupted
+        Ctrl-C or SIGTERM: every kernel stopped, the staging folder removed.
     """
     params = load_params() if params is None else params
     books = list_notebooks(notebooks, only)
@@ -142,49 +154,47 @@ def run(params=None, *, notebooks=None, only=None, output_root=None,
     if refresh_notebooks and committed and not spec.default_run:
         raise PipelineError("--refresh-notebooks copies a run's outputs into the committed notebooks/: only the "
                             "default run may do that (this run's parameters differ from params/default.yaml)")
-    staging = _make_staging(output_root)
-    executed_dir = staging / "results" / "notebooks"
-    executed_dir.mkdir(parents=True, exist_ok=True)
-    staged_spec = dataclasses.replace(spec, root=staging)
-    runspec.write(staged_spec, trial)
+    # the lock, the leftovers of killed runs, signals; the staging folder is removed whatever ends the run
+    with publish.Run(output_root, wait=wait) as guard:
+        staging = guard.make_staging(OUTPUT_DIRS)
+        executed_dir = staging / "results" / "notebooks"
+        executed_dir.mkdir(parents=True, exist_ok=True)
+        runspec.write(dataclasses.replace(spec, root=staging), trial)
 
-    env_before = {k: os.environ.get(k) for k in ("REPLICATION_OUTPUT_ROOT", runspec.ENV_SPEC, "JUPYTER_PATH",
-                                                  "PYDEVD_DISABLE_FILE_VALIDATION")}
-    _prepare_kernel_env(staging)
-    # Parameters are matched by declared_parameters(); papermill's own type-inference notices
-    # about them ("Passed unknown parameter" for `x = None`) are noise here.
-    logging.getLogger("papermill").setLevel(logging.ERROR)
-    try:
-        executed = _execute_all(books, executed_dir, runspec.portable_params(spec.params), progress=progress)
-    except PipelineError as exc:
-        kept_at = _keep_failed(staging, output_root)
-        raise PipelineError(f"{exc}\noutputs of the failed run kept for inspection in {kept_at} "
-                            "(the published outputs are unchanged)") from exc.__cause__
-    finally:
-        for k, v in env_before.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+        env_before = {k: os.environ.get(k) for k in ("REPLICATION_OUTPUT_ROOT", runspec.ENV_SPEC, "JUPYTER_PATH",
+                                                      "PYDEVD_DISABLE_FILE_VALIDATION")}
+        _prepare_kernel_env(staging)
+        # Parameters are matched by declared_parameters(); papermill's own type-inference notices
+        # about them ("Passed unknown parameter" for `x = None`) are noise here.
+        logging.getLogger("papermill").setLevel(logging.ERROR)
+        try:
+            executed = _execute_all(books, executed_dir, runspec.portable_params(spec.params), progress=progress)
+        except PipelineError as exc:
+            raise PipelineError(f"{exc}\n{guard.keep_failed(exc)}") from exc.__cause__
+        finally:
+            for k, v in env_before.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
 
-    kept = _finish_outputs(staging, executed, runspec.portable_params(spec.params), output_root,
-                           title=f"Replication of McLaughlin et al. (2014): {spec.name}")
-    if kept:
-        print(f"kept {len(kept)} published file(s) that this run reproduced within tolerance "
-              "(numbers differ only in their last digits, e.g. another BLAS kernel):", file=sys.stderr)
-        for line in kept:
-            print(f"  ~ {line}", file=sys.stderr)
-    _publish(staging, output_root)
-    shutil.rmtree(staging, ignore_errors=True)
-    if output_root.resolve() == paths.ROOT.resolve() and spec.default_run:
-        _update_readme(output_root)
-    published = [output_root / "results" / "notebooks" / p.name for p in executed]
-    if refresh_notebooks:
-        # only the notebooks this run executed: an older executed copy must never overwrite
-        # a notebook the user has edited since
-        target = Path(notebooks or paths.NOTEBOOKS)
-        for nb in published:
-            _write_editable(nb, target / nb.name)
+        kept = _finish_outputs(staging, executed, runspec.portable_params(spec.params), output_root,
+                               title=f"Replication of McLaughlin et al. (2014): {spec.name}")
+        if kept:
+            print(f"kept {len(kept)} published file(s) that this run reproduced within tolerance "
+                  "(numbers differ only in their last digits, e.g. another BLAS kernel):", file=sys.stderr)
+            for line in kept:
+                print(f"  ~ {line}", file=sys.stderr)
+        guard.publish(OUTPUT_DIRS, is_scratch=_is_scratch)
+        if output_root.resolve() == paths.ROOT.resolve() and spec.default_run:
+            _update_readme(output_root)
+        published = [output_root / "results" / "notebooks" / p.name for p in executed]
+        if refresh_notebooks:
+            # only the notebooks this run executed: an older executed copy must never overwrite
+            # a notebook the user has edited since
+            target = Path(notebooks or paths.NOTEBOOKS)
+            for nb in published:
+                _write_editable(nb, target / nb.name)
     return published
 
 
@@ -215,8 +225,9 @@ def _execute_all(books: list[Path], executed_dir: Path, params: dict, *, progres
 
     The next notebook's kernel is started while the current ones run (:mod:`helpers.kernels`).
     A failure stops new notebooks from starting; the ones already running finish, and the
-    first failure in notebook order is raised (:class:`PipelineError`). Ctrl-C interrupts the
-    running notebooks' kernels and is raised once they have stopped.
+    first failure in notebook order is raised (:class:`PipelineError`). Ctrl-C or SIGTERM
+    (a ``KeyboardInterrupt``, anywhere in the loop, even while a kernel starts) kills every
+    kernel at once and is raised once the running notebooks have ended.
     """
     lanes = parallel_lanes()
     outs = {nb: executed_dir / nb.name for nb in books}
@@ -230,42 +241,63 @@ def _execute_all(books: list[Path], executed_dir: Path, params: dict, *, progres
     stopper, stopping = ThreadPoolExecutor(max_workers=1), []
     try:
         with ThreadPoolExecutor(max_workers=lanes) as pool:
-            while waiting or running:
-                if not errors:
-                    free = sorted(set(range(lanes)) - {lane for _, lane in running.values()})
-                    for nb, lane in zip([nb for nb in waiting if all(d in done for d in needs[nb])], free):
-                        waiting.remove(nb)
-                        used[nb] = warm.pop(nb, None) or _start_kernel(nb)
-                        running[pool.submit(_execute, nb, outs[nb], params, label=labels[nb],
-                                            progress=progress, lane=lane, km=used[nb])] = (nb, lane)
-                    if waiting and not warm:
-                        warm[waiting[0]] = _start_kernel(waiting[0])
-                if not running:
-                    break
-                try:
+            try:
+                while waiting or running:
+                    if not errors:
+                        free = sorted(set(range(lanes)) - {lane for _, lane in running.values()})
+                        for nb, lane in zip([nb for nb in waiting if all(d in done for d in needs[nb])], free):
+                            waiting.remove(nb)
+                            used[nb] = warm.pop(nb, None) or _start_kernel(nb)
+                            running[pool.submit(_execute, nb, outs[nb], params, label=labels[nb],
+                                                progress=progress, lane=lane, km=used[nb])] = (nb, lane)
+                        if waiting and not warm:
+                            warm[waiting[0]] = _start_kernel(waiting[0])
+                    if not running:
+                        break
                     finished, _ = wait(running, return_when=FIRST_COMPLETED)
-                except KeyboardInterrupt:
-                    # Ctrl-C: stop the notebooks that are running now rather than after them
-                    for nb, _ in running.values():
-                        _interrupt_kernel(used[nb])
-                    raise
-                for fut in finished:
-                    nb, _ = running.pop(fut)
-                    try:
-                        fut.result()
-                        done.add(nb)
-                    except PipelineError as exc:
-                        errors[nb] = exc
-                    stopping.append(stopper.submit(_stop_kernel, used.pop(nb)))
+                    for fut in finished:
+                        nb, _ = running.pop(fut)
+                        try:
+                            fut.result()
+                            done.add(nb)
+                        except PipelineError as exc:
+                            errors[nb] = exc
+                        stopping.append(stopper.submit(_stop_kernel, used.pop(nb)))
+            except KeyboardInterrupt:
+                # Ctrl-C or SIGTERM: kill the kernels now (the running notebooks then end at once, and
+                # the pool's exit waits only for that), a kernel that was starting included
+                from helpers import kernels
+
+                # nbclient's "Kernel died" notices are the kill, not news
+                logging.getLogger("papermill").setLevel(logging.CRITICAL)
+                kernels.kill_all()
+                raise
     finally:
+        from helpers import kernels
+
         stopping += [stopper.submit(_stop_kernel, km) for km in [*used.values(), *warm.values()]]
         stopper.shutdown(wait=True)
+        # a kernel started but not yet recorded here when Ctrl-C came
+        stopping += [_stopped(_stop_kernel, km) for km in kernels.live()]
         for fut in stopping:  # a kernel that would not stop is worth knowing, not worth failing for
             if fut.exception() is not None:
                 print(f"warning: a notebook kernel did not shut down cleanly: {fut.exception()!r}", file=sys.stderr)
     if errors:
         raise errors[min(errors, key=books.index)]
     return [outs[nb] for nb in books]
+
+
+def _stopped(stop, km):
+    """``stop(km)`` run now, as a finished future (so its failure is reported like the others)."""
+    from concurrent.futures import Future
+
+    fut = Future()
+    try:
+        stop(km)
+        fut.set_result(None)
+    except Exception as exc:  # noqa: BLE001 -- reported by the caller as a warning
+        fut.set_exception(exc)
+    return fut
 
 
 def _start_kernel(nb: Path):
@@ -277,23 +309,10 @@ def _start_kernel(nb: Path):
                             f"{type(exc).__name__}: {exc}") from exc
 
 
-def _interrupt_kernel(km) -> None:
-    try:
-        kernels.interrupt(km)
-    except Exception as exc:  # noqa: BLE001 -- the interrupt goes on; say which kernel did not take it
-        print(f"warning: a notebook kernel could not be interrupted: {exc!r}", file=sys.stderr)
-
-
 def _stop_kernel(km) -> None:
     kernels.shutdown(km)
 
 
-def _keep_failed(staging: Path, output_root: Path) -> Path:
-    """One folder per output root holds the last failed run (git-ignored): never a pile."""
-    target = output_root / ".failed-run"
-    shutil.rmtree(target, ignore_errors=True)
-    os.replace(staging, target)
-    return target
 
 
 def _write_editable(executed: Path, target: Path) -> None:
@@ -350,24 +369,9 @@ def verify(manifest_path=None, *, progress=True) -> list[tuple]:
     """
     with tempfile.TemporaryDirectory(prefix="replication-verify-") as tmp:
         run(load_params(), output_root=tmp, progress=progress)
-        return manifest.verify_outputs(tmp, paths.ROOT, manifest_path)
-
-
-def _make_staging(output_root: Path) -> Path:
-    """A staging folder next to the outputs (same file system, so renames are atomic),
-    seeded with the current outputs so that a partial run finds its inputs."""
-    output_root.mkdir(parents=True, exist_ok=True)
-    for stale in output_root.glob(".staging-*"):  # left by a run that was killed
-        shutil.rmtree(stale, ignore_errors=True)
-    staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=output_root))
-    for rel in OUTPUT_DIRS:
-        src = output_root / rel
-        dst = staging / rel
-        if src.is_dir():
-            shutil.copytree(src, dst, ignore=shutil.ignore_patterns(".staging-*", ".*.tmp"))
-        else:
-            dst.mkdir(parents=True, exist_ok=True)
-    return staging
+        # a run publishing into the repository meanwhile is waited for: never a half-published set
+        with publish.reading(paths.ROOT):
+            return manifest.verify_outputs(tmp, paths.ROOT, manifest_path)
 
 
 def _prepare_kernel_env(staging: Path) -> None:
@@ -436,27 +440,9 @@ def _original_cell_number(executed, cell_index) -> int:
     return cell_index - injected + 1
 
 
-def _publish(staging: Path, output_root: Path) -> list[Path]:
-    """Make the published output folders mirror the staged ones: move every staged file over
-    its published twin (atomic rename per file), then remove published files that the run
-    removed (staging started as a copy of them, so a file missing there was deleted on
-    purpose, e.g. a simulated run's truth.csv when real data are loaded)."""
-    published = []
-    for rel in OUTPUT_DIRS:
-        staged = {p.relative_to(staging) for p in (staging / rel).rglob("*") if p.is_file()}
-        for name in sorted(staged):
-            dst = output_root / name
-            dst.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(staging / name, dst)
-            published.append(dst)
-        for old in sorted((output_root / rel).rglob("*")):
-            if old.is_file() and old.relative_to(output_root) not in staged and not _is_scratch(old):
-                old.unlink()
-    return published
-
-
 def _is_scratch(path: Path) -> bool:
-    """Files the runner never publishes nor deletes: dot-files (.gitkeep, temporaries)."""
+    """Files the runner never publishes nor deletes: dot-files (.gitkeep, temporaries); a
+    published one that the staged folders lack is carried over when publishing."""
     return path.name.startswith(".")
 
 
@@ -482,6 +468,33 @@ EXAMPLES = """examples:
 
 
 def main(argv=None) -> int:
+    """The command line; returns the exit code. Every expected failure is one message, not a
+    traceback: 1 for a failed or refused run, 130 / 143 for Ctrl-C / SIGTERM."""
+    with publish.interruptible():  # SIGTERM too ends as "interrupted", with the cleanup of Ctrl-C
+        try:
+            return _main(argv)
+        except KeyboardInterrupt as exc:
+            print(publish.interrupted_message(exc), file=sys.stderr)
+            return publish.exit_code(exc)
+
+
+def _failure(exc: BaseException) -> str:
+    """The one line a failed run prints."""
+    if isinstance(exc, publish.RunBusy):
+        return f"pipeline not started: {exc}"
+    if isinstance(exc, KeyError) and exc.args:
+        return f"pipeline failed: {exc.args[0]}"  # KeyError's str() quotes its message
+    if isinstance(exc, OSError) and not isinstance(exc, FileNotFoundError) and exc.filename:
+        return f"pipeline failed: {exc.filename}: {exc.strerror or exc}"
+    return f"pipeline failed: {exc}"
+
+
+#: Failures that are the user's to fix (a parameter, the data, the output folder, another run):
+#: one line each; anything else is a bug and keeps its traceback.
+EXPECTED = (PipelineError, KeyError, ValueError, OSError, publish.RunBusy, publish.OutputError)
+
+
+def _main(argv=None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m helpers.pipeline", description=__doc__.splitlines()[0],
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -498,6 +511,8 @@ def main(argv=None) -> int:
     parser.add_argument("--refresh-notebooks", action="store_true",
                         help="copy the executed notebooks over the committed ones (default run only)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--wait", action="store_true",
+                        help="when another run is writing the same outputs, wait for it to finish (default: refuse)")
     parser.add_argument("--verify", action="store_true",
                         help="re-run the default pipeline in a temporary folder and compare every "
                              "generated file with the committed one (make verify)")
@@ -505,8 +520,8 @@ def main(argv=None) -> int:
     if args.verify:
         try:
             rows = verify(progress=not args.no_progress)
-        except (PipelineError, FileNotFoundError) as exc:
-            print(f"verify failed: {exc}", file=sys.stderr)
+        except EXPECTED as exc:
+            print(_failure(exc).replace("pipeline failed", "verify failed"), file=sys.stderr)
             return 1
         text, ok = manifest.format_verify(rows)
         print(text, file=sys.stderr)
@@ -514,10 +529,9 @@ def main(argv=None) -> int:
     try:
         params = load_params(args.params, args.set)
         executed = run(params, notebooks=args.notebooks, only=args.only, output_root=args.output_root,
-                       refresh_notebooks=args.refresh_notebooks, progress=not args.no_progress)
-    except (PipelineError, KeyError, ValueError, FileNotFoundError) as exc:
-        # KeyError's str() quotes its message
-        print(f"pipeline failed: {exc.args[0] if isinstance(exc, KeyError) and exc.args else exc}", file=sys.stderr)
+                       refresh_notebooks=args.refresh_notebooks, progress=not args.no_progress, wait=args.wait)
+    except EXPECTED as exc:
+        print(_failure(exc), file=sys.stderr)
         return 1
     root = executed[0].parents[2] if executed else paths.ROOT
     where = "" if root.resolve() == paths.ROOT.resolve() else f" under {root}"

@@ -43,6 +43,7 @@ class _Raw:
     df: pd.DataFrame  # object columns; index = line / row / case number in the file
     file: str
     info: dict = field(default_factory=dict)
+    ids: pd.Series | None = None  # participant_id as read (helpers.data._cells._ids), once
 
 
 def _error(file, column, rule, df=None, mask=None, cols=None):
@@ -142,7 +143,15 @@ def _count_fields(line: str, delimiter: str) -> int:
 
 def _sniff_delimiter(text: str, path: Path) -> str:
     """Pick the delimiter from the header line; refuse to guess when it is ambiguous."""
-    lines = [ln for ln in text.splitlines() if ln.strip()]
+    head, size = text, 1 << 16
+    while size < len(text):  # the header and 20 lines are enough: never split a whole registry
+        head = text[:size]
+        if sum(1 for ln in head.splitlines() if ln.strip()) > 22:
+            break
+        size *= 4
+    else:
+        head = text
+    lines = [ln for ln in head.splitlines() if ln.strip()]
     header, body = lines[0], lines[1:21]
     counts = {d: _count_fields(header, d) for d in _DELIMITERS}
     best = max(counts.values())
@@ -167,17 +176,23 @@ def _read_csv(path: Path, encoding=None) -> _Raw:
         raise DataValidationError(path, None, "empty file (only blank characters)")
     delimiter = _sniff_delimiter(text, path)
     reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, strict=True)
-    records, start = [], 1
     try:
-        for fields in reader:
-            records.append((start, fields))
-            start = reader.line_num + 1
+        if '"' not in text:
+            # no quoting: one record per line, so a record's line number is its position
+            rows = list(reader)
+            numbers = range(1, len(rows) + 1)
+        else:  # a quoted field may span lines: count them as the reader goes
+            rows, numbers, start = [], [], 1
+            for fields in reader:
+                rows.append(fields)
+                numbers.append(start)
+                start = reader.line_num + 1
     except csv.Error as exc:
         raise DataValidationError(
             path, None, f"unparseable file: line {max(reader.line_num, 1)}: {exc}"
         ) from exc
     info.update(format="csv", delimiter=delimiter, decimal=".")
-    return _Raw(_frame_from_records(records, path, "line"), str(path), info)
+    return _Raw(_frame_from_records(numbers, rows, path, "line", text=True), str(path), info)
 
 
 def _blank(value) -> bool:
@@ -186,14 +201,29 @@ def _blank(value) -> bool:
     )
 
 
-def _frame_from_records(records, path: Path, label: str) -> pd.DataFrame:
-    """Header = first non-blank record; blank records (e.g. Excel's ';;;;') are skipped."""
-    records = [(n, list(r)) for n, r in records if not all(_blank(v) for v in r)]
-    if not records:
+def _blank_rows(rows: list, text: bool) -> np.ndarray:
+    """Which records are blank (every cell :func:`_blank`). All-text records (CSV) are blank
+    when their cells joined hold nothing but spaces -- one string operation per record."""
+    if text:
+        return np.fromiter((not "".join(r).strip() for r in rows), dtype=bool, count=len(rows))
+    return np.fromiter((all(_blank(v) for v in r) for r in rows), dtype=bool, count=len(rows))
+
+
+def _frame_from_records(numbers, rows, path: Path, label: str, *, text: bool = False) -> pd.DataFrame:
+    """The table of ``rows`` (lists of cells) found at ``numbers`` (line / row numbers).
+    Header = first non-blank record; blank records (e.g. Excel's ';;;;') are skipped.
+    ``text``: every cell is a string (a CSV file's records)."""
+    blank = _blank_rows(rows, text)
+    if blank.any():
+        keep = np.flatnonzero(~blank)
+        rows, numbers = [rows[i] for i in keep], [numbers[i] for i in keep]
+    if not rows:
         raise DataValidationError(path, None, "empty file (no header and no rows)")
-    (_, header), body = records[0], records[1:]
+    header, body, numbers = rows[0], rows[1:], numbers[1:]
     width = len(header)
-    for n, row in body:
+    widths = np.fromiter(map(len, body), dtype=np.int64, count=len(body))
+    for i in np.flatnonzero(widths != width):  # the few records not as wide as the header
+        n, row = numbers[i], list(body[i])
         # Trailing empty cells beyond the header (a trailing delimiter) carry nothing.
         while len(row) > width and _blank(row[-1]):
             row.pop()
@@ -205,9 +235,13 @@ def _frame_from_records(records, path: Path, label: str) -> pd.DataFrame:
                 f"unparseable file: {label} {n} has {len(row)} fields but the header has "
                 f"{width}",
             )
+        body[i] = row
     names = ["" if _blank(h) else str(h).strip() for h in header]
-    df = pd.DataFrame([r for _, r in body], columns=range(width), dtype=object)
-    df.index = pd.Index([n for n, _ in body], name=label)
+    cells = np.empty((len(body), width), dtype=object)
+    if len(body):
+        cells[:] = body
+    df = pd.DataFrame(cells, columns=range(width), dtype=object)
+    df.index = pd.Index(np.asarray(numbers, dtype=np.int64), name=label)
     keep = []
     for i, name in enumerate(names):
         if name:
@@ -241,14 +275,14 @@ def _read_xlsx(path: Path, sheet=None) -> _Raw:
         if sheet is not None and sheet not in sheets:
             raise DataValidationError(path, None, f"no sheet named {sheet!r}; the workbook's sheets are {sheets}")
         chosen = sheets[0] if sheet is None else sheet
-        records = list(enumerate(wb[chosen].iter_rows(values_only=True), start=1))
+        rows = [list(r) for r in wb[chosen].iter_rows(values_only=True)]
     finally:
         wb.close()
     info = {"format": "xlsx", "sheet": chosen, "decimal": "."}
     if sheet is None and len(sheets) > 1:
         info["other_sheets"] = sheets[1:]
     # messages name the sheet: a workbook's first sheet is often a codebook
-    return _Raw(_frame_from_records(records, path, "row"), f"{path} (sheet {chosen!r})", info)
+    return _Raw(_frame_from_records(range(1, len(rows) + 1), rows, path, "row"), f"{path} (sheet {chosen!r})", info)
 
 
 def _read_sav(path: Path) -> _Raw:

@@ -172,7 +172,7 @@ def _check_same_ids(s_raw: _Raw, p_raw: _Raw) -> None:
     s_ids, p_ids = _ids(s_raw), _ids(p_raw)
     for have_raw, have, lack_raw, lack in ((s_raw, s_ids, p_raw, p_ids),
                                            (p_raw, p_ids, s_raw, s_ids)):
-        only = sorted(set(have) - set(lack))
+        only = sorted(set(have.unique()) - set(lack.unique()))
         if only:
             listed = only[:10] + (["..."] if len(only) > 10 else [])
             raise _error(
