@@ -86,7 +86,7 @@ def test_helpers_has_no_import_cycle():
 # them only if it calls them. Their quantiles come from scipy.special, to the bit.
 # (helpers.report is not among them: its prediction interval of Cramér's V needs scipy.stats'
 # noncentral chi-square, and the report notebook imports statsmodels and pingouin anyway.)
-LIGHT_MODULES = ["helpers.describe", "helpers.agreement", "helpers.figures",
+LIGHT_MODULES = ["helpers.describe", "helpers.agreement", "helpers.figures", "helpers.figures_patterns",
                  "helpers.multiverse", "helpers.available", "helpers.models", "helpers.episodes",
                  "helpers.sudden", "helpers.notebook"]
 HEAVY = ["scipy.stats", "statsmodels", "pingouin", "nbconvert"]
