@@ -118,7 +118,8 @@ def test_a_runs_own_criterion_gets_its_own_look_in_the_forest_plot(draws):
     betas = pd.read_csv(paths.ROOT / "results" / "tables" / "beta_by_criterion.csv")
     mine = betas[betas["preset"] == "rci"].assign(preset="sd (this run)")
     fig = figures.plot_forest(pd.concat([betas, mine]), paper_beta=0.44, default="sd (this run)")
-    looks = {figures.artist_role(a)["criterion"]: _color(a) for _, a in _series(fig) if figures.artist_role(a)}
+    looks = {figures.artist_role(a)["criterion"]: _color(a) for _, a in _series(fig)
+             if figures.artist_role(a).get("criterion")}
     assert looks["sd (this run)"] == figures.OTHER_CRITERION["color"].lower()
     assert looks["rci"] == figures.CRITERION_STYLES["rci"]["color"].lower()
     plt.close(fig)

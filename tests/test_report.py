@@ -226,7 +226,7 @@ def test_report_holds_the_results_table_and_every_figure(page):
     for target in report.format_replication_table(table)["target"]:
         assert target in page.cells, target
     assert "verdict" in page.cells and "consistent" in page.cells
-    assert len(page.imgs) == 4  # prevalence, examples, growth, forest plot
+    assert len(page.imgs) == 5  # prevalence, examples, growth, forest plot, pattern probabilities
     assert all(src.startswith("data:image/png;base64,") for src in page.imgs)
 
 
@@ -241,7 +241,7 @@ def test_report_has_a_title_alt_texts_and_no_housekeeping():
     html = REPORT.read_text(encoding="utf-8")
     assert "<title>Replication of McLaughlin et al. (2014): simulated trial (seed 20131106)</title>" in html
     alts = re.findall(r'<img[^>]*\balt="([^"]*)"', html)
-    assert len(alts) == 4 and len(set(alts)) == 4 and not any("No description" in a for a in alts), alts
+    assert len(alts) == 5 and len(set(alts)) == 5 and not any("No description" in a for a in alts), alts
     assert "readme_results.md" not in html and "Write the report" not in html  # files written: not for a reader
 
 
@@ -268,11 +268,11 @@ def test_report_renders_in_a_real_browser():
             page.goto(REPORT.as_uri())
             table = page.locator("table", has_text="verdict").first
             assert table.is_visible()
-            assert table.locator("tr").count() == 13  # header + 12 targets
+            assert table.locator("tr").count() == 14  # header + 12 targets + the model-based row
             sizes = page.eval_on_selector_all(
                 "img", "els => els.map(e => [e.naturalWidth, e.getBoundingClientRect().width, "
                        "e.getBoundingClientRect().height])")
-            assert len(sizes) == 4
+            assert len(sizes) == 5
             assert all(w > 0 and bw > 0 and bh > 0 for w, bw, bh in sizes), sizes
             page.screenshot(path=str(shot), full_page=True)
         finally:

@@ -171,13 +171,13 @@ def plot_calibration(table: pd.DataFrame, *, caption: str = ""):
                       # Wilson's bound at 0 of n is 0 up to rounding (6.9e-18): no negative bar
                       yerr=np.clip([t["observed"] - t["ci_low"], t["ci_high"] - t["observed"]], 0, None))
             for x, y, n in zip(t["mean_predicted"], t["observed"], t["n"]):
-                right = x < 0.75  # the count beside the point, inside the panel
-                ax.annotate(_n(n), (x, y), xytext=(5 if right else -5, -3), textcoords="offset points",
-                            ha="left" if right else "right", va="top", fontsize=8, color=color)
+                right, low = x < 0.75, y < 0.25  # the count beside the point, inside the panel
+                ax.annotate(_n(n), (x, y), xytext=(5 if right else -5, 3 if low else -3), textcoords="offset points",
+                            ha="left" if right else "right", va="bottom" if low else "top", fontsize=8, color=color)
             handles.append(_proxy(label, marker=markers[pattern], color=color, linestyle="none", markersize=4.5))
         n = int(t["n"].sum())
         ax.set_title(f"{name} (N = {_n(n)})", color=color)
-        ax.set(xlim=(-0.04, 1.04), ylim=(-0.04, 1.04), xlabel="mean probability (bin)", aspect="equal",
+        ax.set(xlim=(-0.04, 1.04), ylim=(-0.04, 1.04), xlabel="mean probability (bin)",
                xticks=[0, 0.5, 1], yticks=[0, 0.25, 0.5, 0.75, 1])
     axes[0].set_ylabel("share truly of the pattern")
     fig.suptitle(_title("Calibration of the pattern probabilities against the truth (numbers: clients per bin)",

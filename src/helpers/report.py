@@ -40,7 +40,7 @@ import numpy as np
 import pandas as pd
 from scipy import special
 
-from helpers import available, consistency, describe, models, multiverse, paper, paths
+from helpers import available, describe, models, multiverse, paper, paths
 from helpers.contract import INSUFFICIENT
 from helpers.markup import escape_markdown
 from helpers.tables import atomic_write_text
@@ -171,6 +171,7 @@ def replication_table(participants, patterns, chi2, regression_hc3, *, outcome="
     Patil, P., Peng, R. D., & Leek, J. T. (2016). Perspectives on Psychological Science, 11(4),
     539-544.
     """
+    from helpers import consistency  # scipy.stats (0.5 s): loaded for the replication table only
     calibrated = same_design if calibrated is None else calibrated
     sample = describe.demographics_table(participants).set_index("quantity")
     prev = describe.prevalence_table(patterns).set_index("quantity")
@@ -311,6 +312,7 @@ SHOWN_COLUMNS = ["target", "kind", "paper", "this run [95% CI]", "N", "95% predi
 
 def format_replication_table(table: pd.DataFrame) -> pd.DataFrame:
     """The table as a reader sees it: APA numbers, human labels, the prediction interval."""
+    from helpers import consistency  # scipy.stats (0.5 s): loaded for the replication table only
     rows = []
     for _, r in table.iterrows():
         q = r["quantity"]

@@ -332,7 +332,7 @@ class RunSpec:
             return f"*Pattern model:* {escape_markdown(m.get('note', 'not fitted'))}."
         return (f"*Pattern model* (`helpers.pattern_model`, `docs/pattern_model.md`): each client's "
                 f"{escape_markdown(alliance.name)} series is a person-level straight line plus normal noise with at most "
-                f"two drops (episodes) of at least {alliance.points(m['min_drop'])} (1.96 · SD₀ · √(1 − r), SD₀ = "
+                f"two drops (episodes) of at least {escape_markdown(alliance.points(m['min_drop']))} (1.96 · SD₀ · √(1 − r), SD₀ = "
                 f"{m['sd']:.2f} points of the clients' first observed ratings, r = {fmt_r(m['reliability'])}, "
                 f"{escape_markdown(m['reliability_source'])}); a drop either climbs back within {m['repair_max']} "
                 f"sessions (repaired) or stays (unrepaired); hyperparameters by empirical Bayes from the clients with at "
@@ -568,7 +568,7 @@ def _criterion(params, trial: Trial, alliance: Instrument, origin: str, desc) ->
 #: three sessions (the templates), two-episode templates, 20 imputations for the β, and the
 #: multiples of the default smallest drop that its sensitivity table refits at.
 PATTERN_MODEL = {"repair_max": 3, "two_episodes": True, "n_imputations": 20,
-                 "min_drop_multiples": [0.5, 0.75, 1.0, 1.5, 2.0]}
+                 "min_drop_multiples": [0.5, 1.0, 1.5, 2.0]}
 
 
 def _pattern_model(params, trial: Trial, criterion: dict, alliance: Instrument) -> dict:
