@@ -1,4 +1,4 @@
-"""Tests of helpers.pattern_model and helpers.pooling.
+"""Tests of helpers.pattern_model and helpers.pooling (the batched OLS is tested in test_ols.py).
 
 References are independent of the code under test: scipy.stats (multivariate normal
 densities and CDFs, truncated normals), scipy.integrate (the integrals over the drops),
@@ -15,7 +15,7 @@ import pytest
 from scipy import stats
 
 from helpers import episodes, pattern_model as pm
-from helpers.pooling import ols_many, rubin_rules
+from helpers.pooling import rubin_rules
 from helpers.simulate import simulate_arrays, simulate_trial
 
 RELIABILITY = 0.83
@@ -365,27 +365,6 @@ def test_rubins_rules_with_identical_imputations_are_the_complete_data_analysis(
     r = rubin_rules([1.5] * 5, [0.25] * 5, df_complete=30)
     assert r["fmi"] == 0 and r["between"] == 0 and r["se"] == pytest.approx(0.5)
     assert r["df"] == pytest.approx(30 * 31 / 33)
-
-
-@pytest.mark.parametrize("cov_type", ["HC3", "nonrobust"])
-def test_ols_many_equals_statsmodels(cov_type):
-    import statsmodels.api as sm
-
-    rng = np.random.default_rng(8)
-    n = 40
-    base = np.column_stack([np.ones(n), rng.normal(30, 8, n)])
-    flags = (rng.random((5, n)) < 0.3).astype(float)
-    X = np.concatenate([np.broadcast_to(base, (5, n, 2)), flags[:, :, None]], axis=2)
-    y = 5 + 0.6 * base[:, 1] + rng.normal(0, 5, n)
-    got = ols_many(y, X, cov_type=cov_type)
-    for j in range(5):
-        ref = sm.OLS(y, X[j]).fit(cov_type=cov_type)
-        assert np.allclose(got["coef"][j], ref.params, rtol=1e-10)
-        assert np.allclose(got["var"][j], np.diag(ref.cov_params()), rtol=1e-9)
-    one = X.copy()
-    one[0, :, 2] = 0.0
-    one[0, 0, 2] = 1.0  # one flagged client: leverage 1, HC3 undefined
-    assert not ols_many(y, one, cov_type="HC3")["estimable"][0]
 
 
 def test_certain_patterns_give_fmi_zero_and_the_plain_regression(trial):

@@ -96,7 +96,8 @@ import pandas as pd
 from scipy import special
 
 from helpers.contract import INSUFFICIENT, PATTERN_LABELS, DataValidationError
-from helpers.pooling import ols_many, rubin_rules
+from helpers.ols import ols_batch
+from helpers.pooling import rubin_rules
 
 __all__ = [
     "PROBABILITY_COLUMNS",
@@ -1376,6 +1377,19 @@ def _impute_patterns(prior, seen, y, base, n_imputations, rng, burn_in, thin):
     return out
 
 
+def _completed_fits(y, X, cov_type):
+    """The coefficient of the last column of ``X`` (K completed designs) and its variance,
+    classical or HC3 (:func:`helpers.ols.ols_batch`); not estimable, with NaN, where the
+    design is rank deficient or, for HC3, a row has leverage 1 (the only unrepaired client)."""
+    if cov_type not in ("HC3", "nonrobust"):
+        raise ValueError(f"cov_type must be 'HC3' or 'nonrobust', got {cov_type!r}")
+    fit = ols_batch(y, X)
+    se = fit["se_hc3"] if cov_type == "HC3" else fit["se"]
+    ok = fit["estimable"] & (fit["hc3_defined"] if cov_type == "HC3" else True)
+    return {"b": np.where(ok, fit["coef"][:, -1], np.nan), "var": np.where(ok, se[:, -1] ** 2, np.nan),
+            "df": int(fit["df"][0]), "estimable": ok}  # one n for every completed data set
+
+
 def unrepaired_effect(model: PatternModel, participants, *, outcome="pss_i", covariates=(),
                       n_imputations=20, seed=None, cov_type="HC3", level=0.95, burn_in=200,
                       thin=10) -> pd.DataFrame:
@@ -1433,7 +1447,7 @@ def unrepaired_effect(model: PatternModel, participants, *, outcome="pss_i", cov
     imputation model (:func:`_impute_patterns`) lets every pattern shift the outcome's mean
     -- an unrepaired rupture by an amount that may grow with the ratings observed after it --
     and have its own residual variance, so it is at least as rich as the analysis model.
-    Each completed data set is fitted by OLS (:func:`helpers.pooling.ols_many`, HC3 by
+    Each completed data set is fitted by OLS (:func:`helpers.ols.ols_batch`, HC3 by
     default) and the results are pooled by :func:`helpers.pooling.rubin_rules` with the
     Barnard & Rubin (1999) degrees of freedom (Rubin, 1987). The pattern model's
     hyperparameters are treated as known (their uncertainty is not propagated).
@@ -1487,9 +1501,9 @@ def unrepaired_effect(model: PatternModel, participants, *, outcome="pss_i", cov
     # each distinct completed data set is fitted once (identical ones give identical numbers)
     uniq, which = np.unique(flag, axis=0, return_inverse=True)
     X = np.concatenate([np.broadcast_to(base, (len(uniq), n, q)), uniq[:, :, None]], axis=2)
-    fit = ols_many(y, X, cov_type=cov_type)
+    fit = _completed_fits(y, X, cov_type)
     which = which.ravel()
-    b, var = fit["coef"][which, -1], fit["var"][which, -1]
+    b, var = fit["b"][which], fit["var"][which]
     n_bad = int((~fit["estimable"][which]).sum())  # NaN in b and var: the pooled result is NaN
     scale = flag.std(axis=1, ddof=1) / y.std(ddof=1)
     pooled = rubin_rules(b, var, df_complete=fit["df"], level=level)
