@@ -169,6 +169,14 @@ class _Templates:
     second: np.ndarray
 
     @property
+    def shapes_t(self) -> np.ndarray:
+        """``shapes.T`` in C order (BLAS multiplies by it several times faster than by the
+        transposed view)."""
+        if "_shapes_t" not in self.__dict__:
+            object.__setattr__(self, "_shapes_t", np.ascontiguousarray(self.shapes.T))
+        return self.__dict__["_shapes_t"]
+
+    @property
     def n_shapes(self) -> int:
         return self.shapes.shape[0]
 
@@ -461,6 +469,12 @@ def _inv2(A):
     return inv / det[..., None, None], det
 
 
+def _dot2(a, b):
+    """``(a * b).sum(axis=-1)`` for a last axis of length 2, written out (numpy's reduction
+    over a short last axis is several times slower than two products and a sum)."""
+    return a[..., 0] * b[..., 0] + a[..., 1] * b[..., 1]
+
+
 def _mv(K, x):
     """``K x`` for stacks of 2 x 2 matrices (n, 2, 2) and 2-vectors (n, 2)."""
     return K[:, :, 0] * x[:, :1] + K[:, :, 1] * x[:, 1:]
@@ -483,7 +497,7 @@ def _trend_terms(D: _Data, tpl: _Templates, th: _Theta, idx):
     mu = th.mu[g]
     r = D.mask[idx] * (D.y[idx] - mu[:, :1] - mu[:, 1:] * D.Z[:, 1])
     zr = r @ D.Z
-    hr = r @ tpl.shapes.T
+    hr = r @ tpl.shapes_t
     kzr = _mv(K, zr)
     hk = hmz[:, :, :1] * K[:, None, 0, :] + hmz[:, :, 1:] * K[:, None, 1, :]  # (Z'M h_b)' K
     pf, ps = tpl.pair_first, tpl.pair_second
@@ -493,8 +507,8 @@ def _trend_terms(D: _Data, tpl: _Templates, th: _Theta, idx):
         "hk": hk, "u": (hr - hmz[:, :, 0] * kzr[:, None, 0] - hmz[:, :, 1] * kzr[:, None, 1]) / s2[:, None],
         "q0": ((r * r).sum(axis=1) - (zr * kzr).sum(axis=1)) / s2,
         "logdet": (n_obs - 2) * np.log(s2) + np.log(det_a),
-        "gd": (D.hmh_d[mid] - (hk * hmz).sum(axis=2)) / s2[:, None],
-        "gp": (D.hmh_p[mid] - (hk[:, pf] * hmz[:, ps]).sum(axis=2)) / s2[:, None],
+        "gd": (D.hmh_d[mid] - _dot2(hk, hmz)) / s2[:, None],
+        "gp": (D.hmh_p[mid] - _dot2(hk[:, pf], hmz[:, ps])) / s2[:, None],
         "hmh_d": D.hmh_d[mid], "hmh_p": D.hmh_p[mid], "n_obs": n_obs,
     }
 
@@ -542,34 +556,54 @@ def _one_episode(tt, ll0, m, tau2, lo):
     return {"ll": ll, "lam": lam, "eta": eta, "ed": ed, "ed2": ed2, "prior_tail": prior_tail}
 
 
-def _two_episodes(tt, tpl: _Templates, one, ll0, m, tau2, lo, floor):
-    """Two episodes: ``(d1, d2) | y ~ N(nu, V)`` truncated to the orthant ``>= lo``.
-
-    ``floor`` (n, P): a template whose log-likelihood is certainly below it -- by a cheap
-    upper bound on the orthant probability (:func:`_log_orthant_bound`) -- cannot matter and
-    is not evaluated (log-likelihood -inf); a computed orthant above the bound (Owen's formula
-    loses relative precision far in the tail) is capped at it.
-    """
+def _gaussian_pairs(tt, tpl: _Templates, one, ll0, m, tau2, rows):
+    """The two-episode templates of the clients ``rows`` without the truncation: the
+    posterior ``(d1, d2) | y ~ N(nu, V)`` and the Gaussian part of the log-likelihood, which is
+    an upper bound on the template's log-likelihood (the orthant probability it lacks is <= 1)."""
     pf, ps = tpl.pair_first, tpl.pair_second
-    lam, eta = one["lam"], one["eta"]
-    l11, l22, l12 = lam[:, pf], lam[:, ps], tt["gp"]
+    lam, eta = one["lam"][rows], one["eta"][rows]
+    l11, l22, l12 = lam[:, pf], lam[:, ps], tt["gp"][rows]
     det = l11 * l22 - l12 * l12
     v11, v22, v12 = l22 / det, l11 / det, -l12 / det
     e1, e2 = eta[:, pf], eta[:, ps]
     nu1, nu2 = v11 * e1 + v12 * e2, v12 * e1 + v22 * e2
-    ll = (ll0[:, None] + 0.5 * (e1 * nu1 + e2 * nu2 - 2 * m * m / tau2)
-          - 0.5 * np.log(tau2 * tau2 * det) - 2 * one["prior_tail"])
-    bound = _log_orthant_bound(nu1, nu2, v11, v22, v12, lo)
-    keep = ll + bound > floor
-    f = [np.zeros(ll.shape) for _ in range(5)]
-    tail = np.full(ll.shape, -np.inf)
-    if keep.any():
-        out = _truncated_moments_2d(nu1[keep], nu2[keep], v11[keep], v22[keep], v12[keep],
-                                    np.broadcast_to(lo, ll.shape)[keep])
-        for arr, val in zip([*f, tail], out):
-            arr[keep] = val
-        tail[keep] = np.minimum(tail[keep], bound[keep])
-    return {"ll": ll + tail, "f1": f[0], "f2": f[1], "f11": f[2], "f22": f[3], "f12": f[4]}
+    m, tau2 = m[rows], tau2[rows]
+    ll = (ll0[rows, None] + 0.5 * (e1 * nu1 + e2 * nu2 - 2 * m * m / tau2)
+          - 0.5 * np.log(tau2 * tau2 * det) - 2 * one["prior_tail"][rows])
+    return ll, nu1, nu2, v11, v22, v12
+
+
+def _two_episodes(tt, tpl: _Templates, one, ll0, m, tau2, lo, floor):
+    """Two episodes: ``(d1, d2) | y ~ N(nu, V)`` truncated to the orthant ``>= lo``.
+
+    ``floor`` (n, P): a template whose log-likelihood is certainly below it cannot matter and
+    is not evaluated (log-likelihood -inf, moments 0). Only the clients with a finite floor
+    somewhere are looked at (a trial whose ``omega`` is 0 gives its two-episode templates no
+    prior weight: every floor is +inf); of their templates, those whose Gaussian part
+    (:func:`_gaussian_pairs`) is below the floor are left out first, then those whose Gaussian
+    part plus a cheap upper bound on the orthant probability (:func:`_log_orthant_bound`) is;
+    only the rest get Owen's formula. A computed orthant above the bound (Owen's formula loses
+    relative precision far in the tail) is capped at it.
+    """
+    shape = floor.shape
+    f = [np.zeros(shape) for _ in range(5)]
+    ll = np.full(shape, -np.inf)
+    rows = np.flatnonzero(np.isfinite(floor).any(axis=1))
+    if rows.size:
+        gll, nu1, nu2, v11, v22, v12 = _gaussian_pairs(tt, tpl, one, ll0, m, tau2, rows)
+        fl = floor[rows]
+        r_i, t_i = np.nonzero(gll > fl)  # the orthant probability is <= 1
+        args = [a[r_i, t_i] for a in (gll, nu1, nu2, v11, v22, v12)]
+        lo_k = lo[rows][r_i, 0]
+        bound = _log_orthant_bound(*args[1:], lo_k)
+        keep = args[0] + bound > fl[r_i, t_i]
+        if keep.any():
+            out = _truncated_moments_2d(*(a[keep] for a in args[1:]), lo_k[keep])
+            rr, tt_ = rows[r_i[keep]], t_i[keep]
+            for arr, val in zip(f, out[:5]):
+                arr[rr, tt_] = val
+            ll[rr, tt_] = args[0][keep] + np.minimum(out[5], bound[keep])
+    return {"ll": ll, "f1": f[0], "f2": f[1], "f11": f[2], "f22": f[3], "f12": f[4]}
 
 
 def _weighted_moments(w, tpl: _Templates, one, two):
@@ -604,7 +638,7 @@ def _m_step(E, tpl: _Templates, th: _Theta, starts) -> _Theta:
     pf, ps = tpl.pair_first, tpl.pair_second
     c1, c2d, c2p = E["c1"], E["c2d"], E["c2p"]
     # Z'M E[delta] and Z'M Cov(delta) M Z, delta = sum_e d_e h_e the episodes' effect
-    zd = (c1[:, :, None] * hmz).sum(axis=1)
+    zd = np.einsum("nb,nbj->nj", c1, hmz)
     cross = np.swapaxes(c2p[:, :, None] * hmz[:, pf], 1, 2) @ hmz[:, ps]
     zdd = np.swapaxes(c2d[:, :, None] * hmz, 1, 2) @ hmz + cross + np.swapaxes(cross, 1, 2)
     cov_zd = zdd - zd[:, :, None] * zd[:, None, :]
@@ -620,8 +654,8 @@ def _m_step(E, tpl: _Templates, th: _Theta, starts) -> _Theta:
     rr = (E["r"] ** 2).sum(axis=1)
     b_rr = 2 * s2 * E["q0"] - rr + (zr * kzkzr).sum(axis=1)
     b_rh = 2 * s2[:, None] * E["u"] - E["hr"] + hmz[:, :, 0] * kzkzr[:, None, 0] + hmz[:, :, 1] * kzkzr[:, None, 1]
-    b_hh = 2 * s2[:, None] * E["gd"] - E["hmh_d"] + (hkz * hk).sum(axis=2)
-    b_hp = 2 * s2[:, None] * E["gp"] - E["hmh_p"] + (hkz[:, pf] * hk[:, ps]).sum(axis=2)
+    b_hh = 2 * s2[:, None] * E["gd"] - E["hmh_d"] + _dot2(hkz, hk)
+    b_hp = 2 * s2[:, None] * E["gp"] - E["hmh_p"] + _dot2(hkz[:, pf], hk[:, ps])
     trace = (zmz * K).sum(axis=(1, 2))  # tr(Z'MZ K), both symmetric
     ss = (b_rr + 2 * (c1 * b_rh).sum(axis=1) + (c2d * b_hh).sum(axis=1) + 2 * (c2p * b_hp).sum(axis=1)
           + s2 * trace)
@@ -902,31 +936,53 @@ def _omega_profile(D: _Data, tpl: _Templates, fit, th: _Theta, groups) -> np.nda
 
     With ``a_i`` the likelihood without second episodes, ``s_i`` its ruptured part and ``b_i``
     the two-episode part at ``omega = 1``, client i's likelihood is ``a_i (1 + omega c_i)``,
-    ``c_i = (b_i - s_i) / a_i``.
+    ``c_i = (b_i - s_i) / a_i``. The slope at 0 is ``sum_i c_i``. It is first bounded from
+    above with the Gaussian parts of the two-episode templates in place of their likelihoods
+    (each an upper bound, :func:`_gaussian_pairs`): a trial whose bound is not positive has
+    ``omega = 0`` -- the same answer the exact slope gives, without a single bivariate normal
+    probability; usually every trial without second episodes. The others get the exact
+    E-step.
     """
-    idx = np.flatnonzero(fit & np.isin(D.group, groups))
     n_kind = np.bincount(tpl.kind, minlength=5)
     # log prior of each template at omega = 0 for the one-episode ones, at 1 for the others
     pi = np.log(th.prevalence)[:, _KIND_PATTERN[tpl.kind]]
     lp = pi - np.log(np.maximum(n_kind, 1))[tpl.kind]
-    E = _e_step(D, tpl, th, idx, lp)
-    ll = E["ll"] + lp[D.group[idx]]
     one = tpl.kind <= 2
     # omega acts on the patterns that have two-episode templates
     paired = np.isin(_KIND_PATTERN[tpl.kind], _KIND_PATTERN[tpl.kind[~one]]) & (tpl.kind > 0) & one
+    G = th.mu.shape[0]
+    idx = np.flatnonzero(fit & np.isin(D.group, groups))
+    g = D.group[idx]
+    tt = _trend_terms(D, tpl, th, idx)
+    ll0 = -0.5 * (tt["q0"] + tt["logdet"] + tt["n_obs"] * _LOG2PI)
+    m, tau2 = th.drop_mean[g][:, None], th.drop_sd[g][:, None] ** 2
+    ep = _one_episode(tt, ll0, m, tau2, th.min_drop[g][:, None])
+    ll1 = np.concatenate([ll0[:, None], ep["ll"]], axis=1) + lp[g][:, one]
+    a = special.logsumexp(ll1, axis=1)
+    s = special.logsumexp(ll1[:, paired[one]], axis=1)
+    gll = _gaussian_pairs(tt, tpl, ep, ll0, m, tau2, np.arange(idx.size))[0]
+    b_up = special.logsumexp(gll + lp[g][:, ~one], axis=1)
+    up = np.bincount(g, weights=np.exp(b_up - a) - np.exp(s - a), minlength=G) > 0
+    out = np.zeros(G)
+    exact = groups[up[groups]]
+    if not exact.size:
+        return out[groups]
+    idx = np.flatnonzero(fit & np.isin(D.group, exact))
+    E = _e_step(D, tpl, th, idx, lp)
+    ll = E["ll"] + lp[D.group[idx]]
     a = special.logsumexp(ll[:, one], axis=1)
     s = special.logsumexp(ll[:, paired], axis=1)
     b = special.logsumexp(ll[:, ~one], axis=1)
     c = np.exp(b - a) - np.exp(s - a)
     g = D.group[idx]
-    G = th.mu.shape[0]
     slope0 = np.bincount(g, weights=c, minlength=G)
     lo, hi = np.zeros(G), np.full(G, 1 - 1e-9)
     for _ in range(60):  # bisection on the decreasing slope sum_i c_i / (1 + omega c_i)
         mid = 0.5 * (lo + hi)
         up = np.bincount(g, weights=c / (1 + mid[g] * c), minlength=G) > 0
         lo, hi = np.where(up, mid, lo), np.where(up, hi, mid)
-    return np.where(slope0 > 0, 0.5 * (lo + hi), 0.0)[groups]
+    out[exact] = np.where(slope0 > 0, 0.5 * (lo + hi), 0.0)[exact]
+    return out[groups]
 
 
 def _subset(groups, keep, E, starts):
