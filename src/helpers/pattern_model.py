@@ -588,7 +588,7 @@ def _two_episodes(tt, tpl: _Templates, one, ll0, m, tau2, lo, floor):
     shape = floor.shape
     f = [np.zeros(shape) for _ in range(5)]
     ll = np.full(shape, -np.inf)
-    rows = np.flatnonzero(np.isfinite(floor).any(axis=1))
+    rows = np.flatnonzero((floor < np.inf).any(axis=1))
     if rows.size:
         gll, nu1, nu2, v11, v22, v12 = _gaussian_pairs(tt, tpl, one, ll0, m, tau2, rows)
         fl = floor[rows]
