@@ -419,3 +419,23 @@ def test_min_drop_sensitivity_refits_at_each_multiple(trial):
     # three times the default admits fewer ruptures
     assert t["pct_no_rupture"].iloc[1] > t["pct_no_rupture"].iloc[0]
     assert {"b", "ci_low", "ci_high", "beta", "fmi"} <= set(t.columns)
+
+
+def test_unrepaired_effect_of_many_trials_equals_one_at_a_time():
+    # each trial draws from its own seed exactly what unrepaired_effect draws alone; the
+    # stacked arithmetic may differ in the last bits only
+    arr = [simulate_arrays(n, 10, seed=s, **kn) for n, s, kn in [(90, 21, {}), (70, 22, {"p_second_rupture": 0.5})]]
+    starts = np.cumsum([0] + [len(a["alliance"]) for a in arr[:-1]])
+    models = pm.fit_pattern_arrays(np.vstack([a["alliance"] for a in arr]), starts=starts, reliability=RELIABILITY)
+    many = pm.unrepaired_effect_arrays(models, [a["pss_i_pre"] for a in arr], [a["pss_i_post"] for a in arr],
+                                       seeds=[5, 6], n_imputations=4, burn_in=20, thin=3)
+    for k, (mod, a) in enumerate(zip(models, arr)):
+        part = pd.DataFrame({"participant_id": mod.probabilities["participant_id"],
+                             "pss_i_pre": a["pss_i_pre"], "pss_i_post": a["pss_i_post"]})
+        one = pm.unrepaired_effect(mod, part, seed=5 + k, n_imputations=4, burn_in=20, thin=3).iloc[0]
+        got = many.iloc[k]
+        for col in pm.EFFECT_COLUMNS:
+            assert got[col] == pytest.approx(one[col], rel=1e-9, abs=1e-12), col
+    assert np.isfinite(many["beta_se"]).all()
+    with pytest.raises(ValueError, match="one entry per trial"):
+        pm.unrepaired_effect_arrays(models, [arr[0]["pss_i_pre"]], [arr[0]["pss_i_post"]], seeds=[1, 2])

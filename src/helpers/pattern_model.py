@@ -107,6 +107,7 @@ __all__ = [
     "template_table",
     "default_min_drop",
     "unrepaired_effect",
+    "unrepaired_effect_arrays",
     "min_drop_sensitivity",
     "EFFECT_COLUMNS",
 ]
@@ -1571,6 +1572,176 @@ def unrepaired_effect(model: PatternModel, participants, *, outcome="pss_i", cov
            "expected_n_unrepaired": float(flag.sum(axis=1).mean()), "n_imputations": m,
            "n_not_estimable": n_bad}
     return pd.DataFrame([row], columns=EFFECT_COLUMNS)
+
+
+# --------------------------------------------------------------------------------------------
+# the imputation of many trials at once (the power study's route)
+# --------------------------------------------------------------------------------------------
+def _impute_patterns_many(priors, seens, ys, bases, n_imputations, seeds, burn_in, thin):
+    """:func:`_impute_patterns` of many trials at once, each with its own generator.
+
+    Trial ``k`` draws from ``numpy.random.default_rng(seeds[k])`` exactly the numbers
+    :func:`_impute_patterns` draws from it alone, in the same order (one standard-normal
+    vector, three chi-squares and one uniform per client per sweep), so its imputations are
+    those of the trial alone (up to the last bits of the batched sums, which move a draw only
+    when a uniform falls within rounding of a category's boundary); the arithmetic runs on
+    the trials stacked, padded to the largest ``n`` and number of categories.
+
+    Returns
+    -------
+    list of arrays (n_imputations, n_k) of pattern codes.
+    """
+    G = len(ys)
+    q = bases[0].shape[1]
+    n_k = np.array([len(y) for y in ys])
+    C_k = np.array([p.shape[1] for p in priors])
+    n, C = int(n_k.max()), int(C_k.max())
+    valid = np.arange(n)[None, :] < n_k[:, None]
+    Y = np.zeros((G, n))
+    Bm = np.zeros((G, n, q))
+    logp = np.full((G, n, C), -np.inf)
+    shift = np.zeros((G, C, 3))  # columns: repaired, unrepaired, unrepaired x seen
+    s0 = np.empty(G)
+    pen = np.zeros((G, q + 3))
+    rngs = [np.random.default_rng(s) for s in seeds]
+    c = np.zeros((G, n), dtype=np.int64)
+    for k in range(G):  # once per trial, as _impute_patterns does before its sweeps
+        nk, ck = n_k[k], C_k[k]
+        Y[k, :nk], Bm[k, :nk] = ys[k], bases[k]
+        logp[k, :nk, :ck] = np.log(np.clip(priors[k], 1e-300, None))
+        shift[k, 1, 0] = 1
+        shift[k, 2:ck, 1] = 1
+        shift[k, 2:ck, 2] = seens[k][2:]
+        coef0, *_ = np.linalg.lstsq(bases[k], ys[k], rcond=None)
+        s0[k] = float(((ys[k] - bases[k] @ coef0) ** 2).sum() / max(nk - q, 1))
+        pen[k, q:] = 1 / (100 * ys[k].var() + 1e-12)
+        c[k, :nk] = _draw_categorical(priors[k], rngs[k])
+    pattern = np.minimum(np.arange(C), 2)
+    nu0 = 2.0
+    sig2 = np.repeat(s0[:, None], 3, axis=1)
+    eye_pen = pen[:, :, None] * np.eye(q + 3)
+    out = np.empty((n_imputations, G, n), dtype=np.int64)
+    gi = np.arange(G)[:, None]
+    for it in range(burn_in + n_imputations * thin):
+        z = pattern[c]
+        X = np.concatenate([Bm, shift[gi, c]], axis=2)
+        w = np.where(valid, 1 / sig2[gi, z], 0.0)
+        prec = np.einsum("gni,gn,gnj->gij", X, w, X) + eye_pen
+        chol = np.linalg.cholesky(prec)
+        noise = np.stack([r.standard_normal(q + 3) for r in rngs])
+        g = (np.linalg.solve(prec, np.einsum("gni,gn->gi", X, w * Y)[:, :, None])[:, :, 0]
+             + np.linalg.solve(np.swapaxes(chol, 1, 2), noise[:, :, None])[:, :, 0])
+        resid = np.where(valid, Y - np.einsum("gni,gi->gn", X, g), 0.0)
+        onehot = (z[:, :, None] == np.arange(3)) & valid[:, :, None]
+        ssr = np.einsum("gnk,gn->gk", onehot, resid**2)
+        counts = onehot.sum(axis=1)
+        # three scalar draws, in order: the numbers of chisquare(array), at half its overhead
+        chi = np.array([[r.chisquare(df) for df in (nu0 + cnt).tolist()] for r, cnt in zip(rngs, counts)])
+        sig2 = (nu0 * s0[:, None] + ssr) / chi
+        mu = np.einsum("gni,gi->gn", Bm, g[:, :q])[:, :, None] + np.einsum("gcj,gj->gc", shift, g[:, q:])[:, None, :]
+        s2c = sig2[:, pattern]
+        logl = logp - 0.5 * np.log(s2c)[:, None, :] - 0.5 * (Y[:, :, None] - mu) ** 2 / s2c[:, None, :]
+        with np.errstate(invalid="ignore"):  # padded clients: every category -inf (never used)
+            post = np.exp(logl - logl.max(axis=2, keepdims=True))
+        cum = np.cumsum(post / post.sum(axis=2, keepdims=True), axis=2)
+        u = np.zeros((G, n))
+        for k in range(G):
+            u[k, :n_k[k]] = rngs[k].random(n_k[k])
+        c = np.minimum((u[:, :, None] > cum).sum(axis=2), (C_k - 1)[:, None])
+        j = it - burn_in
+        if j >= 0 and (j + 1) % thin == 0:
+            out[j // thin] = pattern[c]
+    return [out[:, k, :n_k[k]] for k in range(G)]
+
+
+def _effect_inputs(probs, unrepaired_seen, values):
+    """The imputation's inputs for the classifiable clients with every value: outcome ``y``,
+    the base design ``[1, pre, covariates]``, the prior over the categories (no rupture,
+    repaired, unrepaired with j ratings seen from the rupture on, for the j that occur) and
+    those j. ``values``: (n, 2 + covariates) pre, post, covariates per row of ``probs``."""
+    keep = (probs["pattern"].to_numpy() != INSUFFICIENT) & ~np.isnan(values).any(axis=1)
+    rows = np.flatnonzero(keep)
+    y = values[rows, 1]
+    base = np.column_stack([np.ones(rows.size), values[rows, 0], values[rows, 2:]])
+    seen = unrepaired_seen[rows]
+    used = np.flatnonzero(seen.any(axis=0))  # numbers of observed ratings that occur
+    prior = np.column_stack([probs[["p_no_rupture", "p_repaired"]].to_numpy(dtype=float)[rows], seen[:, used]])
+    return y, base, prior, np.r_[0, 0, used]
+
+
+def _pool_effect(y, base, z, cov_type, level) -> dict:
+    """The paper's regression on each completed data set (patterns ``z``, m x n) and the
+    pooled row of :data:`EFFECT_COLUMNS` (with ``beta_se`` as well)."""
+    n, q = base.shape
+    m = z.shape[0]
+    flag = (z == 2).astype(float)
+    # each distinct completed data set is fitted once (identical ones give identical numbers)
+    uniq, which = np.unique(flag, axis=0, return_inverse=True)
+    X = np.concatenate([np.broadcast_to(base, (len(uniq), n, q)), uniq[:, :, None]], axis=2)
+    fit = _completed_fits(y, X, cov_type)
+    which = which.ravel()
+    b, var = fit["b"][which], fit["var"][which]
+    n_bad = int((~fit["estimable"][which]).sum())  # NaN in b and var: the pooled result is NaN
+    with np.errstate(invalid="ignore", divide="ignore"):
+        scale = flag.std(axis=1, ddof=1) / y.std(ddof=1)
+    pooled = rubin_rules(b, var, df_complete=fit["df"], level=level)
+    pooled_beta = rubin_rules(b * scale, var * scale**2, df_complete=fit["df"], level=level)
+    return {"b": pooled["estimate"], "se": pooled["se"], "ci_low": pooled["ci_low"],
+            "ci_high": pooled["ci_high"], "df": pooled["df"], "p": pooled["p"],
+            "beta": pooled_beta["estimate"], "beta_ci_low": pooled_beta["ci_low"],
+            "beta_ci_high": pooled_beta["ci_high"], "fmi": pooled["fmi"], "n": n,
+            "expected_n_unrepaired": float(flag.sum(axis=1).mean()), "n_imputations": m,
+            "n_not_estimable": n_bad, "beta_se": pooled_beta["se"]}
+
+
+def unrepaired_effect_arrays(models, pre, post, *, seeds, n_imputations=20, cov_type="HC3",
+                             level=0.95, burn_in=200, thin=10) -> pd.DataFrame:
+    """:func:`unrepaired_effect` of many trials at once (the power study's route).
+
+    Parameters
+    ----------
+    models : list of PatternModel
+        From :func:`fit_pattern_arrays`, one per trial.
+    pre, post : list of arrays
+        Per trial, the outcome before and after treatment of each row of the model's
+        ``probabilities`` (NaN = missing).
+    seeds : sequence of int
+        Per trial, the seed :func:`unrepaired_effect` would be given: trial ``k`` gets the
+        imputations it gets alone with ``seed=seeds[k]``, whatever the other trials.
+    n_imputations, cov_type, level, burn_in, thin
+        As :func:`unrepaired_effect`.
+
+    Returns
+    -------
+    DataFrame
+        One row per trial: :data:`EFFECT_COLUMNS` and ``beta_se`` (the pooled SE of beta). The
+        same numbers as :func:`unrepaired_effect` of each trial with its seed (tested, to
+        rounding).
+
+    Examples
+    --------
+    >>> from helpers.simulate import simulate_arrays
+    >>> arr = [simulate_arrays(80, 10, seed=s) for s in (1, 2)]
+    >>> models = fit_pattern_arrays(np.vstack([a["alliance"] for a in arr]), starts=[0, 80], reliability=0.83)
+    >>> r = unrepaired_effect_arrays(models, [a["pss_i_pre"] for a in arr], [a["pss_i_post"] for a in arr],
+    ...                              seeds=[1, 2], n_imputations=3, burn_in=10, thin=2)
+    >>> len(r), list(r.columns[:3])
+    (2, ['b', 'se', 'ci_low'])
+    """
+    if isinstance(n_imputations, bool) or int(n_imputations) != n_imputations or n_imputations < 2:
+        raise ValueError(f"n_imputations must be a whole number >= 2, got {n_imputations!r}")
+    if cov_type not in ("HC3", "nonrobust"):
+        raise ValueError(f"cov_type must be 'HC3' or 'nonrobust', got {cov_type!r}")
+    if not (len(models) == len(pre) == len(post) == len(seeds)):
+        raise ValueError("models, pre, post and seeds must have one entry per trial")
+    inputs = [_effect_inputs(mod.probabilities, mod.unrepaired_seen,
+                             np.column_stack([np.asarray(a, float), np.asarray(b, float)]))
+              for mod, a, b in zip(models, pre, post)]
+    m = int(n_imputations)
+    z = _impute_patterns_many([i[2] for i in inputs], [i[3] for i in inputs], [i[0] for i in inputs],
+                              [i[1] for i in inputs], m, list(seeds), int(burn_in), int(thin))
+    rows = [_pool_effect(y, base, zk, cov_type, level) for (y, base, _, _), zk in zip(inputs, z)]
+    return pd.DataFrame(rows, columns=[*EFFECT_COLUMNS, "beta_se"])
 
 
 # --------------------------------------------------------------------------------------------
