@@ -1539,38 +1539,13 @@ def unrepaired_effect(model: PatternModel, participants, *, outcome="pss_i", cov
     if missing:
         raise DataValidationError("participants", missing[0], "required column is missing")
     probs = model.probabilities
-    d = probs[probs["pattern"] != INSUFFICIENT].merge(participants[["participant_id", *cols]],
-                                                      on="participant_id", how="left")
-    values = d[cols].astype(float)
-    d = d[values.notna().all(axis=1).to_numpy()]
-    values = values.loc[d.index]
-    y = values[cols[1]].to_numpy()
-    base = np.column_stack([np.ones(len(d)), values[cols[0]].to_numpy(), values[cols[2:]].to_numpy()])
-    rows = pd.Index(probs["participant_id"]).get_indexer(d["participant_id"])
-    seen = model.unrepaired_seen[rows]
-    used = np.flatnonzero(seen.any(axis=0))  # numbers of observed ratings that occur
-    prior = np.column_stack([d[["p_no_rupture", "p_repaired"]].to_numpy(dtype=float), seen[:, used]])
-    n, q = base.shape
+    # a participant missing from the table has no values (NaN), as a left merge would give
+    values = (participants.drop_duplicates("participant_id").set_index("participant_id")[cols]
+              .reindex(probs["participant_id"]).astype(float).to_numpy())
+    y, base, prior, seen = _effect_inputs(probs, model.unrepaired_seen, values)
     rng = np.random.default_rng(seed)
-    m = int(n_imputations)
-    z = _impute_patterns(prior, np.r_[0, 0, used], y, base, m, rng, int(burn_in), int(thin))
-    flag = (z == 2).astype(float)
-    # each distinct completed data set is fitted once (identical ones give identical numbers)
-    uniq, which = np.unique(flag, axis=0, return_inverse=True)
-    X = np.concatenate([np.broadcast_to(base, (len(uniq), n, q)), uniq[:, :, None]], axis=2)
-    fit = _completed_fits(y, X, cov_type)
-    which = which.ravel()
-    b, var = fit["b"][which], fit["var"][which]
-    n_bad = int((~fit["estimable"][which]).sum())  # NaN in b and var: the pooled result is NaN
-    scale = flag.std(axis=1, ddof=1) / y.std(ddof=1)
-    pooled = rubin_rules(b, var, df_complete=fit["df"], level=level)
-    pooled_beta = rubin_rules(b * scale, var * scale**2, df_complete=fit["df"], level=level)
-    row = {"b": pooled["estimate"], "se": pooled["se"], "ci_low": pooled["ci_low"],
-           "ci_high": pooled["ci_high"], "df": pooled["df"], "p": pooled["p"],
-           "beta": pooled_beta["estimate"], "beta_ci_low": pooled_beta["ci_low"],
-           "beta_ci_high": pooled_beta["ci_high"], "fmi": pooled["fmi"], "n": n,
-           "expected_n_unrepaired": float(flag.sum(axis=1).mean()), "n_imputations": m,
-           "n_not_estimable": n_bad}
+    z = _impute_patterns(prior, seen, y, base, int(n_imputations), rng, int(burn_in), int(thin))
+    row = _pool_effect(y, base, z, cov_type, level)
     return pd.DataFrame([row], columns=EFFECT_COLUMNS)
 
 
