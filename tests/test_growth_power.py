@@ -18,7 +18,7 @@ import pytest
 from helpers import growth, lmm, power, simulate
 from oracles import power as oracle
 
-FLOATS = ["estimate", "se", "df", "t", "p"]
+FLOATS = ["estimate", "se", "df", "t", "p", "se_cr2", "df_cr2", "p_cr2"]
 
 
 def _reference(design, **kw):
