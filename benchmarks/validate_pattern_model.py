@@ -8,7 +8,7 @@ For the default simulated world and each harder setting (``docs/simulation.md``)
   20 imputations, HC3, seeded by the trial's seed);
 * the default threshold criterion ``rci`` (``episodes.detect_episodes(criterion="rci",
   reliability=0.83)`` + ``classify_participants(min_sessions=6)``) and the paper's regression
-  on its hard labels (``helpers.ols.ols_unrepaired``, HC3 interval).
+  on its hard labels (``helpers.ols.ols_unrepaired_batch``, HC3 interval).
 
 Both are scored on the classifiable clients (at least 6 ratings) against the true patterns:
 Cohen's kappa of the modal pattern, the multi-class Brier score (sum over the three patterns of
@@ -43,8 +43,23 @@ import pandas as pd
 
 from helpers import episodes, pattern_model, simulate
 from helpers.contract import PATTERN_LABELS
-from helpers.ols import ols_unrepaired
-from helpers.power import agreement_stats, replication_seed
+from helpers.ols import ols_unrepaired_batch
+from helpers.power import agreement_many, replication_seed
+
+
+def ols_unrepaired(post, pre, flag) -> dict:
+    """The paper's regression of one data set (helpers.ols.ols_unrepaired_batch of one)."""
+    r = ols_unrepaired_batch(post[None], pre[None], flag[None], [len(post)])
+    return {k: (v[0] if np.ndim(v) else v) for k, v in r.items()}
+
+
+def agreement_stats(truth, detected) -> dict:
+    """Cohen's kappa of two label arrays (helpers.power.agreement_many of one table)."""
+    k = len(PATTERN_LABELS)
+    code = {lab: i for i, lab in enumerate(PATTERN_LABELS)}
+    t = np.array([code[v] for v in truth])
+    d = np.array([code[v] for v in detected])
+    return {key: float(v[0]) for key, v in agreement_many(np.bincount(k * t + d, minlength=k * k).reshape(1, k, k)).items()}
 
 #: Seeds of the validation (run 2). Run 1 used 2026_1204 (results kept in
 #: results_pattern_model_run1.*): it found two fits that stopped at max_iter, NaN warnings in

@@ -367,7 +367,7 @@ def test_flat_mapping(tmp_path):
               tmp_path / "s.csv")
     p = write(participants_table().rename(columns={"participant_id": "ID", "age": "Alter"}),
               tmp_path / "p.csv")
-    mapping = {"ID": "participant_id", "calpas": "alliance", "Alter": "age"}
+    mapping = {"participant_id": "ID", "alliance": "calpas", "age": "Alter"}
     trial = load_trial(s, p, mapping=mapping)
     assert_trial_equal(trial)
     assert trial.meta["mapping"]["sessions"] == {"ID": "participant_id", "calpas": "alliance"}
@@ -377,39 +377,44 @@ def test_nested_mapping_and_wide_stems(tmp_path):
     w = wide_sessions().rename(columns=lambda c: c.replace("alliance", "CALPAS"))
     s = write(w.rename(columns={"participant_id": "client"}), tmp_path / "s.xlsx")
     p = write(participants_table().rename(columns={"participant_id": "ID"}), tmp_path / "p.csv")
-    mapping = {"sessions": {"client": "participant_id", "CALPAS": "alliance"},
-               "participants": {"ID": "participant_id"}}
+    mapping = {"sessions": {"participant_id": "client", "alliance": "CALPAS"},
+               "participants": {"participant_id": "ID"}}
     trial = load_trial(s, p, mapping=mapping)
     assert_trial_equal(trial)
     assert trial.meta["mapping"]["sessions"]["CALPAS_s2"] == "alliance_s2"
 
 
 def test_mapping_key_not_found_is_named(good):
-    with pytest.raises(DataValidationError, match="mapping key not found") as exc:
-        load_trial(*good, mapping={"calpas_total": "alliance"})
+    with pytest.raises(DataValidationError, match="column named by the mapping not found") as exc:
+        load_trial(*good, mapping={"alliance": "calpas_total"})
     assert "'calpas_total'" in str(exc.value) and "sessions.csv" in str(exc.value)
 
 
 def test_nested_mapping_key_must_be_in_its_own_table(good):
-    with pytest.raises(DataValidationError, match="mapping key not found") as exc:
+    with pytest.raises(DataValidationError, match="column named by the mapping not found") as exc:
         load_trial(*good, mapping={"participants": {"alliance": "alliance"}})
     assert "participants.csv" in str(exc.value)
 
 
 def test_mapping_target_outside_contract(good):
     with pytest.raises(DataValidationError, match="not a column of the data contract"):
-        load_trial(*good, mapping={"alliance": "calpas"})
+        load_trial(*good, mapping={"calpas": "other"})
+
+
+def test_a_reversed_mapping_is_named_with_the_fix(good):
+    with pytest.raises(DataValidationError, match=r"looks reversed.*\{'alliance': 'calpas'\}"):
+        load_trial(*good, mapping={"calpas": "alliance"})
 
 
 def test_mapping_onto_existing_column(good):
     with pytest.raises(DataValidationError, match="duplicate column name after applying"):
-        load_trial(*good, mapping={"pss_sr": "alliance"})
+        load_trial(*good, mapping={"alliance": "pss_sr"})
 
 
 def test_missing_column_error_suggests_mapping(tmp_path):
     s = write(long_sessions().rename(columns={"alliance": "Alliance"}), tmp_path / "s.csv")
     p = write(participants_table(), tmp_path / "p.csv")
-    with pytest.raises(DataValidationError, match=r"mapping=\{'Alliance': 'alliance'\}"):
+    with pytest.raises(DataValidationError, match=r"mapping=\{'alliance': 'Alliance'\}"):
         load_trial(s, p)
 
 

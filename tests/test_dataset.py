@@ -159,3 +159,9 @@ def test_session_labels_without_a_declaration_are_refused_with_the_hint(tmp_path
     (tmp_path / "participants.csv").write_text("participant_id,pss_sr_pre\n1,20\n")
     with pytest.raises(DataValidationError, match=r"declaring session_labels: 'S\{session\}'"):
         dataset.load(tmp_path)
+
+
+def test_a_reversed_columns_entry_is_named_with_the_fix(tmp_path):
+    folder = _copy(tmp_path, {"  participant_id: ID": "  ID: participant_id"})
+    with pytest.raises(dataset.DescriptorError, match=r"columns.ID: reversed.*write participant_id: ID"):
+        dataset.read_descriptor(folder / "dataset.yaml")

@@ -98,7 +98,7 @@ def test_a_criterion_has_the_same_look_in_every_figure(drawn):
     for criterion, where in seen.items():
         colors = {c for _, c in where}
         assert colors == {figures.criterion_style(criterion)["color"].lower()}, (criterion, where)
-        assert {n for n, _ in where} >= ({"04_forest_beta"} if criterion != "true_pattern" else set()) | {
+        assert {n for n, _ in where} >= ({"04_forest_beta"} if criterion not in ("true_pattern", "model") else set()) | {
             "05_bias_coverage", "05_power_curve"}, (criterion, where)
 
 

@@ -18,7 +18,7 @@ import pytest
 from helpers import growth, lmm, power, simulate
 from oracles import power as oracle
 
-FLOATS = ["estimate", "se", "df", "t", "p"]
+FLOATS = ["estimate", "se", "df", "t", "p", "se_cr2", "df_cr2", "p_cr2"]
 
 
 def _reference(design, **kw):
@@ -30,7 +30,9 @@ def _reference(design, **kw):
 
 def _assert_same(ref, fast):
     a, b = pd.DataFrame(ref), pd.DataFrame(fast)
-    assert list(a.columns) == list(b.columns) and len(a) == len(b) > 0
+    # the batched rows add the CR2 test of the same fit (checked below against the full fit)
+    extra = [c for c in ("se_cr2", "df_cr2", "p_cr2") if c not in a.columns]
+    assert list(b.columns) == list(a.columns) + extra and len(a) == len(b) > 0
     for col in a.columns:
         if col in FLOATS:
             # in fact bit for bit (the same optimiser path); the brief's bound is 1e-9
@@ -159,7 +161,7 @@ def test_lean_fits_equal_fit_lmm_arrays():
     assert isinstance(lean[-1], ValueError)
     for model, fit in zip(models[:-1], lean[:-1]):
         ref = lmm.fit_lmm_arrays(*model)  # the same optimiser path, evaluations exact (above): the same bits
-        for col in FLOATS:
+        for col in FLOATS[:5]:
             assert np.array_equal(getattr(fit, col), ref.fixed[col].to_numpy()), col
         assert np.array_equal(fit.theta, ref.theta) and fit.converged == ref.converged
 
@@ -171,3 +173,24 @@ def test_worker_processes_give_the_same_rows():
     rows, fail = power.growth_replicate_batch(design, tasks, n_workers=2)  # a forked worker
     _assert_same(alone_rows, rows)
     assert fail == alone_fail and fail  # the n = 4 failures are counted either way
+
+
+def test_the_rows_cr2_is_cr2_of_the_full_fit():
+    from helpers import growth, lmm, mixed, simulate
+
+    design = power.StudyDesign(sample_sizes=[80], replications=2, seed=3)
+    rows, _ = power.growth_replicate_batch(design, power.replication_keys(design))
+    for row in rows:
+        arr = simulate.simulate_arrays(80, 10, row["seed"])
+        codes, _, _ = power.episodes.detect_grouped(arr["alliance"].astype(float), np.arange(1, 11), [0, 80],
+                                                    {"rci": design.presets["rci"]})
+        labels = np.asarray(power.episodes.PATTERN_CODES, dtype=object)[codes["rci"]]
+        des = growth.growth_design(arr["pss_sr"].astype(float), labels)
+        Z = des["spec"].random_design(des["time"], row["re_formula"])[0]
+        fit = lmm.fit_lmm_arrays(des["y"], des["X"], Z, des["groups"], x_names=des["x_names"])
+        j = des["x_names"].index("time:unrepaired")
+        cr2 = mixed.cr2_test(des["y"], des["X"], Z, des["groups"], fit.fixed["estimate"].to_numpy(),
+                             fit.lambda_, fit.sigma, np.eye(len(des["x_names"]))[j])
+        assert row["se_cr2"] == pytest.approx(cr2["se"][0], rel=1e-6)
+        assert row["df_cr2"] == pytest.approx(cr2["df"][0], rel=1e-6)
+        assert row["se_cr2"] > row["se"]  # the model SE is too small here (the gap)

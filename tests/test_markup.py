@@ -7,6 +7,7 @@ executed notebooks' outputs and the README fragment: an HTML tag as a tag, a Mar
 """
 
 import re
+from html.parser import HTMLParser
 
 import nbformat
 import numpy as np
@@ -46,9 +47,25 @@ def _payload_trial(folder):
     return folder
 
 
+class _Elements(HTMLParser):
+    """Every element of a page with an event handler or a javascript: link (what a browser runs)."""
+
+    def __init__(self):
+        super().__init__()
+        self.live = []
+
+    def handle_starttag(self, tag, attrs):
+        for name, value in attrs:
+            if name.startswith("on") or (value or "").strip().lower().startswith("javascript:"):
+                self.live.append(f"<{tag} {name}={value!r}>")
+
+
 def _live_html(text):
-    """Payloads as live HTML: a tag, or a link (the text "[click](javascript:...)" in HTML is text)."""
-    return [m.group(0) for m in re.finditer(r"<img[^>]*onerror|href=.?javascript:", text)]
+    """Payloads as live HTML: an element with an event handler or a javascript: link, as parsed
+    (escaped text inside an attribute, such as an alt text, is not an element)."""
+    parser = _Elements()
+    parser.feed(text)
+    return parser.live
 
 
 def _live_markdown(text):

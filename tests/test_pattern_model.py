@@ -1,4 +1,4 @@
-"""Tests of helpers.pattern_model and helpers.pooling.
+"""Tests of helpers.pattern_model and helpers.pooling (the batched OLS is tested in test_ols.py).
 
 References are independent of the code under test: scipy.stats (multivariate normal
 densities and CDFs, truncated normals), scipy.integrate (the integrals over the drops),
@@ -15,7 +15,7 @@ import pytest
 from scipy import stats
 
 from helpers import episodes, pattern_model as pm
-from helpers.pooling import ols_many, rubin_rules
+from helpers.pooling import rubin_rules
 from helpers.simulate import simulate_arrays, simulate_trial
 
 RELIABILITY = 0.83
@@ -367,27 +367,6 @@ def test_rubins_rules_with_identical_imputations_are_the_complete_data_analysis(
     assert r["df"] == pytest.approx(30 * 31 / 33)
 
 
-@pytest.mark.parametrize("cov_type", ["HC3", "nonrobust"])
-def test_ols_many_equals_statsmodels(cov_type):
-    import statsmodels.api as sm
-
-    rng = np.random.default_rng(8)
-    n = 40
-    base = np.column_stack([np.ones(n), rng.normal(30, 8, n)])
-    flags = (rng.random((5, n)) < 0.3).astype(float)
-    X = np.concatenate([np.broadcast_to(base, (5, n, 2)), flags[:, :, None]], axis=2)
-    y = 5 + 0.6 * base[:, 1] + rng.normal(0, 5, n)
-    got = ols_many(y, X, cov_type=cov_type)
-    for j in range(5):
-        ref = sm.OLS(y, X[j]).fit(cov_type=cov_type)
-        assert np.allclose(got["coef"][j], ref.params, rtol=1e-10)
-        assert np.allclose(got["var"][j], np.diag(ref.cov_params()), rtol=1e-9)
-    one = X.copy()
-    one[0, :, 2] = 0.0
-    one[0, 0, 2] = 1.0  # one flagged client: leverage 1, HC3 undefined
-    assert not ols_many(y, one, cov_type="HC3")["estimable"][0]
-
-
 def test_certain_patterns_give_fmi_zero_and_the_plain_regression(trial):
     import statsmodels.api as sm
 
@@ -440,3 +419,23 @@ def test_min_drop_sensitivity_refits_at_each_multiple(trial):
     # three times the default admits fewer ruptures
     assert t["pct_no_rupture"].iloc[1] > t["pct_no_rupture"].iloc[0]
     assert {"b", "ci_low", "ci_high", "beta", "fmi"} <= set(t.columns)
+
+
+def test_unrepaired_effect_of_many_trials_equals_one_at_a_time():
+    # each trial draws from its own seed exactly what unrepaired_effect draws alone; the
+    # stacked arithmetic may differ in the last bits only
+    arr = [simulate_arrays(n, 10, seed=s, **kn) for n, s, kn in [(90, 21, {}), (70, 22, {"p_second_rupture": 0.5})]]
+    starts = np.cumsum([0] + [len(a["alliance"]) for a in arr[:-1]])
+    models = pm.fit_pattern_arrays(np.vstack([a["alliance"] for a in arr]), starts=starts, reliability=RELIABILITY)
+    many = pm.unrepaired_effect_arrays(models, [a["pss_i_pre"] for a in arr], [a["pss_i_post"] for a in arr],
+                                       seeds=[5, 6], n_imputations=4, burn_in=20, thin=3)
+    for k, (mod, a) in enumerate(zip(models, arr)):
+        part = pd.DataFrame({"participant_id": mod.probabilities["participant_id"],
+                             "pss_i_pre": a["pss_i_pre"], "pss_i_post": a["pss_i_post"]})
+        one = pm.unrepaired_effect(mod, part, seed=5 + k, n_imputations=4, burn_in=20, thin=3).iloc[0]
+        got = many.iloc[k]
+        for col in pm.EFFECT_COLUMNS:
+            assert got[col] == pytest.approx(one[col], rel=1e-9, abs=1e-12), col
+    assert np.isfinite(many["beta_se"]).all()
+    with pytest.raises(ValueError, match="one entry per trial"):
+        pm.unrepaired_effect_arrays(models, [arr[0]["pss_i_pre"]], [arr[0]["pss_i_post"]], seeds=[1, 2])

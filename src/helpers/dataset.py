@@ -343,6 +343,9 @@ def _columns(path: Path, columns, layout: str) -> dict:
     sources = {}
     for target, source in columns.items():
         if target not in MAPPABLE:
+            if isinstance(source, str) and source in MAPPABLE:
+                raise DescriptorError(path, f"columns.{target}", f"reversed: columns maps contract column: your "
+                                                                f"column; write {source}: {target}")
             raise DescriptorError(path, f"columns.{target}", f"not a contract column; the contract's columns are "
                                                             f"{list(MAPPABLE)}")
         key = f"columns.{target}"

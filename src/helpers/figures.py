@@ -85,7 +85,8 @@ def _criterion(color, marker, linestyle, filled=True):
 #: One look per rupture criterion, in every figure that shows criteria. Eight colours cannot
 #: separate ten series, so the SD family is coded as the reader thinks of it: colour and marker
 #: shape = the SD's scale (within / between / stricter), k = 1 solid with a filled marker, k = 2
-#: dashed with an open one. The oracle (``true_pattern``) is black with a star.
+#: dashed with an open one. The model-based patterns (``model``) are open black hexagons on a dotted
+#: line; the oracle (``true_pattern``) is black with a star.
 CRITERION_STYLES = {
     "absolute_1": _criterion("orange", "o", "-"),
     "sd_k1_within": _criterion("sky_blue", "s", "-"),
@@ -96,6 +97,8 @@ CRITERION_STYLES = {
     "sd_k2_stricter": _criterion("blue", "D", "--", filled=False),
     "rci": _criterion("vermillion", "v", "-"),
     "sudden": _criterion("purple", "P", "-"),
+    # the model-based patterns (helpers.pattern_model): not a threshold, so its own line style
+    "model": _criterion("black", "h", ":", filled=False),
     power_summary.TRUE_PATTERN: _criterion("black", "*", "-"),
 }
 #: A run's own criterion that matches no preset ("sd (this run)", e.g. k = 1.5).

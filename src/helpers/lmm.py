@@ -894,6 +894,11 @@ class LeanFit:
     n_obs, n_groups : int
     message : str
         How the optimum was reached (the ``optimizer`` message of :func:`fit_lmm_arrays`).
+    sigma : float
+        The residual SD (with ``theta``, the fitted marginal covariance a cluster-robust SE
+        needs: :func:`helpers.mixed.cr2_test`).
+    lam : ndarray
+        ``Lambda`` (q x q, lower triangular).
     """
 
     estimate: np.ndarray
@@ -908,6 +913,8 @@ class LeanFit:
     n_obs: int
     n_groups: int
     message: str = ""
+    sigma: float = float("nan")
+    lam: np.ndarray | None = None
 
 
 def fit_lmm_lean(models, *, reml=True, grad_tol=GRAD_TOL) -> list:
@@ -1002,7 +1009,7 @@ def _lean_result(prob, theta, hess, info, ev, grad_tol):
     return LeanFit(estimate=beta, se=se, df=df, t=t, p=p, theta=theta,
                    lambda_diag=np.diag(ev["lam"]).copy(), grad_norm=grad_norm,
                    converged=grad_norm < grad_tol, n_obs=prob.n, n_groups=prob.G,
-                   message=info.get("message", ""))
+                   message=info.get("message", ""), sigma=sigma, lam=ev["lam"].copy())
 
 
 def _optimise_many(probs) -> list:

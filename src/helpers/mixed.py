@@ -339,3 +339,125 @@ def convergence_failure(formula, re_formula, groups, grad_norm, grad_tol, messag
     """Why a fit is not kept: the text of :class:`MixedModelConvergenceError`."""
     return (f"{formula} + (~{re_formula} | {groups}) did not reach an optimum: "
             f"max |gradient| {grad_norm:.3g} >= {grad_tol:g} ({message})")
+
+
+# --------------------------------------------------------------------------------------------
+# cluster-robust standard errors with small-sample corrections (CR2)
+# --------------------------------------------------------------------------------------------
+def cr2_test(y, X, Z, groups, beta, lam, sigma, L=None, *, level=0.95) -> dict:
+    """Cluster-robust (CR2) tests of fixed effects of a linear mixed model, with the
+    Bell-McCaffrey (Satterthwaite) degrees of freedom.
+
+    The fixed effects of a mixed model are the GLS estimate under the fitted marginal
+    covariance ``Phi_i = sigma^2 (I + Z_i Lambda Lambda' Z_i')`` of each cluster. When that
+    covariance is wrong -- a random linear slope for a course that drops and stays, residuals
+    correlated over sessions, slopes that vary more in one group than in another -- the
+    model's SE of a fixed effect is wrong too, but the GLS estimate is still consistent and a
+    sandwich estimator around it is not. CR2 (Bell & McCaffrey, 2002; Pustejovsky & Tipton,
+    2018) adjusts each cluster's residuals so that the sandwich is unbiased when the working
+    model is right, and its degrees of freedom come from the sandwich's own variance under
+    that model; with few or unequal clusters the plain (CR0) sandwich and normal quantiles
+    reject too often.
+
+    Parameters
+    ----------
+    y : array (n,)
+    X : array (n, p)
+        Fixed-effects design.
+    Z : array (n, q)
+        Random-effects design.
+    groups : array (n,)
+        Cluster of each row (any labels).
+    beta : array (p,)
+        The fitted fixed effects (REML or ML).
+    lam : array (q, q)
+        The fitted relative covariance factor Lambda (lme4's, lower triangular).
+    sigma : float
+        The fitted residual SD.
+    L : array (k, p), optional
+        Contrasts, one per row (default: every fixed effect).
+    level : float
+
+    Returns
+    -------
+    dict
+        Arrays of length k: ``estimate``, ``se`` (CR2), ``df`` (Bell-McCaffrey), ``t``,
+        ``p``, ``ci_low``, ``ci_high``. Equal to clubSandwich's ``coef_test(fit, vcov =
+        "CR2", test = "Satterthwaite")`` of the lme4 fit (``tests/reference/growth_cr2.R``).
+
+    Notes
+    -----
+    With ``W_i = Phi_i^-1``, ``M = (sum X_i' W_i X_i)^-1``, residuals ``e_i = y_i - X_i beta``
+    and ``Phi_i = D_i' D_i`` (``D_i`` upper triangular), the adjustment is ``A_i = D_i'
+    B_i^(-1/2) D_i`` with ``B_i = D_i (Phi_i - X_i M X_i') D_i'``, and the variance of
+    ``c' beta`` is ``sum_i (u_i' e_i)^2``, ``u_i = A_i' W_i X_i M c``. Under the working
+    model, ``cov(u_i' e_i, u_j' e_j) = [i = j] u_i' Phi_i u_i - v_i' M v_j`` with ``v_i =
+    X_i' u_i``; the degrees of freedom are ``2 E^2 / Var``, ``(trace G)^2 / sum G^2`` of that
+    matrix G. Clusters are padded to the largest size with unit variances and zero rows,
+    which add nothing.
+
+    References
+    ----------
+    Bell, R. M., & McCaffrey, D. F. (2002). Bias reduction in standard errors for linear
+    regression with multi-stage samples. Survey Methodology, 28(2), 169-181.
+    Pustejovsky, J. E., & Tipton, E. (2018). Small-sample methods for cluster-robust variance
+    estimation and hypothesis testing in fixed effects models. Journal of Business &
+    Economic Statistics, 36(4), 672-683.
+
+    Examples
+    --------
+    Ordinary least squares (Lambda = 0) with one row per cluster: CR2 is HC2 (statsmodels
+    gives 0.2741 and 0.0952 with ``cov_type="HC2"``).
+
+    >>> X = np.column_stack([np.ones(5), [0.0, 1, 2, 3, 4]])
+    >>> y = np.array([1.0, 2.5, 2.9, 4.2, 4.8])
+    >>> beta = np.linalg.lstsq(X, y, rcond=None)[0]
+    >>> r = cr2_test(y, X, np.ones((5, 1)), np.arange(5), beta, np.zeros((1, 1)), 1.0)
+    >>> np.round(r["se"], 4).tolist()
+    [0.2741, 0.0952]
+    """
+    y, X, Z = (np.asarray(a, dtype=float) for a in (y, X, Z))
+    X, Z = X.reshape(len(X), -1), Z.reshape(len(Z), -1)
+    beta = np.asarray(beta, dtype=float)
+    L = np.eye(X.shape[1]) if L is None else np.atleast_2d(np.asarray(L, dtype=float))
+    _, codes = np.unique(np.asarray(groups), return_inverse=True)
+    codes = codes.reshape(-1)
+    order = np.argsort(codes, kind="stable")
+    sizes = np.bincount(codes)
+    m, k, p = sizes.size, int(sizes.max()), X.shape[1]
+    pos = np.arange(len(codes)) - np.repeat(np.cumsum(sizes) - sizes, sizes)
+    cl = codes[order]
+    Xp, Zp, ep = np.zeros((m, k, p)), np.zeros((m, k, Z.shape[1])), np.zeros((m, k))
+    Xp[cl, pos], Zp[cl, pos], ep[cl, pos] = X[order], Z[order], (y - X @ beta)[order]
+    real = np.zeros((m, k), dtype=bool)
+    real[cl, pos] = True
+    G = sigma**2 * (np.asarray(lam, float) @ np.asarray(lam, float).T)
+    eye = np.eye(k)
+    # Phi_i on the cluster's rows, the identity on its padding (rows of zeros in X, Z, e)
+    phi = Zp @ G @ np.swapaxes(Zp, 1, 2) + np.where(real[:, :, None], sigma**2, 1.0) * eye
+    W = np.linalg.inv(phi)
+    WX = W @ Xp
+    M = np.linalg.inv(np.einsum("mij,mik->jk", Xp, WX))
+    low = np.linalg.cholesky(phi)  # Phi = low low', so D = low'
+    B = np.swapaxes(low, 1, 2) @ (phi - Xp @ M @ np.swapaxes(Xp, 1, 2)) @ low
+    ev, U = np.linalg.eigh(B)
+    # B^(-1/2) as a pseudo-inverse, as clubSandwich does: a cluster whose rows the fixed effects
+    # fit exactly has eigenvalues of (numerically) zero, whose inverse root is taken as 0
+    inv_root = np.zeros_like(ev)
+    positive = ev > 1e-12 * np.abs(ev).max(axis=1, keepdims=True)
+    inv_root[positive] = ev[positive] ** -0.5
+    A = low @ (U * inv_root[:, None, :]) @ np.swapaxes(U, 1, 2) @ np.swapaxes(low, 1, 2)
+    u = np.swapaxes(A, 1, 2) @ WX @ M @ L.T  # (m, k, contrasts)
+    est = L @ beta
+    var = (np.einsum("mkc,mk->mc", u, ep) ** 2).sum(axis=0)
+    a = np.einsum("mic,mij,mjc->mc", u, phi, u)
+    v = np.einsum("mkp,mkc->mcp", Xp, u)
+    gram = -np.einsum("icp,pq,jcq->cij", v, M, v)
+    gram[:, np.arange(m), np.arange(m)] += a.T
+    df = np.trace(gram, axis1=1, axis2=2) ** 2 / (gram**2).sum(axis=(1, 2))
+    se = np.sqrt(var)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        t = est / se
+    half = special.stdtrit(df, 0.5 + level / 2) * se
+    return {"estimate": est, "se": se, "df": df, "t": t, "p": 2 * special.stdtr(df, -np.abs(t)),
+            "ci_low": est - half, "ci_high": est + half}

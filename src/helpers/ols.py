@@ -1,9 +1,13 @@
-"""The paper's regression for thousands of simulated trials at once: ``post ~ pre + flag`` by
-batched least squares (:func:`ols_unrepaired_batch`), and the standardised beta's factor.
+"""Batched least squares: one kernel (:func:`ols_batch`) for every small regression the project
+fits by the thousand, and the paper's regression on top of it (:func:`ols_unrepaired_batch`).
 
-The power study fits the paper's test to every replication x criterion; no library fits 10^5
-small regressions at once, so this one does, with statsmodels as its test oracle
-(``tests/test_ols.py``). The regression a reader sees (notebook 03) is statsmodels' own
+The power study fits the paper's test ``post ~ pre + flag`` to every replication x criterion,
+and the multiple imputation of :mod:`helpers.pattern_model` fits one regression per completed
+data set; no library fits 10^5 small regressions at once, so :func:`ols_batch` does -- a
+general design, an optional row mask for stacked data sets of different sizes, classical and
+HC3 standard errors, and the project's one rule for a leverage of 1
+(:func:`leverage_is_one`) -- with statsmodels as its test oracle (``tests/test_ols.py``). The
+regression a reader sees (notebook 03) is statsmodels' own
 (:func:`helpers.models.outcome_regression`), standardised with the same :func:`beta_scale`.
 
 References
@@ -48,8 +52,91 @@ def leverage_is_one(h):
     return np.asarray(h, dtype=float) >= 1 - LEVERAGE_ONE_TOL
 
 
+def ols_batch(y, X, mask=None) -> dict:
+    """Least squares of many data sets at once: ``y[k] ~ X[k]`` over the rows ``mask[k]``.
+
+    Parameters
+    ----------
+    y : array (K, m) or (m,)
+        Outcomes (a single row is shared by every data set).
+    X : array (K, m, p)
+        Designs, intercept included.
+    mask : array of bool (K, m), optional
+        The rows of each data set (stacked data sets of different sizes, padded to ``m``);
+        default every row. Rows outside it are ignored whatever they hold.
+
+    Returns
+    -------
+    dict
+        ``coef``, ``se`` (classical, ``s^2 (X'X)^-1``) and ``se_hc3`` (HC3: ``(X'X)^-1 X'
+        diag(e_i^2 / (1 - h_i)^2) X (X'X)^-1``, MacKinnon & White, 1985), each (K, p);
+        ``n`` (rows used), ``df`` (``n - p``), ``estimable`` (K,): False, with NaN
+        estimates, where ``n <= p`` or the design is rank deficient (a singular value at most
+        ``eps * max(n, p)`` times the largest); ``hc3_defined`` (K,): False, with NaN HC3 SEs,
+        where a row has leverage 1 (:func:`leverage_is_one`, e.g. the only member of a
+        group); ``resid`` (K, m), 0 outside the mask. The same numbers as
+        ``statsmodels.OLS(y, X).fit()`` and ``.fit(cov_type="HC3")`` on each data set
+        (``tests/test_ols.py``).
+
+    Notes
+    -----
+    The coefficients come from a batched SVD of the masked design, the covariance from a
+    batched inverse of ``X'X``. Rows outside the mask are zeroed, so they add nothing to any
+    sum, and each data set's numbers do not depend on the others in the batch.
+
+    Examples
+    --------
+    >>> X = np.array([[[1, 0.0], [1, 1.0], [1, 2.0], [1, 3.0]]])
+    >>> r = ols_batch([1.0, 3.0, 5.0, 7.5], X)
+    >>> np.round(r["coef"], 3).tolist(), r["df"].tolist()
+    ([[0.9, 2.15]], [2])
+    """
+    X = np.asarray(X, dtype=float)
+    K, m, p = X.shape
+    y = np.broadcast_to(np.asarray(y, dtype=float), (K, m))
+    valid = np.ones((K, m), dtype=bool) if mask is None else np.broadcast_to(np.asarray(mask, dtype=bool), (K, m))
+    n = valid.sum(axis=1)
+    out = {"coef": np.full((K, p), np.nan), "se": np.full((K, p), np.nan), "se_hc3": np.full((K, p), np.nan),
+           "n": n, "df": n - p, "estimable": np.zeros(K, dtype=bool), "hc3_defined": np.zeros(K, dtype=bool),
+           "resid": np.zeros((K, m))}
+    idx = np.flatnonzero(n > p)
+    if idx.size == 0:
+        return out
+    v = valid[idx]
+    Xv = np.where(v[:, :, None], X[idx], 0.0)
+    yv = np.where(v, y[idx], 0.0)
+    U, s, Vt = np.linalg.svd(Xv, full_matrices=False)
+    nn = n[idx]
+    tol = np.finfo(float).eps * np.maximum(nn, p) * s[:, 0]
+    full = (s > tol[:, None]).sum(axis=1) == p
+    if not full.all():  # (copying every array when all are of full rank costs as much as the SVD)
+        idx, v, Xv, yv, U, s, Vt, nn = (a[full] for a in (idx, v, Xv, yv, U, s, Vt, nn))
+    if idx.size == 0:
+        return out
+    coef = np.einsum("pji,pj->pi", Vt, np.einsum("pmi,pm->pi", U, yv) / s)
+    resid = yv - np.einsum("pmi,pi->pm", Xv, coef)
+    df = nn - p
+    xtx_inv = np.linalg.inv(np.matmul(np.swapaxes(Xv, 1, 2), Xv))
+    var = np.diagonal(xtx_inv, axis1=1, axis2=2)
+    se = np.sqrt((resid * resid).sum(axis=1)[:, None] / df[:, None] * var)
+    # HC3: the leverages h_i = x_i'(X'X)^-1 x_i and, per coefficient j, the sandwich's
+    # diagonal sum_i (x_i'(X'X)^-1 e_j)^2 e_i^2 / (1 - h_i)^2
+    lev = np.einsum("pij,pjk,pik->pi", Xv, xtx_inv, Xv)
+    defined = ~np.any(v & leverage_is_one(lev), axis=1)
+    se_hc3 = np.empty_like(se)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        for j in range(p):
+            row = np.einsum("pij,pj->pi", Xv, xtx_inv[:, :, j])
+            terms = np.where(v, row**2 * resid**2 / (1 - lev) ** 2, 0.0)
+            se_hc3[:, j] = np.where(defined, np.sqrt(terms.sum(axis=1)), np.nan)
+    out["coef"][idx], out["se"][idx], out["se_hc3"][idx] = coef, se, se_hc3
+    out["estimable"][idx], out["hc3_defined"][idx], out["resid"][idx] = True, defined, resid
+    return out
+
+
 def ols_unrepaired_batch(post, pre, flag, n, level: float = 0.95) -> dict:
-    """The paper's regression ``post ~ pre + flag`` of many data sets at once, for the flag.
+    """The paper's regression ``post ~ pre + flag`` of many data sets at once, for the flag
+    (:func:`ols_batch` with the design ``[1, pre, flag]``).
 
     Parameters
     ----------
@@ -73,10 +160,9 @@ def ols_unrepaired_batch(post, pre, flag, n, level: float = 0.95) -> dict:
 
     Notes
     -----
-    Least squares by a batched SVD, the covariance by a batched inverse of X'X. Why HC3 as
-    well: in the simulated trials the residual SD of the unrepaired clients is about twice
-    the others' (symptoms worsen after the rupture at person-specific rates), and the
-    unrepaired group is small; the classical OLS SE then understates the SE of the group
+    Why HC3 as well: in the simulated trials the residual SD of the unrepaired clients is
+    about twice the others' (symptoms worsen after the rupture at person-specific rates), and
+    the unrepaired group is small; the classical OLS SE then understates the SE of the group
     difference, and its CIs cover less than 95%. HC3 (MacKinnon & White, 1985; Long &
     Ervin, 2000) does not assume equal variances.
 
@@ -96,32 +182,22 @@ def ols_unrepaired_batch(post, pre, flag, n, level: float = 0.95) -> dict:
     valid = np.arange(m)[None, :] < n[:, None]
     fmin = np.where(valid, flag, np.inf).min(axis=1, initial=np.inf)
     fmax = np.where(valid, flag, -np.inf).max(axis=1, initial=-np.inf)
-    idx = np.flatnonzero((n >= 4) & (fmin != fmax))
+    idx = np.flatnonzero((n >= 4) & (fmin != fmax))  # a constant flag has no effect to estimate
     if idx.size == 0:
         return res
     v = valid[idx]
-    y = np.where(v, post[idx], 0.0)
-    g = np.where(v, flag[idx], 0.0)
-    X = np.stack([v.astype(float), np.where(v, pre[idx], 0.0), g], axis=2)
-    U, s, Vt = np.linalg.svd(X, full_matrices=False)
-    nn = n[idx]
-    tol = np.finfo(float).eps * np.maximum(nn, 3) * s[:, 0]
-    full = (s > tol[:, None]).sum(axis=1) == 3
-    if not full.all():  # (copying every array when all are of full rank costs as much as the SVD)
-        idx, v, y, g, X, U, s, Vt, nn = (a[full] for a in (idx, v, y, g, X, U, s, Vt, nn))
+    X = np.stack([np.ones((idx.size, m)), pre[idx], flag[idx]], axis=2)
+    fit = ols_batch(post[idx], X, v)
+    ok = fit["estimable"]
+    idx, v, nn = idx[ok], v[ok], n[idx][ok]
     if idx.size == 0:
         return res
-    coef = np.einsum("pji,pj->pi", Vt, np.einsum("pmi,pm->pi", U, y) / s)
-    resid = y - np.einsum("pmi,pi->pm", X, coef)
+    b, se, se_hc3 = fit["coef"][ok, 2], fit["se"][ok, 2], fit["se_hc3"][ok, 2]
     df = nn - 3
-    xtx_inv = np.linalg.inv(np.matmul(np.swapaxes(X, 1, 2), X))
-    b = coef[:, 2]
-    se = np.sqrt((resid * resid).sum(axis=1) / df * xtx_inv[:, 2, 2])
-    se_hc3 = _hc3_se(X, xtx_inv, resid, v)
     with np.errstate(invalid="ignore", divide="ignore"):
         t = np.where(se > 0, b / se, np.nan)
         t_hc3 = np.where(se_hc3 > 0, b / se_hc3, np.nan)
-        scale = _masked_sd(g, v, nn) / _masked_sd(y, v, nn)
+        scale = _masked_sd(np.where(v, flag[idx], 0.0), v, nn) / _masked_sd(np.where(v, post[idx], 0.0), v, nn)
     crit = special.stdtrit(df, 0.5 + level / 2)  # = stats.t.ppf; stats.t.sf(x, df) = stdtr(df, -x)
     half = crit * se
     out = dict(b=b, se=se, b_ci_low=b - half, b_ci_high=b + half, t=t,
@@ -135,19 +211,8 @@ def ols_unrepaired_batch(post, pre, flag, n, level: float = 0.95) -> dict:
     return res
 
 
-def _hc3_se(X, xtx_inv, resid, valid):
-    """HC3 SE of the flag: ``(X'X)^-1 X' diag(e_i^2 / (1 - h_i)^2) X (X'X)^-1``, ``h_i`` the
-    leverages; NaN for a fit with a client of leverage 1."""
-    lev = np.einsum("pij,pjk,pik->pi", X, xtx_inv, X)
-    row = np.einsum("pij,pj->pi", X, xtx_inv[:, :, 2])
-    defined = ~np.any(valid & leverage_is_one(lev), axis=1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        terms = np.where(valid, row**2 * resid**2 / (1 - lev) ** 2, 0.0)
-        return np.where(defined, np.sqrt(terms.sum(axis=1)), np.nan)
-
-
 def _masked_sd(a, valid, n):
-    """SD (ddof = 1) of each row's valid entries."""
+    """SD (ddof = 1) of each row's valid entries (``a`` is 0 outside them)."""
     mean = a.sum(axis=1) / n
     dev = np.where(valid, a - mean[:, None], 0.0)
     return np.sqrt((dev * dev).sum(axis=1) / (n - 1))

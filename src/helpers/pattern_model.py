@@ -96,7 +96,8 @@ import pandas as pd
 from scipy import special
 
 from helpers.contract import INSUFFICIENT, PATTERN_LABELS, DataValidationError
-from helpers.pooling import ols_many, rubin_rules
+from helpers.ols import ols_batch
+from helpers.pooling import rubin_rules
 
 __all__ = [
     "PROBABILITY_COLUMNS",
@@ -106,6 +107,7 @@ __all__ = [
     "template_table",
     "default_min_drop",
     "unrepaired_effect",
+    "unrepaired_effect_arrays",
     "min_drop_sensitivity",
     "EFFECT_COLUMNS",
 ]
@@ -166,6 +168,14 @@ class _Templates:
     kind: np.ndarray
     first: np.ndarray
     second: np.ndarray
+
+    @property
+    def shapes_t(self) -> np.ndarray:
+        """``shapes.T`` in C order (BLAS multiplies by it several times faster than by the
+        transposed view)."""
+        if "_shapes_t" not in self.__dict__:
+            object.__setattr__(self, "_shapes_t", np.ascontiguousarray(self.shapes.T))
+        return self.__dict__["_shapes_t"]
 
     @property
     def n_shapes(self) -> int:
@@ -460,6 +470,12 @@ def _inv2(A):
     return inv / det[..., None, None], det
 
 
+def _dot2(a, b):
+    """``(a * b).sum(axis=-1)`` for a last axis of length 2, written out (numpy's reduction
+    over a short last axis is several times slower than two products and a sum)."""
+    return a[..., 0] * b[..., 0] + a[..., 1] * b[..., 1]
+
+
 def _mv(K, x):
     """``K x`` for stacks of 2 x 2 matrices (n, 2, 2) and 2-vectors (n, 2)."""
     return K[:, :, 0] * x[:, :1] + K[:, :, 1] * x[:, 1:]
@@ -482,7 +498,7 @@ def _trend_terms(D: _Data, tpl: _Templates, th: _Theta, idx):
     mu = th.mu[g]
     r = D.mask[idx] * (D.y[idx] - mu[:, :1] - mu[:, 1:] * D.Z[:, 1])
     zr = r @ D.Z
-    hr = r @ tpl.shapes.T
+    hr = r @ tpl.shapes_t
     kzr = _mv(K, zr)
     hk = hmz[:, :, :1] * K[:, None, 0, :] + hmz[:, :, 1:] * K[:, None, 1, :]  # (Z'M h_b)' K
     pf, ps = tpl.pair_first, tpl.pair_second
@@ -492,8 +508,8 @@ def _trend_terms(D: _Data, tpl: _Templates, th: _Theta, idx):
         "hk": hk, "u": (hr - hmz[:, :, 0] * kzr[:, None, 0] - hmz[:, :, 1] * kzr[:, None, 1]) / s2[:, None],
         "q0": ((r * r).sum(axis=1) - (zr * kzr).sum(axis=1)) / s2,
         "logdet": (n_obs - 2) * np.log(s2) + np.log(det_a),
-        "gd": (D.hmh_d[mid] - (hk * hmz).sum(axis=2)) / s2[:, None],
-        "gp": (D.hmh_p[mid] - (hk[:, pf] * hmz[:, ps]).sum(axis=2)) / s2[:, None],
+        "gd": (D.hmh_d[mid] - _dot2(hk, hmz)) / s2[:, None],
+        "gp": (D.hmh_p[mid] - _dot2(hk[:, pf], hmz[:, ps])) / s2[:, None],
         "hmh_d": D.hmh_d[mid], "hmh_p": D.hmh_p[mid], "n_obs": n_obs,
     }
 
@@ -541,34 +557,54 @@ def _one_episode(tt, ll0, m, tau2, lo):
     return {"ll": ll, "lam": lam, "eta": eta, "ed": ed, "ed2": ed2, "prior_tail": prior_tail}
 
 
-def _two_episodes(tt, tpl: _Templates, one, ll0, m, tau2, lo, floor):
-    """Two episodes: ``(d1, d2) | y ~ N(nu, V)`` truncated to the orthant ``>= lo``.
-
-    ``floor`` (n, P): a template whose log-likelihood is certainly below it -- by a cheap
-    upper bound on the orthant probability (:func:`_log_orthant_bound`) -- cannot matter and
-    is not evaluated (log-likelihood -inf); a computed orthant above the bound (Owen's formula
-    loses relative precision far in the tail) is capped at it.
-    """
+def _gaussian_pairs(tt, tpl: _Templates, one, ll0, m, tau2, rows):
+    """The two-episode templates of the clients ``rows`` without the truncation: the
+    posterior ``(d1, d2) | y ~ N(nu, V)`` and the Gaussian part of the log-likelihood, which is
+    an upper bound on the template's log-likelihood (the orthant probability it lacks is <= 1)."""
     pf, ps = tpl.pair_first, tpl.pair_second
-    lam, eta = one["lam"], one["eta"]
-    l11, l22, l12 = lam[:, pf], lam[:, ps], tt["gp"]
+    lam, eta = one["lam"][rows], one["eta"][rows]
+    l11, l22, l12 = lam[:, pf], lam[:, ps], tt["gp"][rows]
     det = l11 * l22 - l12 * l12
     v11, v22, v12 = l22 / det, l11 / det, -l12 / det
     e1, e2 = eta[:, pf], eta[:, ps]
     nu1, nu2 = v11 * e1 + v12 * e2, v12 * e1 + v22 * e2
-    ll = (ll0[:, None] + 0.5 * (e1 * nu1 + e2 * nu2 - 2 * m * m / tau2)
-          - 0.5 * np.log(tau2 * tau2 * det) - 2 * one["prior_tail"])
-    bound = _log_orthant_bound(nu1, nu2, v11, v22, v12, lo)
-    keep = ll + bound > floor
-    f = [np.zeros(ll.shape) for _ in range(5)]
-    tail = np.full(ll.shape, -np.inf)
-    if keep.any():
-        out = _truncated_moments_2d(nu1[keep], nu2[keep], v11[keep], v22[keep], v12[keep],
-                                    np.broadcast_to(lo, ll.shape)[keep])
-        for arr, val in zip([*f, tail], out):
-            arr[keep] = val
-        tail[keep] = np.minimum(tail[keep], bound[keep])
-    return {"ll": ll + tail, "f1": f[0], "f2": f[1], "f11": f[2], "f22": f[3], "f12": f[4]}
+    m, tau2 = m[rows], tau2[rows]
+    ll = (ll0[rows, None] + 0.5 * (e1 * nu1 + e2 * nu2 - 2 * m * m / tau2)
+          - 0.5 * np.log(tau2 * tau2 * det) - 2 * one["prior_tail"][rows])
+    return ll, nu1, nu2, v11, v22, v12
+
+
+def _two_episodes(tt, tpl: _Templates, one, ll0, m, tau2, lo, floor):
+    """Two episodes: ``(d1, d2) | y ~ N(nu, V)`` truncated to the orthant ``>= lo``.
+
+    ``floor`` (n, P): a template whose log-likelihood is certainly below it cannot matter and
+    is not evaluated (log-likelihood -inf, moments 0). Only the clients with a finite floor
+    somewhere are looked at (a trial whose ``omega`` is 0 gives its two-episode templates no
+    prior weight: every floor is +inf); of their templates, those whose Gaussian part
+    (:func:`_gaussian_pairs`) is below the floor are left out first, then those whose Gaussian
+    part plus a cheap upper bound on the orthant probability (:func:`_log_orthant_bound`) is;
+    only the rest get Owen's formula. A computed orthant above the bound (Owen's formula loses
+    relative precision far in the tail) is capped at it.
+    """
+    shape = floor.shape
+    f = [np.zeros(shape) for _ in range(5)]
+    ll = np.full(shape, -np.inf)
+    rows = np.flatnonzero((floor < np.inf).any(axis=1))
+    if rows.size:
+        gll, nu1, nu2, v11, v22, v12 = _gaussian_pairs(tt, tpl, one, ll0, m, tau2, rows)
+        fl = floor[rows]
+        r_i, t_i = np.nonzero(gll > fl)  # the orthant probability is <= 1
+        args = [a[r_i, t_i] for a in (gll, nu1, nu2, v11, v22, v12)]
+        lo_k = lo[rows][r_i, 0]
+        bound = _log_orthant_bound(*args[1:], lo_k)
+        keep = args[0] + bound > fl[r_i, t_i]
+        if keep.any():
+            out = _truncated_moments_2d(*(a[keep] for a in args[1:]), lo_k[keep])
+            rr, tt_ = rows[r_i[keep]], t_i[keep]
+            for arr, val in zip(f, out[:5]):
+                arr[rr, tt_] = val
+            ll[rr, tt_] = args[0][keep] + np.minimum(out[5], bound[keep])
+    return {"ll": ll, "f1": f[0], "f2": f[1], "f11": f[2], "f22": f[3], "f12": f[4]}
 
 
 def _weighted_moments(w, tpl: _Templates, one, two):
@@ -603,7 +639,7 @@ def _m_step(E, tpl: _Templates, th: _Theta, starts) -> _Theta:
     pf, ps = tpl.pair_first, tpl.pair_second
     c1, c2d, c2p = E["c1"], E["c2d"], E["c2p"]
     # Z'M E[delta] and Z'M Cov(delta) M Z, delta = sum_e d_e h_e the episodes' effect
-    zd = (c1[:, :, None] * hmz).sum(axis=1)
+    zd = np.einsum("nb,nbj->nj", c1, hmz)
     cross = np.swapaxes(c2p[:, :, None] * hmz[:, pf], 1, 2) @ hmz[:, ps]
     zdd = np.swapaxes(c2d[:, :, None] * hmz, 1, 2) @ hmz + cross + np.swapaxes(cross, 1, 2)
     cov_zd = zdd - zd[:, :, None] * zd[:, None, :]
@@ -619,8 +655,8 @@ def _m_step(E, tpl: _Templates, th: _Theta, starts) -> _Theta:
     rr = (E["r"] ** 2).sum(axis=1)
     b_rr = 2 * s2 * E["q0"] - rr + (zr * kzkzr).sum(axis=1)
     b_rh = 2 * s2[:, None] * E["u"] - E["hr"] + hmz[:, :, 0] * kzkzr[:, None, 0] + hmz[:, :, 1] * kzkzr[:, None, 1]
-    b_hh = 2 * s2[:, None] * E["gd"] - E["hmh_d"] + (hkz * hk).sum(axis=2)
-    b_hp = 2 * s2[:, None] * E["gp"] - E["hmh_p"] + (hkz[:, pf] * hk[:, ps]).sum(axis=2)
+    b_hh = 2 * s2[:, None] * E["gd"] - E["hmh_d"] + _dot2(hkz, hk)
+    b_hp = 2 * s2[:, None] * E["gp"] - E["hmh_p"] + _dot2(hkz[:, pf], hk[:, ps])
     trace = (zmz * K).sum(axis=(1, 2))  # tr(Z'MZ K), both symmetric
     ss = (b_rr + 2 * (c1 * b_rh).sum(axis=1) + (c2d * b_hh).sum(axis=1) + 2 * (c2p * b_hp).sum(axis=1)
           + s2 * trace)
@@ -901,31 +937,53 @@ def _omega_profile(D: _Data, tpl: _Templates, fit, th: _Theta, groups) -> np.nda
 
     With ``a_i`` the likelihood without second episodes, ``s_i`` its ruptured part and ``b_i``
     the two-episode part at ``omega = 1``, client i's likelihood is ``a_i (1 + omega c_i)``,
-    ``c_i = (b_i - s_i) / a_i``.
+    ``c_i = (b_i - s_i) / a_i``. The slope at 0 is ``sum_i c_i``. It is first bounded from
+    above with the Gaussian parts of the two-episode templates in place of their likelihoods
+    (each an upper bound, :func:`_gaussian_pairs`): a trial whose bound is not positive has
+    ``omega = 0`` -- the same answer the exact slope gives, without a single bivariate normal
+    probability; usually every trial without second episodes. The others get the exact
+    E-step.
     """
-    idx = np.flatnonzero(fit & np.isin(D.group, groups))
     n_kind = np.bincount(tpl.kind, minlength=5)
     # log prior of each template at omega = 0 for the one-episode ones, at 1 for the others
     pi = np.log(th.prevalence)[:, _KIND_PATTERN[tpl.kind]]
     lp = pi - np.log(np.maximum(n_kind, 1))[tpl.kind]
-    E = _e_step(D, tpl, th, idx, lp)
-    ll = E["ll"] + lp[D.group[idx]]
     one = tpl.kind <= 2
     # omega acts on the patterns that have two-episode templates
     paired = np.isin(_KIND_PATTERN[tpl.kind], _KIND_PATTERN[tpl.kind[~one]]) & (tpl.kind > 0) & one
+    G = th.mu.shape[0]
+    idx = np.flatnonzero(fit & np.isin(D.group, groups))
+    g = D.group[idx]
+    tt = _trend_terms(D, tpl, th, idx)
+    ll0 = -0.5 * (tt["q0"] + tt["logdet"] + tt["n_obs"] * _LOG2PI)
+    m, tau2 = th.drop_mean[g][:, None], th.drop_sd[g][:, None] ** 2
+    ep = _one_episode(tt, ll0, m, tau2, th.min_drop[g][:, None])
+    ll1 = np.concatenate([ll0[:, None], ep["ll"]], axis=1) + lp[g][:, one]
+    a = special.logsumexp(ll1, axis=1)
+    s = special.logsumexp(ll1[:, paired[one]], axis=1)
+    gll = _gaussian_pairs(tt, tpl, ep, ll0, m, tau2, np.arange(idx.size))[0]
+    b_up = special.logsumexp(gll + lp[g][:, ~one], axis=1)
+    up = np.bincount(g, weights=np.exp(b_up - a) - np.exp(s - a), minlength=G) > 0
+    out = np.zeros(G)
+    exact = groups[up[groups]]
+    if not exact.size:
+        return out[groups]
+    idx = np.flatnonzero(fit & np.isin(D.group, exact))
+    E = _e_step(D, tpl, th, idx, lp)
+    ll = E["ll"] + lp[D.group[idx]]
     a = special.logsumexp(ll[:, one], axis=1)
     s = special.logsumexp(ll[:, paired], axis=1)
     b = special.logsumexp(ll[:, ~one], axis=1)
     c = np.exp(b - a) - np.exp(s - a)
     g = D.group[idx]
-    G = th.mu.shape[0]
     slope0 = np.bincount(g, weights=c, minlength=G)
     lo, hi = np.zeros(G), np.full(G, 1 - 1e-9)
     for _ in range(60):  # bisection on the decreasing slope sum_i c_i / (1 + omega c_i)
         mid = 0.5 * (lo + hi)
         up = np.bincount(g, weights=c / (1 + mid[g] * c), minlength=G) > 0
         lo, hi = np.where(up, mid, lo), np.where(up, hi, mid)
-    return np.where(slope0 > 0, 0.5 * (lo + hi), 0.0)[groups]
+    out[exact] = np.where(slope0 > 0, 0.5 * (lo + hi), 0.0)[exact]
+    return out[groups]
 
 
 def _subset(groups, keep, E, starts):
@@ -1376,6 +1434,19 @@ def _impute_patterns(prior, seen, y, base, n_imputations, rng, burn_in, thin):
     return out
 
 
+def _completed_fits(y, X, cov_type):
+    """The coefficient of the last column of ``X`` (K completed designs) and its variance,
+    classical or HC3 (:func:`helpers.ols.ols_batch`); not estimable, with NaN, where the
+    design is rank deficient or, for HC3, a row has leverage 1 (the only unrepaired client)."""
+    if cov_type not in ("HC3", "nonrobust"):
+        raise ValueError(f"cov_type must be 'HC3' or 'nonrobust', got {cov_type!r}")
+    fit = ols_batch(y, X)
+    se = fit["se_hc3"] if cov_type == "HC3" else fit["se"]
+    ok = fit["estimable"] & (fit["hc3_defined"] if cov_type == "HC3" else True)
+    return {"b": np.where(ok, fit["coef"][:, -1], np.nan), "var": np.where(ok, se[:, -1] ** 2, np.nan),
+            "df": int(fit["df"][0]), "estimable": ok}  # one n for every completed data set
+
+
 def unrepaired_effect(model: PatternModel, participants, *, outcome="pss_i", covariates=(),
                       n_imputations=20, seed=None, cov_type="HC3", level=0.95, burn_in=200,
                       thin=10) -> pd.DataFrame:
@@ -1433,7 +1504,7 @@ def unrepaired_effect(model: PatternModel, participants, *, outcome="pss_i", cov
     imputation model (:func:`_impute_patterns`) lets every pattern shift the outcome's mean
     -- an unrepaired rupture by an amount that may grow with the ratings observed after it --
     and have its own residual variance, so it is at least as rich as the analysis model.
-    Each completed data set is fitted by OLS (:func:`helpers.pooling.ols_many`, HC3 by
+    Each completed data set is fitted by OLS (:func:`helpers.ols.ols_batch`, HC3 by
     default) and the results are pooled by :func:`helpers.pooling.rubin_rules` with the
     Barnard & Rubin (1999) degrees of freedom (Rubin, 1987). The pattern model's
     hyperparameters are treated as known (their uncertainty is not propagated).
@@ -1468,39 +1539,184 @@ def unrepaired_effect(model: PatternModel, participants, *, outcome="pss_i", cov
     if missing:
         raise DataValidationError("participants", missing[0], "required column is missing")
     probs = model.probabilities
-    d = probs[probs["pattern"] != INSUFFICIENT].merge(participants[["participant_id", *cols]],
-                                                      on="participant_id", how="left")
-    values = d[cols].astype(float)
-    d = d[values.notna().all(axis=1).to_numpy()]
-    values = values.loc[d.index]
-    y = values[cols[1]].to_numpy()
-    base = np.column_stack([np.ones(len(d)), values[cols[0]].to_numpy(), values[cols[2:]].to_numpy()])
-    rows = pd.Index(probs["participant_id"]).get_indexer(d["participant_id"])
-    seen = model.unrepaired_seen[rows]
-    used = np.flatnonzero(seen.any(axis=0))  # numbers of observed ratings that occur
-    prior = np.column_stack([d[["p_no_rupture", "p_repaired"]].to_numpy(dtype=float), seen[:, used]])
-    n, q = base.shape
+    # a participant missing from the table has no values (NaN), as a left merge would give
+    values = (participants.drop_duplicates("participant_id").set_index("participant_id")[cols]
+              .reindex(probs["participant_id"]).astype(float).to_numpy())
+    y, base, prior, seen = _effect_inputs(probs, model.unrepaired_seen, values)
     rng = np.random.default_rng(seed)
-    m = int(n_imputations)
-    z = _impute_patterns(prior, np.r_[0, 0, used], y, base, m, rng, int(burn_in), int(thin))
+    z = _impute_patterns(prior, seen, y, base, int(n_imputations), rng, int(burn_in), int(thin))
+    row = _pool_effect(y, base, z, cov_type, level)
+    return pd.DataFrame([row], columns=EFFECT_COLUMNS)
+
+
+# --------------------------------------------------------------------------------------------
+# the imputation of many trials at once (the power study's route)
+# --------------------------------------------------------------------------------------------
+def _impute_patterns_many(priors, seens, ys, bases, n_imputations, seeds, burn_in, thin):
+    """:func:`_impute_patterns` of many trials at once, each with its own generator.
+
+    Trial ``k`` draws from ``numpy.random.default_rng(seeds[k])`` exactly the numbers
+    :func:`_impute_patterns` draws from it alone, in the same order (one standard-normal
+    vector, three chi-squares and one uniform per client per sweep), so its imputations are
+    those of the trial alone (up to the last bits of the batched sums, which move a draw only
+    when a uniform falls within rounding of a category's boundary); the arithmetic runs on
+    the trials stacked, padded to the largest ``n`` and number of categories.
+
+    Returns
+    -------
+    list of arrays (n_imputations, n_k) of pattern codes.
+    """
+    G = len(ys)
+    q = bases[0].shape[1]
+    n_k = np.array([len(y) for y in ys])
+    C_k = np.array([p.shape[1] for p in priors])
+    n, C = int(n_k.max()), int(C_k.max())
+    valid = np.arange(n)[None, :] < n_k[:, None]
+    Y = np.zeros((G, n))
+    Bm = np.zeros((G, n, q))
+    logp = np.full((G, n, C), -np.inf)
+    shift = np.zeros((G, C, 3))  # columns: repaired, unrepaired, unrepaired x seen
+    s0 = np.empty(G)
+    pen = np.zeros((G, q + 3))
+    rngs = [np.random.default_rng(s) for s in seeds]
+    c = np.zeros((G, n), dtype=np.int64)
+    for k in range(G):  # once per trial, as _impute_patterns does before its sweeps
+        nk, ck = n_k[k], C_k[k]
+        Y[k, :nk], Bm[k, :nk] = ys[k], bases[k]
+        logp[k, :nk, :ck] = np.log(np.clip(priors[k], 1e-300, None))
+        shift[k, 1, 0] = 1
+        shift[k, 2:ck, 1] = 1
+        shift[k, 2:ck, 2] = seens[k][2:]
+        coef0, *_ = np.linalg.lstsq(bases[k], ys[k], rcond=None)
+        s0[k] = float(((ys[k] - bases[k] @ coef0) ** 2).sum() / max(nk - q, 1))
+        pen[k, q:] = 1 / (100 * ys[k].var() + 1e-12)
+        c[k, :nk] = _draw_categorical(priors[k], rngs[k])
+    pattern = np.minimum(np.arange(C), 2)
+    nu0 = 2.0
+    sig2 = np.repeat(s0[:, None], 3, axis=1)
+    eye_pen = pen[:, :, None] * np.eye(q + 3)
+    out = np.empty((n_imputations, G, n), dtype=np.int64)
+    gi = np.arange(G)[:, None]
+    for it in range(burn_in + n_imputations * thin):
+        z = pattern[c]
+        X = np.concatenate([Bm, shift[gi, c]], axis=2)
+        w = np.where(valid, 1 / sig2[gi, z], 0.0)
+        prec = np.einsum("gni,gn,gnj->gij", X, w, X) + eye_pen
+        chol = np.linalg.cholesky(prec)
+        noise = np.stack([r.standard_normal(q + 3) for r in rngs])
+        g = (np.linalg.solve(prec, np.einsum("gni,gn->gi", X, w * Y)[:, :, None])[:, :, 0]
+             + np.linalg.solve(np.swapaxes(chol, 1, 2), noise[:, :, None])[:, :, 0])
+        resid = np.where(valid, Y - np.einsum("gni,gi->gn", X, g), 0.0)
+        onehot = (z[:, :, None] == np.arange(3)) & valid[:, :, None]
+        ssr = np.einsum("gnk,gn->gk", onehot, resid**2)
+        counts = onehot.sum(axis=1)
+        # three scalar draws, in order: the numbers of chisquare(array), at half its overhead
+        chi = np.array([[r.chisquare(df) for df in (nu0 + cnt).tolist()] for r, cnt in zip(rngs, counts)])
+        sig2 = (nu0 * s0[:, None] + ssr) / chi
+        mu = np.einsum("gni,gi->gn", Bm, g[:, :q])[:, :, None] + np.einsum("gcj,gj->gc", shift, g[:, q:])[:, None, :]
+        s2c = sig2[:, pattern]
+        logl = logp - 0.5 * np.log(s2c)[:, None, :] - 0.5 * (Y[:, :, None] - mu) ** 2 / s2c[:, None, :]
+        with np.errstate(invalid="ignore"):  # padded clients: every category -inf (never used)
+            post = np.exp(logl - logl.max(axis=2, keepdims=True))
+        cum = np.cumsum(post / post.sum(axis=2, keepdims=True), axis=2)
+        u = np.zeros((G, n))
+        for k in range(G):
+            u[k, :n_k[k]] = rngs[k].random(n_k[k])
+        c = np.minimum((u[:, :, None] > cum).sum(axis=2), (C_k - 1)[:, None])
+        j = it - burn_in
+        if j >= 0 and (j + 1) % thin == 0:
+            out[j // thin] = pattern[c]
+    return [out[:, k, :n_k[k]] for k in range(G)]
+
+
+def _effect_inputs(probs, unrepaired_seen, values):
+    """The imputation's inputs for the classifiable clients with every value: outcome ``y``,
+    the base design ``[1, pre, covariates]``, the prior over the categories (no rupture,
+    repaired, unrepaired with j ratings seen from the rupture on, for the j that occur) and
+    those j. ``values``: (n, 2 + covariates) pre, post, covariates per row of ``probs``."""
+    keep = (probs["pattern"].to_numpy() != INSUFFICIENT) & ~np.isnan(values).any(axis=1)
+    rows = np.flatnonzero(keep)
+    y = values[rows, 1]
+    base = np.column_stack([np.ones(rows.size), values[rows, 0], values[rows, 2:]])
+    seen = unrepaired_seen[rows]
+    used = np.flatnonzero(seen.any(axis=0))  # numbers of observed ratings that occur
+    prior = np.column_stack([probs[["p_no_rupture", "p_repaired"]].to_numpy(dtype=float)[rows], seen[:, used]])
+    return y, base, prior, np.r_[0, 0, used]
+
+
+def _pool_effect(y, base, z, cov_type, level) -> dict:
+    """The paper's regression on each completed data set (patterns ``z``, m x n) and the
+    pooled row of :data:`EFFECT_COLUMNS` (with ``beta_se`` as well)."""
+    n, q = base.shape
+    m = z.shape[0]
     flag = (z == 2).astype(float)
     # each distinct completed data set is fitted once (identical ones give identical numbers)
     uniq, which = np.unique(flag, axis=0, return_inverse=True)
     X = np.concatenate([np.broadcast_to(base, (len(uniq), n, q)), uniq[:, :, None]], axis=2)
-    fit = ols_many(y, X, cov_type=cov_type)
+    fit = _completed_fits(y, X, cov_type)
     which = which.ravel()
-    b, var = fit["coef"][which, -1], fit["var"][which, -1]
+    b, var = fit["b"][which], fit["var"][which]
     n_bad = int((~fit["estimable"][which]).sum())  # NaN in b and var: the pooled result is NaN
-    scale = flag.std(axis=1, ddof=1) / y.std(ddof=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        scale = flag.std(axis=1, ddof=1) / y.std(ddof=1)
     pooled = rubin_rules(b, var, df_complete=fit["df"], level=level)
     pooled_beta = rubin_rules(b * scale, var * scale**2, df_complete=fit["df"], level=level)
-    row = {"b": pooled["estimate"], "se": pooled["se"], "ci_low": pooled["ci_low"],
-           "ci_high": pooled["ci_high"], "df": pooled["df"], "p": pooled["p"],
-           "beta": pooled_beta["estimate"], "beta_ci_low": pooled_beta["ci_low"],
-           "beta_ci_high": pooled_beta["ci_high"], "fmi": pooled["fmi"], "n": n,
-           "expected_n_unrepaired": float(flag.sum(axis=1).mean()), "n_imputations": m,
-           "n_not_estimable": n_bad}
-    return pd.DataFrame([row], columns=EFFECT_COLUMNS)
+    return {"b": pooled["estimate"], "se": pooled["se"], "ci_low": pooled["ci_low"],
+            "ci_high": pooled["ci_high"], "df": pooled["df"], "p": pooled["p"],
+            "beta": pooled_beta["estimate"], "beta_ci_low": pooled_beta["ci_low"],
+            "beta_ci_high": pooled_beta["ci_high"], "fmi": pooled["fmi"], "n": n,
+            "expected_n_unrepaired": float(flag.sum(axis=1).mean()), "n_imputations": m,
+            "n_not_estimable": n_bad, "beta_se": pooled_beta["se"]}
+
+
+def unrepaired_effect_arrays(models, pre, post, *, seeds, n_imputations=20, cov_type="HC3",
+                             level=0.95, burn_in=200, thin=10) -> pd.DataFrame:
+    """:func:`unrepaired_effect` of many trials at once (the power study's route).
+
+    Parameters
+    ----------
+    models : list of PatternModel
+        From :func:`fit_pattern_arrays`, one per trial.
+    pre, post : list of arrays
+        Per trial, the outcome before and after treatment of each row of the model's
+        ``probabilities`` (NaN = missing).
+    seeds : sequence of int
+        Per trial, the seed :func:`unrepaired_effect` would be given: trial ``k`` gets the
+        imputations it gets alone with ``seed=seeds[k]``, whatever the other trials.
+    n_imputations, cov_type, level, burn_in, thin
+        As :func:`unrepaired_effect`.
+
+    Returns
+    -------
+    DataFrame
+        One row per trial: :data:`EFFECT_COLUMNS` and ``beta_se`` (the pooled SE of beta). The
+        same numbers as :func:`unrepaired_effect` of each trial with its seed (tested, to
+        rounding).
+
+    Examples
+    --------
+    >>> from helpers.simulate import simulate_arrays
+    >>> arr = [simulate_arrays(80, 10, seed=s) for s in (1, 2)]
+    >>> models = fit_pattern_arrays(np.vstack([a["alliance"] for a in arr]), starts=[0, 80], reliability=0.83)
+    >>> r = unrepaired_effect_arrays(models, [a["pss_i_pre"] for a in arr], [a["pss_i_post"] for a in arr],
+    ...                              seeds=[1, 2], n_imputations=3, burn_in=10, thin=2)
+    >>> len(r), list(r.columns[:3])
+    (2, ['b', 'se', 'ci_low'])
+    """
+    if isinstance(n_imputations, bool) or int(n_imputations) != n_imputations or n_imputations < 2:
+        raise ValueError(f"n_imputations must be a whole number >= 2, got {n_imputations!r}")
+    if cov_type not in ("HC3", "nonrobust"):
+        raise ValueError(f"cov_type must be 'HC3' or 'nonrobust', got {cov_type!r}")
+    if not (len(models) == len(pre) == len(post) == len(seeds)):
+        raise ValueError("models, pre, post and seeds must have one entry per trial")
+    inputs = [_effect_inputs(mod.probabilities, mod.unrepaired_seen,
+                             np.column_stack([np.asarray(a, float), np.asarray(b, float)]))
+              for mod, a, b in zip(models, pre, post)]
+    m = int(n_imputations)
+    z = _impute_patterns_many([i[2] for i in inputs], [i[3] for i in inputs], [i[0] for i in inputs],
+                              [i[1] for i in inputs], m, list(seeds), int(burn_in), int(thin))
+    rows = [_pool_effect(y, base, zk, cov_type, level) for (y, base, _, _), zk in zip(inputs, z)]
+    return pd.DataFrame(rows, columns=[*EFFECT_COLUMNS, "beta_se"])
 
 
 # --------------------------------------------------------------------------------------------

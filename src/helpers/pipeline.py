@@ -136,17 +136,18 @@ def run(params=None, *, notebooks=None, only=None, output_root=None,
     """
     params = load_params() if params is None else params
     books = list_notebooks(notebooks, only)
+    skipped = []
     if not only and params.get("data_source", "simulate") != "simulate":
         skipped = [b for b in books if b.name.startswith(SIMULATION_ONLY)]
         books = [b for b in books if b not in skipped]
-        for b in skipped:
-            print(f"{b.stem} skipped: the simulation study does not use the data (run it with --only "
-                  f"{b.name[:2]})", file=sys.stderr)
     # the one resolution of this run: parameters, data, instruments, criterion (the command
     # line and the Python API check exactly the same things, before any notebook); the
     # simulation study alone needs no trial
     needs_data = not all(b.name.startswith(SIMULATION_ONLY) for b in books)
     spec, trial = runspec.resolve(params, root=output_root, load=needs_data)
+    for b in skipped:  # said once the run is known to go ahead: a refusal is the first line
+        print(f"{b.stem} skipped: the simulation study does not use the data (run it with --only "
+              f"{b.name[:2]})", file=sys.stderr)
     for message in (spec.dataset or {}).get("warnings", []):
         print(f"warning: {message}", file=sys.stderr)
     output_root = spec.root

@@ -1,18 +1,15 @@
-"""Multiple imputation: Rubin's rules with the Barnard-Rubin degrees of freedom, and a batched
-least-squares fit of many completed data sets.
+"""Multiple imputation: Rubin's rules with the Barnard-Rubin degrees of freedom.
 
 :func:`rubin_rules` pools ``m`` completed-data estimates and their variances (Rubin, 1987) and
-gives the small-sample degrees of freedom of Barnard & Rubin (1999); :func:`ols_many` fits one
-linear model to many completed data sets at once with classical or HC3 standard errors (what
-``statsmodels.OLS(...).fit(cov_type=...)`` reports, tested against it). Used by
-:func:`helpers.pattern_model.unrepaired_effect`.
+gives the small-sample degrees of freedom of Barnard & Rubin (1999). The completed data sets
+themselves are fitted by the project's one batched least squares (:func:`helpers.ols.ols_batch`).
+Used by :func:`helpers.pattern_model.unrepaired_effect` and the growth model's pooled
+interaction (:mod:`helpers.power`).
 
 References
 ----------
 Barnard, J., & Rubin, D. B. (1999). Small-sample degrees of freedom with multiple imputation.
 Biometrika, 86(4), 948-955.
-MacKinnon, J. G., & White, H. (1985). Some heteroskedasticity-consistent covariance matrix
-estimators with improved finite sample properties. Journal of Econometrics, 29(3), 305-325.
 Rubin, D. B. (1987). Multiple imputation for nonresponse in surveys. Wiley.
 """
 
@@ -22,9 +19,7 @@ import numpy as np
 
 from scipy import special  # scipy.stats.t's own functions, without importing scipy.stats (0.5 s)
 
-from helpers.ols import leverage_is_one
-
-__all__ = ["rubin_rules", "ols_many"]
+__all__ = ["rubin_rules"]
 
 
 def rubin_rules(estimates, variances, df_complete=None, level: float = 0.95) -> dict:
@@ -99,62 +94,3 @@ def rubin_rules(estimates, variances, df_complete=None, level: float = 0.95) -> 
            "fmi": gamma, "df": df, "ci_low": qbar - half, "ci_high": qbar + half, "t": t,
            "p": 2 * special.stdtr(df, -np.abs(t)), "m": m}  # stats.t.sf(|t|, df) = stdtr(df, -|t|)
     return {k: (v if k == "m" else float(v) if np.ndim(v) == 0 else v) for k, v in out.items()}
-
-
-def ols_many(y, X, cov_type: str = "HC3") -> dict:
-    """Least squares of one outcome on many designs at once (one per completed data set).
-
-    Parameters
-    ----------
-    y : array (n,) or (m, n)
-        Outcome (shared, or one per data set).
-    X : array (m, n, p)
-        Design matrices, intercept included, of full column rank.
-    cov_type : {"HC3", "nonrobust"}
-        Standard errors as ``statsmodels.OLS(y, X).fit(cov_type=...)``: HC3 (MacKinnon &
-        White, 1985) or classical.
-
-    Returns
-    -------
-    dict
-        ``coef`` and ``var`` (m, p): coefficients and their variances; ``df`` (n - p);
-        ``estimable`` (m,): False where ``X'X`` is singular or, for HC3, a point has leverage
-        1 (the only client of a group), with NaN coefficients/variances there.
-
-    Examples
-    --------
-    >>> X = np.array([[[1, 0.0], [1, 1.0], [1, 2.0], [1, 3.0]]])
-    >>> r = ols_many([1.0, 3.0, 5.0, 7.5], X, cov_type="nonrobust")
-    >>> np.round(r["coef"], 3).tolist()
-    [[0.9, 2.15]]
-    """
-    if cov_type not in ("HC3", "nonrobust"):
-        raise ValueError(f"cov_type must be 'HC3' or 'nonrobust', got {cov_type!r}")
-    X = np.asarray(X, dtype=float)
-    m, n, p = X.shape
-    y = np.broadcast_to(np.asarray(y, dtype=float), (m, n))
-    xtx = np.swapaxes(X, 1, 2) @ X
-    cond = np.linalg.cond(xtx)
-    full = np.isfinite(cond) & (cond < 1 / np.finfo(float).eps)
-    coef = np.full((m, p), np.nan)
-    var = np.full((m, p), np.nan)
-    estimable = full.copy()
-    if full.any():
-        Xf, yf = X[full], y[full]
-        inv = np.linalg.inv(xtx[full])
-        c = (inv @ (np.swapaxes(Xf, 1, 2) @ yf[:, :, None]))[:, :, 0]
-        resid = yf - (Xf @ c[:, :, None])[:, :, 0]
-        if cov_type == "nonrobust":
-            v = ((resid**2).sum(axis=1) / (n - p))[:, None] * np.diagonal(inv, axis1=1, axis2=2)
-        else:  # (X'X)^-1 X' diag(e_i^2 / (1 - h_i)^2) X (X'X)^-1, h_i the leverages
-            xinv = Xf @ inv  # rows x_i' (X'X)^-1
-            lev = (xinv * Xf).sum(axis=2)
-            lev_ok = ~np.any(leverage_is_one(lev), axis=1)  # the project's one rule for leverage 1
-            with np.errstate(divide="ignore", invalid="ignore"):  # leverage 1: flagged below
-                omega = resid**2 / (1 - lev) ** 2
-                v = np.where(lev_ok[:, None], (xinv**2 * omega[:, :, None]).sum(axis=1), np.nan)
-            estimable[full] = lev_ok
-        coef[full], var[full] = c, v
-    coef[~estimable] = np.nan
-    var[~estimable] = np.nan
-    return {"coef": coef, "var": var, "df": n - p, "estimable": estimable}

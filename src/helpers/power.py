@@ -29,14 +29,18 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm  # the text bar (stderr); tqdm.auto would want ipywidgets in notebooks
 
-from helpers import episodes, growth, simulate
+from helpers import episodes, growth, lmm, mixed, simulate
 from helpers.contract import INSUFFICIENT, PATTERN_LABELS, SESSION_COLUMNS, TRUE_PATTERN
 from helpers.instruments import CALPAS
 from helpers.ols import FIT_KEYS, ols_unrepaired_batch
 
+#: The model-based patterns (helpers.pattern_model) as a criterion of the study.
+MODEL = "model"
+
 #: Spawn keys reserved for the reference trial and the bootstrap (N = 0 is never a sample size).
 REFERENCE_KEY = (0, 0)
 BOOTSTRAP_KEY = (0, 1)
+GROWTH_REFERENCE_KEY = (0, 2)
 
 #: The simulator draws CALPAS-P alliance ratings (1-7): the reliability its RCI presets use.
 SIMULATED_RELIABILITY = CALPAS.reliability
@@ -88,6 +92,13 @@ class StudyDesign:
         Simulator knobs (:class:`helpers.simulate.Knobs`) changed from the calibrated default.
     reference_n : int
         Clients in the reference trial that gives the true beta.
+    model_replications : int
+        The first this many replications of each of ``model_sizes`` are analysed by the
+        model-based patterns too (criterion :data:`MODEL`, :func:`model_rows`); 0 = not at all.
+        A fit costs about as much as all the threshold criteria of a hundred trials, so the
+        study's budget allows only a few.
+    model_sizes : tuple of int
+        Sample sizes at which the model-based patterns are run.
     """
 
     sample_sizes: tuple = (60, 116, 200, 400)
@@ -101,6 +112,8 @@ class StudyDesign:
     presets: dict | None = None
     knobs: dict = field(default_factory=dict)
     reference_n: int = 200_000
+    model_replications: int = 0
+    model_sizes: tuple = (116,)
 
     def __post_init__(self):
         sizes = tuple(int(n) for n in self.sample_sizes)
@@ -111,13 +124,13 @@ class StudyDesign:
         object.__setattr__(self, "sample_sizes", tuple(sorted(sizes)))
         object.__setattr__(self, "replications", int(self.replications))
         object.__setattr__(self, "presets", dict(self.presets or episodes.presets(SIMULATED_RELIABILITY)))
-        if TRUE_PATTERN in self.presets:
-            raise ValueError(f"{TRUE_PATTERN!r} is reserved for the oracle; rename that preset")
+        if TRUE_PATTERN in self.presets or MODEL in self.presets:
+            raise ValueError(f"{TRUE_PATTERN!r} and {MODEL!r} are reserved; rename that preset")
 
     @property
     def criteria(self) -> list:
-        """Preset names in order, then the oracle."""
-        return [*self.presets, TRUE_PATTERN]
+        """Preset names in order, then the model-based patterns (when run), then the oracle."""
+        return [*self.presets, *([MODEL] if self.model_replications else []), TRUE_PATTERN]
 
 
 # --------------------------------------------------------------------------------------------
@@ -336,6 +349,62 @@ def replicate_batch(design: StudyDesign, n_participants: int, tasks) -> tuple[li
     """
     stacked, failures = analyse_batch(design, tasks)
     return (fit_batch(design, stacked) if stacked is not None else []), failures
+
+
+def model_rows(design: StudyDesign, tasks, *, n_imputations=10, burn_in=100, thin=5) -> tuple[list, list]:
+    """The criterion :data:`MODEL` of the replications ``tasks`` (``(n, rep, seed)``): the
+    pattern model fitted to every trial at once (:func:`helpers.pattern_model.fit_pattern_arrays`,
+    reliability :data:`SIMULATED_RELIABILITY`), its most probable patterns scored against the
+    truth, and the effect of an unrepaired rupture by multiple imputation
+    (:func:`helpers.pattern_model.unrepaired_effect_arrays`, HC3 within each completed data
+    set, Rubin's rules; each trial's imputations seeded by its replication seed).
+
+    A row has :data:`MC_ROW_COLUMNS`: b, se, its CI and p are the pooled estimate (Barnard-Rubin
+    df); the HC3 columns repeat them (the pooled inference is the HC3 one); beta and its CI
+    are pooled likewise, beta_se is the pooled SE of beta; n_unrepaired counts the most
+    probable patterns. ``n_imputations``, ``burn_in`` and ``thin`` are the imputation's (fewer
+    sweeps than :func:`~helpers.pattern_model.unrepaired_effect`'s defaults: the study's
+    budget).
+    """
+    from helpers import pattern_model  # (its imports are light, but only this route needs it)
+
+    rows, failures, arrays = [], [], []
+    for task in tasks:
+        try:
+            arrays.append((task, replication_arrays(design, task[0], task[2])))
+        except Exception as exc:  # noqa: BLE001 -- a failed replication, reported with its key
+            failures.append(_failure(task, exc))
+    if not arrays:
+        return rows, failures
+    starts = np.cumsum([0] + [a["alliance"].shape[0] for _, a in arrays])[:-1]
+    models = pattern_model.fit_pattern_arrays(np.vstack([a["alliance"] for _, a in arrays]), starts=starts,
+                                              reliability=SIMULATED_RELIABILITY, min_sessions=design.min_sessions)
+    eff = pattern_model.unrepaired_effect_arrays(
+        models, [a["pre"] for _, a in arrays], [a["post"] for _, a in arrays], seeds=[t[2] for t, _ in arrays],
+        n_imputations=n_imputations, burn_in=burn_in, thin=thin)
+    k = len(PATTERN_LABELS)
+    mats = []
+    for (task, a), mod in zip(arrays, models):
+        det = np.array([_CODE[p] for p in mod.probabilities["pattern"]])
+        ok = (det < k) & (a["truth"] < k)
+        mats.append(np.bincount(k * a["truth"][ok] + det[ok], minlength=k * k).reshape(k, k))
+    acc = agreement_many(np.array(mats))
+    for g, ((task, a), mod) in enumerate(zip(arrays, models)):
+        e = eff.iloc[g]
+        det = mod.probabilities["pattern"].to_numpy()
+        used = (det != INSUFFICIENT) & ~np.isnan(a["pre"]) & ~np.isnan(a["post"])
+        fit = {"b": e["b"], "se": e["se"], "b_ci_low": e["ci_low"], "b_ci_high": e["ci_high"], "p": e["p"],
+               "beta": e["beta"], "beta_se": e["beta_se"], "beta_ci_low": e["beta_ci_low"],
+               "beta_ci_high": e["beta_ci_high"]}
+        fit.update(se_hc3=fit["se"], b_hc3_ci_low=fit["b_ci_low"], b_hc3_ci_high=fit["b_ci_high"], p_hc3=fit["p"])
+        rows.append({
+            "n_participants": task[0], "rep": task[1], "seed": task[2], "preset": MODEL,
+            "n_classifiable": int((det != INSUFFICIENT).sum()), "n_analysed": int(e["n"]),
+            "n_unrepaired": int(((det == "unrepaired") & used).sum()), "estimable": bool(np.isfinite(e["b"])),
+            **{key: float(fit[key]) for key in _ROW_FIT_KEYS},
+            **{key: float(v[g]) for key, v in acc.items()}, "n_warnings": 0, "warnings": "",
+        })
+    return rows, failures
 
 
 def reference_values(design: StudyDesign, replicate=None) -> pd.DataFrame:
@@ -572,7 +641,7 @@ def growth_replicate_batch(design: StudyDesign, tasks, *, criterion="rci", outco
         estimate, se, df, t, p of :data:`GROWTH_TERM` (NaN without an unrepaired client);
         failed replications (:data:`FAILURE_COLUMNS`).
     """
-    if criterion not in design.presets:
+    if criterion not in design.presets and criterion != TRUE_PATTERN:
         raise ValueError(f"criterion {criterion!r} is not a preset of the design: {list(design.presets)}")
     if outcome not in SESSION_COLUMNS[2:]:
         raise ValueError(f"outcome must be a session-level column {SESSION_COLUMNS[2:]}, not {outcome!r}")
@@ -640,12 +709,20 @@ def _growth_patterns(design, tasks, criterion, outcome):
     for task in tasks:
         try:
             arr = simulate.simulate_arrays(task[0], design.n_sessions, task[2], **design.knobs)
-            arrays[task] = (arr["alliance"].astype(float), arr[outcome].astype(float))
+            arrays[task] = (arr["alliance"].astype(float), arr[outcome].astype(float), arr["pattern"])
         except Exception as exc:  # noqa: BLE001 -- a failed replication, reported with its key
             failures.append(_failure(task, exc))
     if not arrays:
         return {}, failures
     keys = list(arrays)
+    labels = np.asarray(episodes.PATTERN_CODES, dtype=object)
+    if criterion == TRUE_PATTERN:  # the oracle: the true patterns of the classifiable clients
+        out = {}
+        for task in keys:
+            alliance, scores, truth = arrays[task]
+            cls = (~np.isnan(alliance)).sum(axis=1) >= design.min_sessions
+            out[task] = (scores, labels[np.where(cls, truth, _CODE[INSUFFICIENT])])
+        return out, failures
     starts = np.cumsum([0] + [arrays[t][0].shape[0] for t in keys])
     try:
         codes, messages, errors = episodes.detect_grouped(
@@ -654,7 +731,6 @@ def _growth_patterns(design, tasks, criterion, outcome):
             repair_window=design.repair_window, tolerance=design.tolerance)
     except Exception as exc:  # noqa: BLE001 -- an invalid preset: every replication fails alike
         return {}, failures + [_failure(task, exc) for task in keys]
-    labels = np.asarray(episodes.PATTERN_CODES, dtype=object)
     out = {}
     for g, task in enumerate(keys):
         for msg in messages[g]:
@@ -674,10 +750,92 @@ def _growth_row(task, criterion, des, res) -> dict:
            "n_analysed": fit.n_groups, "n_unrepaired": des["pattern_counts"]["unrepaired"],
            "re_formula": res["re_formula"], "simplified": res["simplified"]}
     row.update({c: float(getattr(fit, c)[j]) if j is not None else np.nan for c in ("estimate", "se", "df", "t", "p")})
+    row.update(dict.fromkeys(("se_cr2", "df_cr2", "p_cr2"), np.nan))
+    if j is not None:  # the same fit's GLS estimate, with a cluster-robust SE (mixed.cr2_test)
+        Z = des["spec"].random_design(des["time"], res["re_formula"])[0]
+        contrast = np.eye(len(des["x_names"]))[j]
+        cr2 = mixed.cr2_test(des["y"], des["X"], Z, des["groups"], fit.estimate, fit.lam, fit.sigma, contrast)
+        row.update(se_cr2=float(cr2["se"][0]), df_cr2=float(cr2["df"][0]), p_cr2=float(cr2["p"][0]))
     return row
 
 
-def growth_power(design: StudyDesign, *, criterion="rci", outcome="pss_sr", alpha=0.05, n_workers=None):
+def growth_reference(design: StudyDesign, *, n_participants=20_000, outcome="pss_sr") -> dict:
+    """The growth model's true-pattern interaction: :data:`GROWTH_TERM` of the growth model
+    fitted with the TRUE patterns to one large simulated trial of ``design``'s world (seeded
+    by :data:`GROWTH_REFERENCE_KEY`): the value a CI of the interaction should cover.
+
+    Returns
+    -------
+    dict
+        ``estimate``, ``se`` (the model SE in the reference trial), ``n_participants``,
+        ``n_analysed``, ``seed``.
+    """
+    seed = replication_seed(design.seed, *GROWTH_REFERENCE_KEY)
+    arr = simulate.simulate_arrays(n_participants, design.n_sessions, seed, **design.knobs)
+    cls = (~np.isnan(arr["alliance"])).sum(axis=1) >= design.min_sessions
+    labels = np.asarray(episodes.PATTERN_CODES, dtype=object)
+    des = growth.growth_design(arr[outcome].astype(float), labels[np.where(cls, arr["pattern"], _CODE[INSUFFICIENT])])
+    # one large model: the full fit (the stacked lean route is for many small ones)
+    fit = lmm.fit_lmm_arrays(des["y"], des["X"], des["spec"].random_design(des["time"], "1 + time")[0],
+                             des["groups"], x_names=des["x_names"])
+    row = fit.fixed.set_index("term").loc[GROWTH_TERM]
+    return {"estimate": float(row["estimate"]), "se": float(row["se"]), "n_participants": n_participants,
+            "n_analysed": fit.n_groups, "seed": seed}
+
+
+def summarise_growth(reps: pd.DataFrame, failures: pd.DataFrame, design: StudyDesign, *, theta=np.nan,
+                     alpha=0.05, by=("n_participants", "preset")) -> pd.DataFrame:
+    """Power and coverage of the growth model's interaction per group of replications.
+
+    Columns: ``by``, n_replications, n_failed, n_fitted, n_simplified, power / power_mcse (the
+    model's Satterthwaite t-test), power_cr2 / power_cr2_mcse (the CR2 test with
+    Bell-McCaffrey df), mean_estimate, emp_se, mean_se, mean_se_cr2, theta, bias, coverage /
+    coverage_mcse (the model's CI contains ``theta``) and coverage_cr2 / coverage_cr2_mcse.
+    """
+    from scipy import special  # stdtrit: the t quantile as scipy.stats computes it
+
+    out = []
+    keys = reps[list(by)].drop_duplicates().itertuples(index=False) if len(reps) else []
+    for key in keys:
+        sel = np.ones(len(reps), dtype=bool)
+        for col, val in zip(by, key):
+            sel &= (reps[col] == val).to_numpy()
+        r = reps[sel]
+        ok = r["p"].notna().to_numpy()
+        k = int(ok.sum())
+        est, se, df = (r[c].to_numpy(float)[ok] for c in ("estimate", "se", "df"))
+        se2, df2 = r["se_cr2"].to_numpy(float)[ok], r["df_cr2"].to_numpy(float)[ok]
+        cover = np.abs(est - theta) <= special.stdtrit(df, 0.975) * se
+        cover2 = np.abs(est - theta) <= special.stdtrit(df2, 0.975) * se2
+        n = dict(zip(by, key)).get("n_participants")
+        row = dict(zip(by, key))
+
+        def share(x):
+            p = float(np.mean(x)) if k else np.nan
+            return p, float(np.sqrt(p * (1 - p) / k)) if k else np.nan
+
+        pw, pw_se = share(r["p"].to_numpy(float)[ok] < alpha)
+        pw2, pw2_se = share(r["p_cr2"].to_numpy(float)[ok] < alpha)
+        cv, cv_se = share(cover)
+        cv2, cv2_se = share(cover2)
+        row.update({
+            "term": GROWTH_TERM, "n_replications": int(sel.sum()) + int(
+                (failures["n_participants"] == n).sum() if len(failures) and n is not None else 0),
+            "n_failed": int((failures["n_participants"] == n).sum()) if len(failures) and n is not None else 0,
+            "n_fitted": k, "n_simplified": int(r["simplified"].sum()),
+            "power": pw, "power_mcse": pw_se, "power_cr2": pw2, "power_cr2_mcse": pw2_se,
+            "mean_estimate": float(est.mean()) if k else np.nan,
+            "emp_se": float(est.std(ddof=1)) if k > 1 else np.nan,
+            "mean_se": float(se.mean()) if k else np.nan, "mean_se_cr2": float(se2.mean()) if k else np.nan,
+            "theta": theta, "bias": float(est.mean()) - theta if k else np.nan,
+            "coverage": cv, "coverage_mcse": cv_se, "coverage_cr2": cv2, "coverage_cr2_mcse": cv2_se,
+        })
+        out.append(row)
+    return pd.DataFrame(out)
+
+
+def growth_power(design: StudyDesign, *, criterion="rci", outcome="pss_sr", alpha=0.05, n_workers=None,
+                 theta=np.nan):
     """Power of the growth model's session x unrepaired interaction per sample size.
 
     Every replication key of ``design`` (the same seeds, hence the same simulated trials, as
@@ -696,6 +854,9 @@ def growth_power(design: StudyDesign, *, criterion="rci", outcome="pss_sr", alph
         Two-sided level of the Satterthwaite t-test of :data:`GROWTH_TERM`.
     n_workers : int, optional
         Processes of :func:`growth_replicate_batch` (default 1).
+    theta : float, optional
+        The true-pattern interaction (:func:`growth_reference`): adds its coverage and the
+        CR2 test's power (:func:`summarise_growth`).
 
     Returns
     -------
@@ -703,7 +864,9 @@ def growth_power(design: StudyDesign, *, criterion="rci", outcome="pss_sr", alph
         One row per sample size: n_participants, preset, term, n_replications, n_failed,
         n_fitted, n_simplified (random intercept only after a singular fit), power (share
         of fitted replications with p < alpha), power_mcse (``sqrt(power (1 - power) /
-        n_fitted)``), mean_estimate, emp_se (SD of the estimates), mean_se.
+        n_fitted)``), mean_estimate, emp_se (SD of the estimates), mean_se; then, from
+        :func:`summarise_growth`, power_cr2, power_cr2_mcse, mean_se_cr2, theta, bias,
+        coverage, coverage_mcse, coverage_cr2, coverage_cr2_mcse.
     replications : DataFrame
         One row per fitted replication (:func:`growth_replicate_batch`).
 
@@ -734,4 +897,10 @@ def growth_power(design: StudyDesign, *, criterion="rci", outcome="pss_sr", alph
             "emp_se": float(r["estimate"].std(ddof=1)) if len(r) > 1 else np.nan,
             "mean_se": float(r["se"].mean()) if len(r) else np.nan,
         })
-    return pd.DataFrame(out), reps
+    table = pd.DataFrame(out)
+    if len(reps):
+        extra = summarise_growth(reps, fails, design, theta=theta, alpha=alpha, by=("n_participants",))
+        cols = ["power_cr2", "power_cr2_mcse", "mean_se_cr2", "theta", "bias", "coverage", "coverage_mcse",
+                "coverage_cr2", "coverage_cr2_mcse"]
+        table = table.merge(extra[["n_participants", *cols]], on="n_participants", how="left")
+    return table, reps

@@ -36,6 +36,9 @@ from scipy import special  # quantiles as scipy.stats computes them, without sci
 from helpers import paper
 from helpers.contract import PATTERN_LABELS, TRUE_PATTERN
 
+#: The model-based patterns' criterion name (:data:`helpers.power.MODEL`).
+MODEL = "model"
+
 #: The paper's standardised beta of an unrepaired rupture.
 PAPER_BETA = paper.BETA["beta"]
 
@@ -62,6 +65,8 @@ def _groups(replications, failures, design):
         n_failed = int((failures["n_participants"] == n).sum()) if len(failures) else 0
         for name in design.criteria:
             cell = at_n[at_n["preset"] == name].sort_values("rep", kind="mergesort")
+            if cell.empty and name == MODEL:  # the model-based patterns run at some sizes only
+                continue
             yield n, name, cell, n_failed
 
 
@@ -360,6 +365,10 @@ def recommend(accuracy: pd.DataFrame, beta_summary: pd.DataFrame, n80: pd.DataFr
         text (the plain-language summary; every number comes from the tables).
     """
     n = closest_size(accuracy["n_participants"], at_n)
+    # the threshold criteria only: the model-based patterns are not a threshold to pre-register
+    # (notebook 05 reports them beside the recommendation)
+    accuracy = accuracy[accuracy["preset"] != MODEL]
+    n80 = n80[n80["preset"] != MODEL]
     acc = accuracy[accuracy["n_participants"] == n].set_index("preset")
     bet = beta_summary[beta_summary["n_participants"] == n].set_index("preset")
     best = acc["kappa"].idxmax()

@@ -16,7 +16,8 @@ import pandas as pd
 
 from helpers import power_summary
 from helpers.contract import TRUE_PATTERN
-from helpers.power import BOOTSTRAP_KEY, StudyDesign, replication_keys, replication_seed, run_replications
+from helpers.power import (BOOTSTRAP_KEY, StudyDesign, _tidy_failures, _tidy_rows, model_rows, replication_keys,
+                           replication_seed, run_replications)
 
 
 @dataclass
@@ -107,6 +108,12 @@ def run_study(design: StudyDesign | None = None, *, scheduler=None, n_workers=No
     reps, failures, reference = run_replications(design, scheduler=scheduler, n_workers=n_workers,
                                                  progress=progress, replicate=replicate,
                                                  chunk_size=chunk_size)
+    if design.model_replications:  # the model-based patterns on the first replications (same seeds)
+        keys = [t for t in replication_keys(design)
+                if t[0] in design.model_sizes and t[1] < design.model_replications]
+        rows, model_failures = model_rows(design, keys)
+        reps = _tidy_rows([*reps.to_dict("records"), *rows], design)
+        failures = _tidy_failures([*failures.to_dict("records"), *model_failures])
     messages = []
     if len(failures):
         shown = "; ".join(f"N={r.n_participants} rep={r.rep} seed={r.seed}: {r.error}"
@@ -128,3 +135,67 @@ def run_study(design: StudyDesign | None = None, *, scheduler=None, n_workers=No
     n80 = power_summary.n_for_power(beta, target=target_power,
                                     seed=replication_seed(design.seed, *BOOTSTRAP_KEY))
     return PowerStudy(design, reps, failures, reference, theta, beta, accuracy, n80, messages)
+
+
+#: The harder settings of the simulator (docs/simulation.md), one knob each.
+HARDER_SETTINGS = {
+    "heavy-tailed noise (t, df 3)": {"alliance_noise_df": 3.0},
+    "AR(1) noise (0.5)": {"alliance_noise_ar": 0.5},
+    "random-walk drift (SD 0.15)": {"alliance_drift_sd": 0.15},
+    "gradual drops (all)": {"p_gradual_drop": 1.0},
+    "second episode (p 0.5)": {"p_second_rupture": 0.5},
+    "rupture-dependent dropout (HR 3)": {"dropout_rupture_hr": 3.0},
+    "smaller ruptures (mean drop 0.9)": {"rupture_drop_mean": 0.9, "rupture_drop_sd": 0.3, "rupture_drop_min": 0.3},
+}
+
+#: Columns of :func:`run_settings`' table after ``setting`` and ``preset``.
+SETTING_COLUMNS = ["n_replications", "n_failed", "kappa", "kappa_mcse", "sens_unrepaired", "spec_unrepaired",
+                   "theta_b", "b_mean", "b_bias", "b_bias_mcse", "coverage_b_hc3", "coverage_b_hc3_mcse",
+                   "power_hc3", "power_hc3_mcse"]
+
+
+def run_settings(design: StudyDesign, settings=None, *, n_participants=116, replications=40, reference_n=50_000,
+                 default=None) -> pd.DataFrame:
+    """Accuracy and coverage of every criterion, the model-based patterns included, in each
+    harder setting of the simulator.
+
+    Each setting is ``design``'s world with one knob changed (:data:`HARDER_SETTINGS`):
+    ``replications`` trials of ``n_participants`` clients on the study's own seeds (so every
+    setting draws the same demographics, true patterns and symptoms: common random numbers),
+    every preset, :data:`helpers.power.MODEL` and the oracle; the true-pattern b of the
+    setting from one trial of ``reference_n`` clients (:func:`helpers.power.reference_values`).
+
+    Parameters
+    ----------
+    design : StudyDesign
+    settings : dict, optional
+        Name -> knobs (default :data:`HARDER_SETTINGS`).
+    n_participants, replications, reference_n : int
+    default : PowerStudy, optional
+        The study of the default world: its rows at ``n_participants`` are the table's first
+        setting, "default" (each criterion with its own number of replications).
+
+    Returns
+    -------
+    DataFrame
+        setting, preset and :data:`SETTING_COLUMNS` (:func:`helpers.power_summary.summarise_beta`
+        and :func:`~helpers.power_summary.summarise_accuracy`; for ``model`` the coverage and
+        power are those of the multiply imputed estimate).
+    """
+    parts = []
+    if default is not None:
+        parts.append(("default", default.beta, default.accuracy))
+    for name, knobs in (HARDER_SETTINGS if settings is None else settings).items():
+        d = dataclasses.replace(design, knobs={**design.knobs, **knobs}, sample_sizes=(n_participants,),
+                                replications=replications, reference_n=reference_n,
+                                model_replications=replications, model_sizes=(n_participants,))
+        s = run_study(d, progress=False, scheduler="synchronous")
+        parts.append((name, s.beta, s.accuracy))
+    out = []
+    for name, beta, acc in parts:
+        b = beta[beta["n_participants"] == n_participants].set_index("preset")
+        a = acc[acc["n_participants"] == n_participants].set_index("preset")
+        t = b.join(a[["kappa", "kappa_mcse", "sens_unrepaired", "spec_unrepaired"]], how="left")
+        t = t.reset_index().assign(setting=name)
+        out.append(t[["setting", "preset", *SETTING_COLUMNS]])
+    return pd.concat(out, ignore_index=True)

@@ -226,12 +226,13 @@ def load_trial(sessions, participants=None, *, layout="auto", mapping=None, n_se
         Layout of the sessions table. ``"auto"``: long if there is a ``session`` column, wide
         if there are columns such as ``alliance_s1`` / ``alliance_1`` / ``alliance1``.
     mapping : dict, optional
-        Renames the user's columns to contract names before any check, e.g.
-        ``{"ID": "participant_id", "calpas": "alliance"}``. A flat mapping applies to both
-        tables (each key must be found in at least one); ``{"sessions": {...},
-        "participants": {...}}`` applies per table (each key must be found in its table). In
-        the sessions table a key also renames wide columns: ``{"calpas": "alliance"}`` turns
-        ``calpas_s1`` into ``alliance_s1``.
+        ``{contract column: your column}`` -- the direction of a dataset descriptor's
+        ``columns`` -- applied before any check, e.g. ``{"participant_id": "ID", "alliance":
+        "calpas"}``. A flat mapping applies to both tables (each of your columns must be found in
+        at least one); ``{"sessions": {...}, "participants": {...}}`` applies per table (each
+        found in its table). In the sessions table a per-session measure's column also renames
+        its wide columns: ``{"alliance": "calpas"}`` turns ``calpas_s1`` into ``alliance_s1``.
+        A mapping written the other way round is refused as reversed, naming the fix.
     n_sessions : int, optional
         Number of planned sessions; a session number above it is an error. Recorded in
         ``meta["n_sessions"]`` (default: the largest session observed).
@@ -279,7 +280,7 @@ def load_trial(sessions, participants=None, *, layout="auto", mapping=None, n_se
     ((116, 12), True)
 
     A wide SPSS file with other column names would be read with, e.g.,
-    ``load_trial("trial.sav", "trial.sav", mapping={"ID": "participant_id", "calpas": "alliance"})``.
+    ``load_trial("trial.sav", "trial.sav", mapping={"participant_id": "ID", "alliance": "calpas"})``.
     """
     s_path = Path(sessions)
     truth_path = None

@@ -1,7 +1,8 @@
 """Columns of a raw table (private to :mod:`helpers.data`): mapping, required, layout.
 
-Applies a user's ``mapping`` (flat or per table; a key also renames wide columns such as
-``calpas_s1``), checks that required columns are present (suggesting a close name and the
+Applies a user's ``mapping`` -- ``{contract column: your column}``, the direction of a dataset
+descriptor's ``columns`` (flat or per table; a per-session measure's column name also renames its
+wide columns such as ``calpas_s1``) -- checks that required columns are present (suggesting a close name and the
 mapping that would fix it), recognises wide per-session columns (``alliance_s3``,
 ``alliance_3``, ``alliance3``) and decides between long and wide layout.
 """
@@ -37,6 +38,8 @@ def _wide_columns(columns) -> dict:
 
 
 def _split_mapping(mapping):
+    """``(sessions, participants, nested)``, each ``{your column: contract column}`` (the way the
+    loader renames) from the user's ``{contract column: your column}``."""
     if mapping is None:
         return None, None, False
     if not isinstance(mapping, dict):
@@ -44,22 +47,36 @@ def _split_mapping(mapping):
     if mapping and set(mapping) <= {"sessions", "participants"} and all(
         isinstance(v, dict) for v in mapping.values()
     ):
-        return dict(mapping.get("sessions", {})), dict(mapping.get("participants", {})), True
-    return dict(mapping), dict(mapping), False
+        parts = [dict(mapping.get("sessions", {})), dict(mapping.get("participants", {}))]
+        nested = True
+    else:
+        parts, nested = [dict(mapping), dict(mapping)], False
+    for part in parts:
+        _check_contract_keys(part)
+    return *({yours: contract for contract, yours in part.items()} for part in parts), nested
 
 
-def _check_targets(mapping: dict, file: str):
-    allowed = set(SESSION_COLUMNS) | set(PARTICIPANT_COLUMNS) | set(WIDE_MEASURES)
-    for key, target in mapping.items():
-        if not isinstance(key, str) or not isinstance(target, str):
-            raise TypeError(f"mapping must map column names to column names: {key!r}: {target!r}")
-        if target not in allowed and not _WIDE_RE.match(target):
+#: What a mapping's keys may be: the contract's columns (and its wide per-session names).
+_CONTRACT = set(SESSION_COLUMNS) | set(PARTICIPANT_COLUMNS) | set(WIDE_MEASURES)
+
+
+def _check_contract_keys(mapping: dict):
+    """Every key a contract column (``{contract column: your column}``); a mapping written the other
+    way round is named as reversed, with the fix."""
+    for key, value in mapping.items():
+        if not isinstance(key, str) or not isinstance(value, str):
+            raise TypeError(f"mapping must map column names to column names: {key!r}: {value!r}")
+        if key in _CONTRACT or _WIDE_RE.match(key):
+            continue
+        if value in _CONTRACT or _WIDE_RE.match(value):
             raise DataValidationError(
-                file, key,
-                f"mapping target {target!r} is not a column of the data contract "
-                f"(sessions: {SESSION_COLUMNS}; participants: {PARTICIPANT_COLUMNS}; "
-                "wide: alliance_s<k>, pss_sr_s<k>)",
-            )
+                "mapping", key, f"the mapping looks reversed: {{{key!r}: {value!r}}} maps your column to the "
+                f"contract's; write it contract column first, {{{value!r}: {key!r}}} (as a dataset.yaml's "
+                "columns: do)")
+        raise DataValidationError(
+            "mapping", key, f"{key!r} is not a column of the data contract (sessions: {SESSION_COLUMNS}; "
+            f"participants: {PARTICIPANT_COLUMNS}; wide: alliance_s<k>, pss_sr_s<k>): a mapping is "
+            "{contract column: your column}")
 
 
 def _mapping_renames(columns, mapping: dict, wide_stems: bool) -> tuple[dict, set]:
@@ -95,8 +112,6 @@ def _apply_mapping(s_raw: _Raw, p_raw: _Raw, mapping) -> dict:
     s_map, p_map, nested = _split_mapping(mapping)
     if s_map is None:
         return {}
-    _check_targets(s_map, s_raw.file)
-    _check_targets(p_map, p_raw.file)
     s_ren, s_found = _mapping_renames(list(s_raw.df.columns), s_map, True)
     p_ren, p_found = _mapping_renames(list(p_raw.df.columns), p_map, False)
     if nested:
@@ -105,7 +120,7 @@ def _apply_mapping(s_raw: _Raw, p_raw: _Raw, mapping) -> dict:
             if missing:
                 raise DataValidationError(
                     raw.file, missing[0],
-                    f"mapping key not found in the file (columns: {list(raw.df.columns)})",
+                    f"column named by the mapping not found in the file (columns: {list(raw.df.columns)})",
                 )
     else:
         missing = [k for k in s_map if k not in s_found | p_found]
@@ -113,7 +128,7 @@ def _apply_mapping(s_raw: _Raw, p_raw: _Raw, mapping) -> dict:
             raise DataValidationError(
                 f"{s_raw.file} and {p_raw.file}" if s_raw.file != p_raw.file else s_raw.file,
                 missing[0],
-                "mapping key not found in the file (sessions columns: "
+                "column named by the mapping not found in the file (sessions columns: "
                 f"{list(s_raw.df.columns)}; participants columns: {list(p_raw.df.columns)})",
             )
     _rename(s_raw, s_ren)
@@ -125,7 +140,7 @@ def _hint(name: str, columns) -> str:
     close = difflib.get_close_matches(name, [str(c) for c in columns], n=1, cutoff=0.5)
     close = close or [c for c in columns if str(c).strip().lower() == name]
     if close:
-        return f"; did you mean {close[0]!r}? pass mapping={{{close[0]!r}: {name!r}}}"
+        return f"; did you mean {close[0]!r}? pass mapping={{{name!r}: {close[0]!r}}}"
     return f"; columns found: {list(columns)}"
 
 

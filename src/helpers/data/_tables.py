@@ -193,7 +193,7 @@ def _warn_columns(file: str, table: str, report: dict, messages: list) -> None:
            f"{report['missing']}")
     if report["extra"]:
         msg += (f"; the file also has columns outside the contract {report['extra']} -- "
-                "if one of them is meant, pass mapping={'their name': 'contract name'}")
+                "if one of them is meant, pass mapping={'contract name': 'their name'}")
     messages.append(msg)
     warnings.warn(msg, DataWarning, stacklevel=3)
 
