@@ -69,7 +69,7 @@ def write_trial(folder: Path, n: int, sessions: int = 10, seed: int = 20131106) 
     import numpy as np
 
     from helpers import simulate
-    from helpers.tables import write_table
+    from helpers.table_io import write_table
 
     trial = simulate.simulate_trial(n_participants=n, n_sessions=sessions, seed=seed)
     folder.mkdir(parents=True, exist_ok=True)
@@ -152,14 +152,14 @@ def measure(n: int, work: Path) -> dict:
     """One size: write the trial, load it alone, then run the own-data pipeline."""
     import warnings
 
-    from helpers import dataset, pipeline
+    from helpers import descriptor, pipeline
 
     folder = write_trial(work / f"trial-{n}", n)
     rows = sum(1 for _ in open(folder / "sessions.csv")) + sum(1 for _ in open(folder / "participants.csv")) - 2
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         tic = time.perf_counter()
-        dataset.load(folder, warn=False)
+        descriptor.load(folder, warn=False)
         load = time.perf_counter() - tic
     out = work / f"out-{n}"
     cells: dict = {}

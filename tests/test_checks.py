@@ -5,7 +5,7 @@ import pytest
 
 from helpers import checks, paths, pipeline, runspec
 from helpers.contract import DataValidationError
-from helpers.dataset import DescriptorError
+from helpers.descriptor import DescriptorError
 
 
 def _params(**overrides):

@@ -19,7 +19,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from helpers import dataset, example, paths
+from helpers import descriptor, example, paths
 from helpers.contract import DataValidationError
 
 WIDE = """name: Corpus trial
@@ -70,7 +70,7 @@ class Case:
     raw: bytes | None = None
     table: object = None
     files: dict = field(default_factory=dict)
-    error: type = dataset.DescriptorError
+    error: type = descriptor.DescriptorError
     key: str | None = None
     column: str | None = None
     words: tuple = ()
@@ -269,7 +269,7 @@ def build(case: Case, root: Path, table: pd.DataFrame) -> Path:
         for old, new in case.yaml.items():
             assert old in text, (case.name, old)
             text = text.replace(old, new)
-        (folder / dataset.DESCRIPTOR).write_bytes(case.raw if case.raw is not None else text.encode("utf-8"))
+        (folder / descriptor.DESCRIPTOR).write_bytes(case.raw if case.raw is not None else text.encode("utf-8"))
     (root / case.name / "outside").mkdir()
     (root / case.name / "outside" / "trial.csv").write_text("not yours\n")
     for name, content in case.files.items():
@@ -308,7 +308,7 @@ def test_the_corpus_is_large_and_holds_the_issues_cases():
 def test_the_two_sound_datasets_load(tmp_path, base):
     """The corpus edits sound datasets: each refusal is the edit's."""
     folder = build(Case(f"sound-{base}", base=base), tmp_path, _base_table())
-    trial = dataset.load(folder, warn=False)
+    trial = descriptor.load(folder, warn=False)
     assert trial.participants["participant_id"].nunique() >= 5
 
 
@@ -316,7 +316,7 @@ def _check_error(case: Case, exc: BaseException, text: str) -> None:
     assert isinstance(exc, case.error), (case.name, type(exc), text)
     for word in case.words:
         assert word in text, (case.name, word, text)
-    if isinstance(exc, dataset.DescriptorError):
+    if isinstance(exc, descriptor.DescriptorError):
         assert exc.key == case.key, (case.name, exc.key)
         assert len(text.strip().splitlines()) == 1, text
     if isinstance(exc, DataValidationError) and case.column is not None:
@@ -326,7 +326,7 @@ def _check_error(case: Case, exc: BaseException, text: str) -> None:
 @pytest.mark.parametrize("case", [c for c in CASES if not c.cli_only], ids=lambda c: c.name)
 def test_each_broken_dataset_is_refused_naming_the_key_or_column(corpus, case):
     with pytest.raises(Exception) as err:
-        dataset.load(corpus[case.name], warn=False)
+        descriptor.load(corpus[case.name], warn=False)
     _check_error(case, err.value, str(err.value))
     folder = str(corpus[case.name])
     assert folder in str(err.value) or case.name == "data-source-absent", str(err.value)  # the file is named
@@ -358,8 +358,8 @@ def test_each_broken_dataset_is_refused_by_the_command_line(corpus, case, tmp_pa
     assert "Traceback" not in err and err.startswith("pipeline failed: "), err
     for word in case.words:
         assert word in err, (case.name, word, err)
-    if case.error is dataset.DescriptorError:
-        assert len(err.strip().splitlines()) == 1 and str(folder / dataset.DESCRIPTOR) in err, err
+    if case.error is descriptor.DescriptorError:
+        assert len(err.strip().splitlines()) == 1 and str(folder / descriptor.DESCRIPTOR) in err, err
     after = (_git_status() if in_git else None, _snapshot(folder.parent), sorted(runs.iterdir()) if runs.exists() else [])
     assert after == before, case.name
     assert not list(tmp_path.iterdir())  # nothing in the folder it was run from

@@ -30,7 +30,7 @@ from scipy import stats
 from helpers import agreement, episodes, power, power_summary, simulate
 from helpers.contract import PATTERN_LABELS
 from helpers.study import run_study
-from helpers.tables import write_table
+from helpers.table_io import write_table
 from oracles import power as oracle
 
 # The fake replication functions below run on Dask workers, which cannot import this test

@@ -7,8 +7,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from helpers import dataset, pipeline, simulate
-from helpers.tables import write_table
+from helpers import descriptor, pipeline, simulate
+from helpers.table_io import write_table
 
 DESCRIPTOR = """name: Registry of 20000 clients
 simulated: true
@@ -36,7 +36,7 @@ def test_a_registry_loads_as_simulated(tmp_path):
     trial = _registry(tmp_path / "registry", 500)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        loaded = dataset.load(tmp_path / "registry", warn=False)
+        loaded = descriptor.load(tmp_path / "registry", warn=False)
     assert len(loaded.sessions) == len(trial.sessions) == 5_000
     assert np.array_equal(loaded.sessions["alliance"].to_numpy(), trial.sessions["alliance"].round(6).to_numpy(),
                           equal_nan=True)

@@ -18,7 +18,7 @@ from pathlib import Path
 import yaml
 
 from helpers import paths
-from helpers.tables import atomic_write_text
+from helpers.table_io import atomic_write_text
 
 LOCK = "requirements.lock"
 ENV_YML = "environment.yml"

@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 from helpers import contract, paths, simulate
-from helpers.tables import atomic_write_bytes, write_table
+from helpers.table_io import atomic_write_bytes, write_table
 
 SEED = 20131106
 

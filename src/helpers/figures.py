@@ -48,7 +48,7 @@ import pandas as pd
 from scipy import special
 
 from helpers import multiverse, power_summary
-from helpers.tables import atomic_write_bytes, atomic_write_text
+from helpers.table_io import atomic_write_bytes, atomic_write_text
 
 # --------------------------------------------------------------------------------------------
 # the look: sizes, palette, criteria

@@ -3,7 +3,7 @@
 The replication's defaults are the paper's instruments (:data:`DEFAULTS`): CALPAS-P for the
 alliance (mean item score 1-7), PSS-SR for session-by-session and pre/post self-rated PTSD
 severity (0-51), PSS-I for the interview (0-51) and the BDI (0-63). Another trial declares its
-own in its dataset descriptor (:mod:`helpers.dataset`); score ranges, the RCI's reliability,
+own in its dataset descriptor (:mod:`helpers.descriptor`); score ranges, the RCI's reliability,
 thresholds (in the instrument's own points), axis titles and report text then follow them.
 
 Each instrument fills one *role*; the role decides which contract columns it scores:

@@ -21,7 +21,7 @@ from importlib import metadata
 from pathlib import Path
 
 from helpers import compare, environment, paths
-from helpers.tables import atomic_write_bytes, atomic_write_text
+from helpers.table_io import atomic_write_bytes, atomic_write_text
 
 MANIFEST = "results/manifest.json"
 #: Folders and files (relative to the output root) of generated outputs that the manifest lists.

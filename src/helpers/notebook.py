@@ -13,7 +13,7 @@ from pathlib import Path
 import pandas as pd
 
 from helpers.markup import escape_markdown
-from helpers.tables import atomic_write_text
+from helpers.table_io import atomic_write_text
 
 
 def _format(message, category, filename, lineno, line=None) -> str:

@@ -46,7 +46,7 @@ from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from pathlib import Path
 
 from helpers import kernels, manifest, notebook, paths, publish, report, runspec
-from helpers.tables import atomic_write_text
+from helpers.table_io import atomic_write_text
 
 #: Output folders (relative to the output root) that a run stages and publishes.
 OUTPUT_DIRS = paths.OUTPUT_DIRS

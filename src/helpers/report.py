@@ -43,7 +43,7 @@ from scipy import special
 from helpers import available, describe, models, multiverse, paper, paths
 from helpers.contract import INSUFFICIENT
 from helpers.markup import escape_markdown
-from helpers.tables import atomic_write_text
+from helpers.table_io import atomic_write_text
 
 #: Columns of the replication table (:func:`replication_table`): one row per target of the paper.
 REPORT_COLUMNS = ["quantity", "kind", "paper", "estimate", "ci_low", "ci_high", "n", "p", "statistic",

@@ -5,7 +5,7 @@ key=value``). :func:`resolve` turns them, once, into a :class:`RunSpec`:
 
 1. the parameters are validated (:func:`helpers.checks.check_parameters`);
 2. the data are simulated (:mod:`helpers.simulate`) or loaded from the dataset's descriptor
-   (:mod:`helpers.dataset`) or from files in the contract's own names, and checked for
+   (:mod:`helpers.descriptor`) or from files in the contract's own names, and checked for
    everything a notebook would otherwise fail on (:func:`helpers.checks.check_trial`);
 3. the instruments, by role: the simulator's (the paper's, for simulated data), the ones the
    dataset declares, or -- for a role a dataset does not declare -- the replication's default,
@@ -46,11 +46,11 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from helpers import available, checks, data, dataset, episodes, instruments, paths, pattern_model, simulate
+from helpers import available, checks, data, descriptor, episodes, instruments, paths, pattern_model, simulate
 from helpers.contract import INSUFFICIENT, Trial
 from helpers.instruments import Instrument
 from helpers.markup import escape_markdown
-from helpers.tables import atomic_write_text, read_table
+from helpers.table_io import atomic_write_text, read_table
 
 #: The run specification's file name, in ``data/processed/`` under the output root.
 SPEC_FILE = "run.json"
@@ -441,7 +441,7 @@ def resolve(params: dict, *, root=None, load: bool = True) -> tuple[RunSpec, Tri
 
     Raises
     ------
-    helpers.checks.ParameterError, helpers.dataset.DescriptorError,
+    helpers.checks.ParameterError, helpers.descriptor.DescriptorError,
     helpers.contract.DataValidationError, FileNotFoundError
         Whatever a notebook would otherwise fail on, with the parameter, key or column that
         fixes it.
@@ -487,11 +487,11 @@ def _load(params):
         return trial, None
     path = Path(source)
     checks.check_exists(path)
-    descriptor = dataset.find_descriptor(path)
-    if descriptor is not None:
-        desc = dataset.read_descriptor(descriptor)
-        return dataset.load_dataset(desc, warn=False), desc
-    return dataset.load(path, params.get("participants_path"), warn=False), None
+    found = descriptor.find_descriptor(path)
+    if found is not None:
+        desc = descriptor.read_descriptor(found)
+        return descriptor.load_dataset(desc, warn=False), desc
+    return descriptor.load(path, params.get("participants_path"), warn=False), None
 
 
 def _instruments(trial: Trial, desc) -> tuple[dict, dict]:

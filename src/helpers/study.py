@@ -58,7 +58,7 @@ class PowerStudy:
     warnings: list = field(default_factory=list)
 
     def tables(self) -> dict:
-        """``{file stem: (table, sort columns)}`` for :func:`helpers.tables.write_table`."""
+        """``{file stem: (table, sort columns)}`` for :func:`helpers.table_io.write_table`."""
         return {
             "power_beta": (self.beta, ["n_participants", "preset"]),
             "power_accuracy": (self.accuracy, ["n_participants", "preset"]),

@@ -58,7 +58,7 @@ from helpers.data._columns import (
     _apply_mapping,
 )
 from helpers.data._readers import FORMATS, _find_in_folder, _from_frame, _read_raw
-from helpers.data._tables import (
+from helpers.data._build import (
     DataWarning,
     _check_same_ids,
     _participants_table,
@@ -66,10 +66,10 @@ from helpers.data._tables import (
     _truth_table,
     _warn_columns,
 )
-from helpers.tables import write_table
+from helpers.table_io import write_table
 
 # _read_raw, _from_frame and _check_same_ids are imported above under their own names because
-# helpers.dataset uses them (data._read_raw, data._from_frame, data._check_same_ids).
+# helpers.descriptor uses them (data._read_raw, data._from_frame, data._check_same_ids).
 
 __all__ = [
     "DataValidationError",
@@ -345,7 +345,7 @@ def save_trial(trial: Trial, folder) -> list[Path]:
     """Write a trial as ``sessions.csv``, ``participants.csv`` (and ``truth.csv``) in ``folder``.
 
     The files use the contract's column order, sorted rows and the fixed float format of
-    :func:`helpers.tables.write_table`, so :func:`load_trial` on ``folder`` gives the trial
+    :func:`helpers.table_io.write_table`, so :func:`load_trial` on ``folder`` gives the trial
     back (scores to 6 decimals). Missing values are empty cells; yes/no as True/False.
 
     Parameters

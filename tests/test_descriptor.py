@@ -7,7 +7,7 @@ import warnings
 import pandas as pd
 import pytest
 
-from helpers import dataset, instruments, paths
+from helpers import descriptor, instruments, paths
 from helpers.contract import DataValidationError
 from helpers.data import DataWarning
 
@@ -17,7 +17,7 @@ OTHER = paths.RAW / "example_other_trial"
 def _load(source):
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        trial = dataset.load_dataset(source)
+        trial = descriptor.load_dataset(source)
     return trial, [str(w.message) for w in caught]
 
 
@@ -68,15 +68,15 @@ def _copy(tmp_path, edit=None, table=None):
 ])
 def test_descriptor_mistakes_name_the_key_and_the_fix(tmp_path, edit, key, words):
     folder = _copy(tmp_path, edit)
-    with pytest.raises(dataset.DescriptorError) as err:
-        dataset.load_dataset(folder)
+    with pytest.raises(descriptor.DescriptorError) as err:
+        descriptor.load_dataset(folder)
     assert err.value.key == key and words in str(err.value) and "dataset.yaml" in str(err.value)
 
 
 def test_a_missing_column_is_named_with_the_closest_ones(tmp_path):
     folder = _copy(tmp_path, {"  age: Age": "  age: AGE_years"})
     with pytest.raises(DataValidationError, match=r"columns.age not found; did you mean \[.*'Age'"):
-        dataset.load_dataset(folder)
+        descriptor.load_dataset(folder)
 
 
 def _table():
@@ -87,14 +87,14 @@ def test_a_value_without_a_code_is_an_error(tmp_path):
     t = _table()
     t.loc[3, "gender"] = 3
     with pytest.raises(DataValidationError, match=r"'gender'.*\['3'\] have no code in codes.female"):
-        dataset.load_dataset(_copy(tmp_path, table=t))
+        descriptor.load_dataset(_copy(tmp_path, table=t))
 
 
 def test_scores_are_checked_against_the_declared_instrument_and_the_sheet_is_named(tmp_path):
     t = _table()
     t.loc[0, "PCL_3"] = 81
     with pytest.raises(DataValidationError) as err:
-        dataset.load_dataset(_copy(tmp_path, table=t))
+        descriptor.load_dataset(_copy(tmp_path, table=t))
     assert "sheet 'data'" in str(err.value) and "score out of range [0, 80]" in str(err.value)
 
 
@@ -126,7 +126,7 @@ def test_long_layout_with_session_labels(tmp_path):
     text = (folder / "dataset.yaml").read_text().replace("session_labels: 'S{session}'\n", "")
     (folder / "dataset.yaml").write_text(text)
     with pytest.raises(DataValidationError, match="session"):
-        dataset.load_dataset(folder)
+        descriptor.load_dataset(folder)
 
 
 def test_ids_that_differ_between_files_show_both_spellings(tmp_path):
@@ -141,7 +141,7 @@ def test_ids_that_differ_between_files_show_both_spellings(tmp_path):
         "columns: {participant_id: ID, alliance: 'WAI_{session}', pss_sr_pre: PCL_pre}\n"
         "instruments: {alliance: {name: WAI-SR, range: [1, 5]}, symptoms: {name: PCL-5, range: [0, 80]}}\n")
     with pytest.raises(DataValidationError) as err:
-        dataset.load_dataset(folder)
+        descriptor.load_dataset(folder)
     assert "P101" in str(err.value) and "'101'" in str(err.value)
 
 
@@ -158,10 +158,10 @@ def test_session_labels_without_a_declaration_are_refused_with_the_hint(tmp_path
     (tmp_path / "sessions.csv").write_text("participant_id,session,alliance\n1,S1,5\n1,S2,6\n")
     (tmp_path / "participants.csv").write_text("participant_id,pss_sr_pre\n1,20\n")
     with pytest.raises(DataValidationError, match=r"declaring session_labels: 'S\{session\}'"):
-        dataset.load(tmp_path)
+        descriptor.load(tmp_path)
 
 
 def test_a_reversed_columns_entry_is_named_with_the_fix(tmp_path):
     folder = _copy(tmp_path, {"  participant_id: ID": "  ID: participant_id"})
-    with pytest.raises(dataset.DescriptorError, match=r"columns.ID: reversed.*write participant_id: ID"):
-        dataset.read_descriptor(folder / "dataset.yaml")
+    with pytest.raises(descriptor.DescriptorError, match=r"columns.ID: reversed.*write participant_id: ID"):
+        descriptor.read_descriptor(folder / "dataset.yaml")
