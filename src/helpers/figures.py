@@ -208,7 +208,7 @@ def artist_role(artist) -> dict:
     return _ROLES.get(artist, {})
 
 
-def _mark(artists, **role) -> None:
+def mark_role(artists, **role) -> None:
     for artist in artists:
         _ROLES.setdefault(artist, {}).update(role)
 
@@ -226,11 +226,11 @@ def _draw_as(ax, draw, *, label: str = "", **role) -> list:
     for artist in new:
         if label:
             artist.set_label(label)
-    _mark(new, **role)
+    mark_role(new, **role)
     return new
 
 
-def _errorbar(ax, x, y, *, label: str = "", role=None, **kwargs) -> list:
+def labelled_errorbar(ax, x, y, *, label: str = "", role=None, **kwargs) -> list:
     """``ax.errorbar`` whose line, caps and bars all carry ``label`` and ``role``; the bars
     take the line style of a criterion (k = 2 dashed) so that it shows on the bars too."""
     linestyle = kwargs.pop("linestyle", "-")
@@ -241,12 +241,12 @@ def _errorbar(ax, x, y, *, label: str = "", role=None, **kwargs) -> list:
     return new
 
 
-def _proxy(label: str, **style) -> Line2D:
+def legend_proxy(label: str, **style) -> Line2D:
     """A legend entry that looks like the series it names."""
     return Line2D([], [], label=label, **style)
 
 
-def _figure_legend(fig, handles, *, ncol: int = 1) -> None:
+def figure_legend(fig, handles, *, ncol: int = 1) -> None:
     """The legend below the axes, inside the figure's printed width (constrained layout)."""
     fig.legend(handles=handles, loc="outside lower center", ncol=ncol, handlelength=2.4, columnspacing=1.2)
 
@@ -255,7 +255,7 @@ def _legend(fig, ax, handles, own_figure: bool) -> None:
     """Below the axes when the figure is this function's own; inside a caller's axes otherwise
     (where the fewest points are, found once: :func:`_keep_best_legend_place`)."""
     if own_figure:
-        _figure_legend(fig, handles)
+        figure_legend(fig, handles)
     else:
         ax.legend(handles=handles, loc="best")
 
@@ -271,7 +271,7 @@ def _chars(width_in: float, size: float = 9) -> int:
     return max(20, int(width_in * 72 / (0.58 * size)))
 
 
-def _title(text: str, caption: str, width_in: float) -> str:
+def caption_title(text: str, caption: str, width_in: float) -> str:
     """A title with the run's caption (`` · SIMULATED DATA``): on one line when it fits
     ``width_in``, otherwise the title wrapped and the caption on a line of its own."""
     if len(text + caption) <= _chars(width_in):
@@ -280,11 +280,11 @@ def _title(text: str, caption: str, width_in: float) -> str:
     return "\n".join(lines + ([caption.lstrip(" ·")] if caption else []))
 
 
-def _figure(width: float, height: float, ncols: int = 1, **kwargs):
+def new_figure(width: float, height: float, ncols: int = 1, **kwargs):
     return plt.subplots(1, ncols, figsize=(width, height), layout="constrained", **kwargs)
 
 
-def _n(value) -> str:
+def count_text(value) -> str:
     """A count with thousands separators (100,000)."""
     return f"{int(value):,}"
 
@@ -479,7 +479,7 @@ def plot_missingness(miss: pd.DataFrame, *, labels: dict, caption: str = ""):
     """Percent missing per session, one bar per measure side by side (from describe.missingness),
     so that two measures missing at the same sessions both show; ``labels``: measure -> legend
     text (the instruments' names)."""
-    fig, ax = _figure(SINGLE, 2.9)
+    fig, ax = new_figure(SINGLE, 2.9)
     d = miss.assign(label=[labels.get(m, m) for m in miss["measure"]])
     order = list(dict.fromkeys(d["label"]))
     palette = dict(zip(order, MEASURE_COLORS * len(order)))
@@ -490,8 +490,8 @@ def plot_missingness(miss: pd.DataFrame, *, labels: dict, caption: str = ""):
             bar.set_label(label)
     ax.set(xlabel="session", ylabel="missing (% of participants)", ylim=(0, 100))
     n = int(miss["n_participants"].iloc[0]) if len(miss) else 0
-    ax.set_title(_title(f"Missing data by session (N = {_n(n)})", caption, SINGLE))
-    _figure_legend(fig, [Patch(facecolor=palette[lab], edgecolor="black", linewidth=0.4, label=lab) for lab in order])
+    ax.set_title(caption_title(f"Missing data by session (N = {count_text(n)})", caption, SINGLE))
+    figure_legend(fig, [Patch(facecolor=palette[lab], edgecolor="black", linewidth=0.4, label=lab) for lab in order])
     return fig
 
 
@@ -512,8 +512,8 @@ def sample_clients(ids, max_lines: int = MAX_CLIENT_LINES, seed: int = SAMPLE_SE
 
 def _sample_text(n_shown: int, n_total: int, seed: int) -> str:
     if n_shown == n_total:
-        return f"one client (all {_n(n_total)})"
-    return f"one client (random {_n(n_shown)} of {_n(n_total)}, seed {seed})"
+        return f"one client (all {count_text(n_total)})"
+    return f"one client (random {count_text(n_shown)} of {count_text(n_total)}, seed {seed})"
 
 
 def _client_lines(ax, data: pd.DataFrame, column: str, color: str, label: str) -> None:
@@ -536,7 +536,7 @@ def _trajectory_groups(data: pd.DataFrame, patterns: pd.DataFrame | None) -> tup
 
 
 def _group_label(group: str, n: int) -> str:
-    who = f"all {_n(n)} clients" if group == "all" else f"{group.replace('_', ' ')}, n = {_n(n)}"
+    who = f"all {count_text(n)} clients" if group == "all" else f"{group.replace('_', ' ')}, n = {count_text(n)}"
     return f"mean per session, 95% CI ({who})"
 
 
@@ -548,22 +548,22 @@ def plot_trajectories(sessions: pd.DataFrame, column: str, *, label: str, patter
     them, :func:`sample_clients`, stated in the legend); coloured by pattern when ``patterns``
     is given. ``label``: the axis title of ``column`` (its instrument, construct and range)."""
     own = ax is None
-    fig, ax = _figure(SINGLE, 3.1) if own else (ax.figure, ax)
+    fig, ax = new_figure(SINGLE, 3.1) if own else (ax.figure, ax)
     data, colors = _trajectory_groups(sessions[["participant_id", "session", column]].dropna(), patterns)
     shown = sample_clients(data["participant_id"], max_lines, seed)
     clients = _sample_text(len(shown), data["participant_id"].nunique(), seed)
     clients += ", in its pattern's colour" if patterns is not None else ""
     sample = data[data["participant_id"].isin(shown)]
-    handles = [_proxy(clients, color="grey", linewidth=0.5)]
+    handles = [legend_proxy(clients, color="grey", linewidth=0.5)]
     for group, color in colors.items():
         _client_lines(ax, sample[sample["group"] == group], column, color, clients)
         grp = data[data["group"] == group]
         mean = _group_label(group, grp["participant_id"].nunique())
         _draw_as(ax, lambda grp=grp, color=color: sns.lineplot(
             grp, x="session", y=column, errorbar=("se", 1.96), color=color, linewidth=2, legend=False, ax=ax), label=mean)
-        handles.append(_proxy(mean, color=color, linewidth=2))
+        handles.append(legend_proxy(mean, color=color, linewidth=2))
     ax.set(xlabel="session", ylabel=label.replace(" (", "\n("), xticks=sorted(sessions["session"].unique()))
-    ax.set_title(_title(f"{label.split(' (')[0]} by session (N = {_n(data['participant_id'].nunique())})",
+    ax.set_title(caption_title(f"{label.split(' (')[0]} by session (N = {count_text(data['participant_id'].nunique())})",
                         caption, SINGLE))
     ax.autoscale_view()  # the client lines were added as a collection
     _legend(fig, ax, handles, own)
@@ -578,20 +578,20 @@ def plot_prevalence(prev: pd.DataFrame, *, caption: str = "", ax=None):
     """Detected prevalence of each pattern (bars, 95% Wilson CI) beside the paper's value
     (diamonds), from describe.prevalence_table."""
     own = ax is None
-    fig, ax = _figure(SINGLE, 3.2) if own else (ax.figure, ax)
+    fig, ax = new_figure(SINGLE, 3.2) if own else (ax.figure, ax)
     prev = prev.reset_index(drop=True).assign(name=lambda d: d["quantity"].str.replace("_", "\n"))
     palette = {n: PATTERN_COLORS.get(q, ANY_RUPTURE_COLOR) for n, q in zip(prev["name"], prev["quantity"])}
     this_run, paper = "this run (bar, 95% Wilson CI)", "paper (McLaughlin et al., 2014)"
     _draw_as(ax, lambda: sns.barplot(prev, x="name", y="estimate", hue="name", palette=palette, legend=False,
                                      errorbar=None, saturation=1, edgecolor="none", ax=ax), label=this_run)
-    _errorbar(ax, np.arange(len(prev)), prev["estimate"], label=this_run, fmt="none", color="black", capsize=3,
+    labelled_errorbar(ax, np.arange(len(prev)), prev["estimate"], label=this_run, fmt="none", color="black", capsize=3,
               elinewidth=1, yerr=[prev["estimate"] - prev["ci_low"], prev["ci_high"] - prev["estimate"]])
     _draw_as(ax, lambda: sns.scatterplot(x=np.arange(len(prev)), y=prev["paper"], marker="D", color="black", s=30,
                                          zorder=3, legend=False, ax=ax), label=paper)
     ax.set(xlabel="", ylabel="% of classifiable clients", ylim=(0, 100))
     n = int(prev["n"].iloc[0]) if len(prev) else 0
-    ax.set_title(_title(f"Alliance patterns (N = {_n(n)} classifiable)", caption, SINGLE))
-    handles = [Patch(facecolor="#BBBBBB", label=this_run), _proxy(paper, marker="D", color="black", linestyle="none")]
+    ax.set_title(caption_title(f"Alliance patterns (N = {count_text(n)} classifiable)", caption, SINGLE))
+    handles = [Patch(facecolor="#BBBBBB", label=this_run), legend_proxy(paper, marker="D", color="black", linestyle="none")]
     _legend(fig, ax, handles, own)
     return fig
 
@@ -606,7 +606,7 @@ def plot_rupture_timing(episodes: pd.DataFrame, imaginal_start, *, n_sessions: i
 
     ``imaginal_start`` is a session number, or a Series of per-participant start sessions
     (simulated data); the x axis is then rupture session minus that participant's start."""
-    fig, ax = _figure(SINGLE, 2.8)
+    fig, ax = new_figure(SINGLE, 2.8)
     per_client = isinstance(imaginal_start, pd.Series)
     if per_client:
         x = episodes["rupture_session"] - episodes["participant_id"].map(imaginal_start)
@@ -625,10 +625,10 @@ def plot_rupture_timing(episodes: pd.DataFrame, imaginal_start, *, n_sessions: i
     starts = "imaginal exposure starts"
     ax.axvline(line, color="black", linestyle="--", linewidth=1, label=starts)
     ax.set(xlabel=xlabel, ylabel="number of ruptures")
-    ax.set_title(_title(f"When ruptures happen ({_n(len(episodes))} ruptures in "
-                        f"{_n(episodes['participant_id'].nunique())} clients)", caption, SINGLE))
+    ax.set_title(caption_title(f"When ruptures happen ({count_text(len(episodes))} ruptures in "
+                        f"{count_text(episodes['participant_id'].nunique())} clients)", caption, SINGLE))
     handles = [Patch(facecolor=c, label=label) for label, c in _REPAIRED_LATER.items()]
-    _figure_legend(fig, [*handles, _proxy(starts, color="black", linestyle="--", linewidth=1)], ncol=2)
+    figure_legend(fig, [*handles, legend_proxy(starts, color="black", linestyle="--", linewidth=1)], ncol=2)
     return fig
 
 
@@ -683,13 +683,13 @@ def plot_example_trajectories(sessions: pd.DataFrame, episodes: pd.DataFrame, pa
     Examples are the first ``n_per_pattern`` classified clients of each pattern in id order,
     so the choice is reproducible and does not cherry-pick."""
     shown = ["no_rupture", "repaired", "unrepaired"]
-    fig, axes = _figure(DOUBLE, 3.0, ncols=len(shown), sharey=True)
+    fig, axes = new_figure(DOUBLE, 3.0, ncols=len(shown), sharey=True)
     rows = 1
     for ax, name in zip(axes, shown):
         ids = sorted(patterns.loc[patterns["pattern"] == name, "participant_id"])[:n_per_pattern]
         lines = _example_panel(ax, sessions, episodes, ids, PATTERN_COLORS[name])
         n = int((patterns["pattern"] == name).sum())
-        ax.set_title(f"{name.replace('_', ' ')} (showing {len(ids)} of {_n(n)})", color=PATTERN_COLORS[name])
+        ax.set_title(f"{name.replace('_', ' ')} (showing {len(ids)} of {count_text(n)})", color=PATTERN_COLORS[name])
         ax.set(xlabel="session", xticks=sorted(sessions["session"].unique())[::2])
         ncol = _legend_columns([str(i) for i in ids], (DOUBLE - 0.8) / len(shown))
         rows = max(rows, -(-len(ids) // ncol))
@@ -697,22 +697,22 @@ def plot_example_trajectories(sessions: pd.DataFrame, episodes: pd.DataFrame, pa
     _headroom(axes, 0.12 + 0.14 * rows)
     axes[0].set_ylabel(label.replace(" (", "\n("))
     fig.suptitle(f"Example alliance trajectories{caption}")
-    _figure_legend(fig, [_proxy(_RUPTURE, linestyle="none", **RUPTURE_MARK),
-                         _proxy(_REPAIR, linestyle="none", **REPAIR_MARK)], ncol=2)
+    figure_legend(fig, [legend_proxy(_RUPTURE, linestyle="none", **RUPTURE_MARK),
+                         legend_proxy(_REPAIR, linestyle="none", **REPAIR_MARK)], ncol=2)
     return fig
 
 
 @styled
 def plot_confusion(table: pd.DataFrame, *, caption: str = ""):
     """Detected versus true pattern counts (simulated data), as a seaborn heat map."""
-    fig, ax = _figure(SINGLE, 3.0)
+    fig, ax = new_figure(SINGLE, 3.0)
     names = table.rename(index=lambda c: c.replace("_", " "), columns=lambda c: c.replace("_", " "))
     _draw_as(ax, lambda: sns.heatmap(names, annot=True, fmt="d", cmap="Blues", cbar=False, square=True,
                                      linewidths=0.5, linecolor="white", annot_kws={"fontsize": 9}, ax=ax),
              explained="the count written in each cell")
     ax.set(xlabel="detected pattern", ylabel="true pattern")
     ax.tick_params(axis="y", rotation=0)
-    ax.set_title(_title(f"Detected vs true pattern (N = {_n(table.to_numpy().sum())})", caption, SINGLE))
+    ax.set_title(caption_title(f"Detected vs true pattern (N = {count_text(table.to_numpy().sum())})", caption, SINGLE))
     return fig
 
 
@@ -748,19 +748,19 @@ def plot_growth(predicted: pd.DataFrame, sessions: pd.DataFrame, patterns: pd.Da
     with the other patterns' predictions as thin lines for comparison. ``predicted`` comes from
     GrowthFit.predicted_trajectories()."""
     names = [p for p in PATTERN_COLORS if p in set(predicted["pattern"])]
-    fig, axes = _figure(DOUBLE, 3.0, ncols=len(names), sharey=True, squeeze=False)
+    fig, axes = new_figure(DOUBLE, 3.0, ncols=len(names), sharey=True, squeeze=False)
     obs = sessions[["participant_id", "session", outcome]].dropna()
     obs = obs.assign(pattern=obs["participant_id"].map(patterns.set_index("participant_id")["pattern"]))
     for ax, name in zip(axes[0], names):
         _growth_panel(ax, name, predicted, obs, outcome)
         n = int((patterns["pattern"] == name).sum())
-        ax.set_title(f"{name.replace('_', ' ')} (n = {_n(n)})", color=PATTERN_COLORS.get(name, "black"))
+        ax.set_title(f"{name.replace('_', ' ')} (n = {count_text(n)})", color=PATTERN_COLORS.get(name, "black"))
         ax.set(xlabel="session", xticks=sorted(predicted["session"].unique())[::2])
     axes[0][0].set_ylabel(label.replace(" (", "\n("))
     fig.suptitle(f"PTSD severity by alliance pattern{caption}")
-    _figure_legend(fig, [_proxy(_PREDICTION, color="#555555", linewidth=2),
-                         _proxy(_OBSERVED, color="#555555", marker="o", markersize=4, linestyle="none"),
-                         _proxy(_OTHERS, color="#555555", linewidth=0.9, alpha=0.7)], ncol=3)
+    figure_legend(fig, [legend_proxy(_PREDICTION, color="#555555", linewidth=2),
+                         legend_proxy(_OBSERVED, color="#555555", marker="o", markersize=4, linestyle="none"),
+                         legend_proxy(_OTHERS, color="#555555", linewidth=0.9, alpha=0.7)], ncol=3)
     return fig
 
 
@@ -813,7 +813,7 @@ def _residual_scatter(ax, fitted, residuals) -> list:
         label = "one residual per observation"
         _draw_as(ax, lambda: sns.scatterplot(x=fitted, y=residuals, s=8, alpha=0.4, color=OKABE_ITO["blue"],
                                              edgecolor="none", legend=False, ax=ax), label=label)
-        return [_proxy(label, **_RESIDUAL_POINT)]
+        return [legend_proxy(label, **_RESIDUAL_POINT)]
     # a log colour scale: the sparse tails, where misfit shows, stay visible beside the dense centre;
     # rasterized: the SVG holds one image of the cells, not 2,500 vector squares
     _draw_as(ax, lambda: sns.histplot(x=fitted, y=residuals, bins=50, cmap="Blues", cbar=True, norm=LogNorm(),
@@ -821,7 +821,7 @@ def _residual_scatter(ax, fitted, residuals) -> list:
                                       cbar_kws={"label": "residuals per cell (log scale)"}),
              explained="the colour bar: residuals per cell")
     bar = ax.figure.axes[-1]  # the colour bar seaborn added
-    _mark(_drawn(bar), explained="its own scale")
+    mark_role(_drawn(bar), explained="its own scale")
     # counts as plain numbers (1, 10, 100, 1,000): the default 10^k labels are mathtext, which STYLE turns off
     bar.yaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:,.0f}"))
     bar.yaxis.set_minor_formatter(NullFormatter())
@@ -833,14 +833,14 @@ def _qq_panel(ax, residuals) -> list:
     osm, osr, slope, intercept = normal_qq(residuals)
     keep = thin_ranks(len(osr))
     shown = ("ordered residuals" if len(keep) == len(osr)
-             else f"{_n(len(keep))} of {_n(len(osr))} ordered residuals, evenly spaced in rank")
+             else f"{count_text(len(keep))} of {count_text(len(osr))} ordered residuals, evenly spaced in rank")
     _draw_as(ax, lambda: sns.scatterplot(x=osm[keep], y=osr[keep], s=8, alpha=0.5, color=OKABE_ITO["blue"],
                                          edgecolor="none", legend=False, ax=ax), label=shown)
     line = "least-squares line"
     ends = np.array([osm[0], osm[-1]]) if len(osm) else np.array([])
     ax.plot(ends, slope * ends + intercept, color="black", linewidth=0.8, label=line)
     ax.set(xlabel="normal quantile", ylabel="ordered residual", title="Normal Q-Q plot of residuals")
-    return [_proxy(shown, **_RESIDUAL_POINT), _proxy(line, color="black", linewidth=0.8)]
+    return [legend_proxy(shown, **_RESIDUAL_POINT), legend_proxy(line, color="black", linewidth=0.8)]
 
 
 @styled
@@ -849,14 +849,14 @@ def plot_residuals(fitted, residuals, *, caption: str = ""):
     :data:`BIN_ABOVE` residuals a 2-D histogram), and a normal Q-Q plot (at most
     :data:`QQ_POINTS` ordered residuals, evenly spaced in rank)."""
     fitted, residuals = np.asarray(fitted, float), np.asarray(residuals, float)
-    fig, (a1, a2) = _figure(DOUBLE, 2.9, ncols=2)
+    fig, (a1, a2) = new_figure(DOUBLE, 2.9, ncols=2)
     handles = _residual_scatter(a1, fitted, residuals)
     zero = "residual = 0"
     a1.axhline(0, color="black", linewidth=0.8, label=zero)
     a1.set(xlabel="fitted value", ylabel="residual")
-    a1.set_title(_title(f"Residuals vs fitted (n = {_n(len(residuals))})", caption, DOUBLE / 2))
-    handles += [_proxy(zero, color="black", linewidth=0.8), *_qq_panel(a2, residuals)]
-    _figure_legend(fig, handles, ncol=len(handles))
+    a1.set_title(caption_title(f"Residuals vs fitted (n = {count_text(len(residuals))})", caption, DOUBLE / 2))
+    handles += [legend_proxy(zero, color="black", linewidth=0.8), *_qq_panel(a2, residuals)]
+    figure_legend(fig, handles, ncol=len(handles))
     return fig
 
 
@@ -874,7 +874,7 @@ def _criterion_rows(ax, x, y, names, xerr) -> None:
     """One point with its horizontal error bar per criterion, in the criterion's own look."""
     for xi, yi, name, low, high in zip(x, y, names, *xerr):
         style = criterion_style(name)
-        _errorbar(ax, xi, yi, xerr=[[low], [high]], capsize=2, markersize=5, elinewidth=1.2, zorder=3,
+        labelled_errorbar(ax, xi, yi, xerr=[[low], [high]], capsize=2, markersize=5, elinewidth=1.2, zorder=3,
                   label=criterion_label(name), role={"criterion": name, "explained": "y tick labels"}, **style)
 
 
@@ -896,18 +896,18 @@ def plot_forest(betas: pd.DataFrame, *, paper_beta: float, default: str = "rci",
     model = d[d.index.isin(true_pattern)].reset_index()
     d = d[~d.index.isin(true_pattern)]
     d = d.loc[criterion_order(d.index)].reset_index()
-    fig, ax = _figure(DOUBLE, 0.3 * (len(d) + len(model)) + 1.5)
+    fig, ax = new_figure(DOUBLE, 0.3 * (len(d) + len(model)) + 1.5)
     y = np.arange(len(d))[::-1] + len(model)
     _criterion_rows(ax, d["beta"], y, d["preset"], [d["beta"] - d["beta_ci_low"], d["beta_ci_high"] - d["beta"]])
     labels = [_forest_label(r, default) for r in d.itertuples()]
     for yi, r in zip(np.arange(len(model))[::-1], model.itertuples()):
-        _errorbar(ax, r.beta, yi, xerr=[[r.beta - r.beta_ci_low], [r.beta_ci_high - r.beta]], capsize=2, markersize=5,
+        labelled_errorbar(ax, r.beta, yi, xerr=[[r.beta - r.beta_ci_low], [r.beta_ci_high - r.beta]], capsize=2, markersize=5,
                   elinewidth=1.2, zorder=3, label=criterion_label(r.preset),
                   role={"explained": "y tick labels"}, **criterion_style(r.preset))
         labels.append(f"{criterion_label(r.preset)} (true-pattern β, MI): {r.expected_n_unrepaired:.1f} expected "
                       f"unrepaired of n = {int(r.n)}")
     if len(model):
-        _mark([ax.axhline(len(model) - 0.5, color="#999999", linewidth=0.6, linestyle=":")],
+        mark_role([ax.axhline(len(model) - 0.5, color="#999999", linewidth=0.6, linestyle=":")],
               explained="a rule between the criteria and the true-pattern estimates the y tick labels name")
     paper, zero = f"paper: β = {_apa(paper_beta)} (McLaughlin et al., 2014)", "no effect: β = 0"
     ax.axvline(paper_beta, color="black", linestyle="--", linewidth=1, label=paper)
@@ -917,9 +917,9 @@ def plot_forest(betas: pd.DataFrame, *, paper_beta: float, default: str = "rci",
         tick.set_fontweight("bold" if name == default else "normal")
     rows = len(d) + len(model)
     ax.set(xlabel="standardised β of an unrepaired rupture\non post-treatment PTSD (95% CI)", ylim=(-0.7, rows - 0.3))
-    fig.suptitle(_title("How the paper's test depends on the rupture criterion", caption, DOUBLE))
-    _figure_legend(fig, [_proxy(paper, color="black", linestyle="--", linewidth=1),
-                         _proxy(zero, color="#999999", linewidth=0.8)], ncol=2)
+    fig.suptitle(caption_title("How the paper's test depends on the rupture criterion", caption, DOUBLE))
+    figure_legend(fig, [legend_proxy(paper, color="black", linestyle="--", linewidth=1),
+                         legend_proxy(zero, color="#999999", linewidth=0.8)], ncol=2)
     return fig
 
 
@@ -933,7 +933,7 @@ def _power_panel(ax, beta_summary, col, presets) -> list:
         cell = beta_summary[beta_summary["preset"] == name].sort_values("n_participants")
         style = criterion_style(name)
         role = {"criterion": name}
-        _errorbar(ax, cell["n_participants"], cell[col], yerr=2 * cell[f"{col}_mcse"], fmt="none", capsize=2,
+        labelled_errorbar(ax, cell["n_participants"], cell[col], yerr=2 * cell[f"{col}_mcse"], fmt="none", capsize=2,
                   color=style["color"], elinewidth=0.8, label=criterion_label(name), role=role,
                   linestyle=style["linestyle"])
         width = 1.6 if name == power_summary.TRUE_PATTERN else 1.1
@@ -948,7 +948,7 @@ def _power_panel(ax, beta_summary, col, presets) -> list:
 def plot_power_curve(beta_summary: pd.DataFrame, *, target: float = 0.8, caption: str = ""):
     """Power against N, one line per criterion (:func:`criterion_style`), bars ±2 MC SE: the
     paper's OLS test (left) and the same test with HC3 standard errors (right)."""
-    fig, axes = _figure(DOUBLE, 3.9, ncols=2, sharey=True)
+    fig, axes = new_figure(DOUBLE, 3.9, ncols=2, sharey=True)
     presets = criterion_order(beta_summary["preset"])
     alpha = beta_summary["alpha"].iloc[0]
     goal = f"target power {_apa(target)}"
@@ -959,9 +959,9 @@ def plot_power_curve(beta_summary: pd.DataFrame, *, target: float = 0.8, caption
         ax.set_title("OLS t test (the paper's)" if test == "ols" else "t test with HC3 SE")
     axes[0].set(ylabel=f"power (p < {alpha:g})", ylim=(0, 1.02))
     r = int(beta_summary["n_replications"].min())
-    fig.suptitle(_title(f"Power of the unrepaired-rupture test by criterion (R = {r} per N; bars ±2 MC SE)", caption,
+    fig.suptitle(caption_title(f"Power of the unrepaired-rupture test by criterion (R = {r} per N; bars ±2 MC SE)", caption,
                         DOUBLE))
-    _figure_legend(fig, [*lines, _proxy(goal, color="grey", linewidth=0.8, linestyle=(0, (1, 2)))], ncol=4)
+    figure_legend(fig, [*lines, legend_proxy(goal, color="grey", linewidth=0.8, linestyle=(0, (1, 2)))], ncol=4)
     return fig
 
 
@@ -974,7 +974,7 @@ def plot_bias_coverage(beta_summary: pd.DataFrame, *, at_n: int = 116, caption: 
     cell = beta_summary[beta_summary["n_participants"] == n].set_index("preset")
     cell = cell.loc[criterion_order(cell.index)].reset_index()
     y = np.arange(len(cell))[::-1]
-    fig, (ax1, ax2) = _figure(DOUBLE, 0.28 * len(cell) + 1.6, ncols=2, sharey=True)
+    fig, (ax1, ax2) = new_figure(DOUBLE, 0.28 * len(cell) + 1.6, ncols=2, sharey=True)
     _criterion_rows(ax1, cell["beta_mean"], y, cell["preset"], [cell["emp_se"], cell["emp_se"]])
     _criterion_rows(ax2, cell["coverage"], y, cell["preset"], [2 * cell["coverage_mcse"], 2 * cell["coverage_mcse"]])
     theta = float(cell["theta"].iloc[0])
@@ -989,5 +989,5 @@ def plot_bias_coverage(beta_summary: pd.DataFrame, *, at_n: int = 116, caption: 
     ax2.set(xlabel="95% CI coverage of the true β (± 2 MC SE)", xlim=(-0.02, 1.02))
     r = int(cell["n_replications"].min())
     fig.suptitle(f"Unrepaired-rupture β by criterion, N = {n} (R = {r}){caption}")
-    _figure_legend(fig, [_proxy(label, linewidth=0.9, **style) for _, _, label, style in lines], ncol=3)
+    figure_legend(fig, [legend_proxy(label, linewidth=0.9, **style) for _, _, label, style in lines], ncol=3)
     return fig

@@ -16,7 +16,7 @@ from matplotlib.patches import Patch
 
 from helpers import figures
 from helpers.contract import INSUFFICIENT, PATTERN_LABELS
-from helpers.figures import DOUBLE, PATTERN_COLORS, SINGLE, _errorbar, _figure_legend, _n, _proxy, _title, styled
+from helpers.figures import DOUBLE, PATTERN_COLORS, SINGLE, labelled_errorbar, figure_legend, count_text, legend_proxy, caption_title, styled
 
 #: At most this many columns in :func:`plot_pattern_probabilities` (one per client up to it).
 MAX_COLUMNS = 300
@@ -130,22 +130,22 @@ def plot_pattern_probabilities(probabilities: pd.DataFrame, *, strips: dict | No
     # the blocks of the most probable pattern, named under the last axes
     starts = np.concatenate([[0], np.cumsum(blocks.to_numpy())])
     centres = [(col[s] + col[e - 1] + 1) / 2 for s, e in zip(starts[:-1], starts[1:]) if e > s]
-    shown = [f"{p.replace('_', ' ')}\n(n = {_n(c)})" for p, c in blocks.items() if c]
+    shown = [f"{p.replace('_', ' ')}\n(n = {count_text(c)})" for p, c in blocks.items() if c]
     axes[-1].set_xticks(centres, shown)
     for boundary in starts[1:-1]:
         if 0 < boundary < n:
-            figures._mark([ax.axvline(col[boundary], color="white", linewidth=1.2) for ax in axes],
+            figures.mark_role([ax.axvline(col[boundary], color="white", linewidth=1.2) for ax in axes],
                           explained="a gap between the blocks the x tick labels name")
     runs = np.bincount(col) if n else np.zeros(0, int)
-    group = "" if n <= max_columns else f"; each column the mean of {_n(runs.min())}–{_n(runs.max())} clients"
+    group = "" if n <= max_columns else f"; each column the mean of {count_text(runs.min())}–{count_text(runs.max())} clients"
     for ax in axes:
         ax.tick_params(axis="x", length=0)
     axes[-1].set_xlabel(f"clients by most probable pattern, surest first{group}")
-    fig.suptitle(_title(f"Pattern probabilities of the {_n(n)} classifiable clients (pattern model)", caption, DOUBLE))
+    fig.suptitle(caption_title(f"Pattern probabilities of the {count_text(n)} classifiable clients (pattern model)", caption, DOUBLE))
     handles = [Patch(facecolor=c, label=name) for c, name in zip(colors, names)]
     if any((~d["participant_id"].map(labels).isin(PATTERN_LABELS)).any() for labels in strips.values()):
         handles.append(Patch(facecolor=OTHER_COLOR, label=OTHER))
-    _figure_legend(fig, handles, ncol=len(handles))
+    figure_legend(fig, handles, ncol=len(handles))
     return fig
 
 
@@ -156,9 +156,9 @@ def plot_calibration(table: pd.DataFrame, *, caption: str = ""):
     the share of the clients truly of that pattern (Wilson 95% CI) against their mean
     probability, with the number of clients beside each point; on the diagonal the
     probabilities are calibrated."""
-    fig, axes = figures._figure(DOUBLE, 3.0, ncols=len(PATTERN_LABELS), sharey=True)
+    fig, axes = figures.new_figure(DOUBLE, 3.0, ncols=len(PATTERN_LABELS), sharey=True)
     perfect = "calibrated: share = probability"
-    handles = [_proxy(perfect, color="#999999", linestyle="--", linewidth=1)]
+    handles = [legend_proxy(perfect, color="#999999", linestyle="--", linewidth=1)]
     markers = dict(zip(PATTERN_LABELS, ("o", "s", "D")))
     for ax, pattern in zip(axes, PATTERN_LABELS):
         ax.plot([0, 1], [0, 1], color="#999999", linestyle="--", linewidth=1, label=perfect)
@@ -166,21 +166,21 @@ def plot_calibration(table: pd.DataFrame, *, caption: str = ""):
         color, name = PATTERN_COLORS[pattern], pattern.replace("_", " ")
         label = f"{name} (Wilson 95% CI)"
         if len(t):
-            _errorbar(ax, t["mean_predicted"], t["observed"], label=label, marker=markers[pattern], color=color,
+            labelled_errorbar(ax, t["mean_predicted"], t["observed"], label=label, marker=markers[pattern], color=color,
                       markersize=4.5, capsize=2, elinewidth=1,
                       # Wilson's bound at 0 of n is 0 up to rounding (6.9e-18): no negative bar
                       yerr=np.clip([t["observed"] - t["ci_low"], t["ci_high"] - t["observed"]], 0, None))
             for x, y, n in zip(t["mean_predicted"], t["observed"], t["n"]):
                 right, low = x < 0.75, y < 0.25  # the count beside the point, inside the panel
-                ax.annotate(_n(n), (x, y), xytext=(5 if right else -5, 3 if low else -3), textcoords="offset points",
+                ax.annotate(count_text(n), (x, y), xytext=(5 if right else -5, 3 if low else -3), textcoords="offset points",
                             ha="left" if right else "right", va="bottom" if low else "top", fontsize=8, color=color)
-            handles.append(_proxy(label, marker=markers[pattern], color=color, linestyle="none", markersize=4.5))
+            handles.append(legend_proxy(label, marker=markers[pattern], color=color, linestyle="none", markersize=4.5))
         n = int(t["n"].sum())
-        ax.set_title(f"{name} (N = {_n(n)})", color=color)
+        ax.set_title(f"{name} (N = {count_text(n)})", color=color)
         ax.set(xlim=(-0.04, 1.04), ylim=(-0.04, 1.04), xlabel="mean probability (bin)",
                xticks=[0, 0.5, 1], yticks=[0, 0.25, 0.5, 0.75, 1])
     axes[0].set_ylabel("share truly of the pattern")
-    fig.suptitle(_title("Calibration of the pattern probabilities against the truth (numbers: clients per bin)",
+    fig.suptitle(caption_title("Calibration of the pattern probabilities against the truth (numbers: clients per bin)",
                         caption, DOUBLE))
-    _figure_legend(fig, handles, ncol=2)
+    figure_legend(fig, handles, ncol=2)
     return fig

@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm  # the text bar (stderr); tqdm.auto would want ipywidgets in notebooks
 
-from helpers import episodes, growth, lmm, mixed, simulate
+from helpers import episodes, growth, lmm, mixed, pattern_model, simulate
 from helpers.contract import INSUFFICIENT, PATTERN_LABELS, SESSION_COLUMNS, TRUE_PATTERN
 from helpers.instruments import CALPAS
 from helpers.ols import FIT_KEYS, ols_unrepaired_batch
@@ -200,6 +200,18 @@ def agreement_many(m, labels=PATTERN_LABELS) -> dict:
     return out
 
 
+def _simulate_tasks(design: StudyDesign, tasks) -> tuple[list, list]:
+    """The arrays of each task's replication, ``[(task, arrays)]``, and the failed ones as
+    :data:`FAILURE_COLUMNS` rows (a failed replication is reported with its key, never dropped)."""
+    arrays, failures = [], []
+    for task in tasks:
+        try:
+            arrays.append((task, replication_arrays(design, task[0], task[2])))
+        except Exception as exc:  # noqa: BLE001 -- a failed replication, reported with its key
+            failures.append(_failure(task, exc))
+    return arrays, failures
+
+
 def replication_arrays(design: StudyDesign, n_participants: int, seed: int) -> dict:
     """The trial of replication ``seed`` as the study reads it, straight from the simulator's
     arrays (:func:`helpers.simulate.simulate_arrays`, the numbers of ``simulate_trial``):
@@ -269,12 +281,7 @@ def analyse_batch(design: StudyDesign, tasks, *, presets=None) -> tuple[Stacked 
         :data:`FAILURE_COLUMNS`.
     """
     presets = design.presets if presets is None else presets
-    arrays, failures = [], []
-    for task in tasks:
-        try:
-            arrays.append((task, replication_arrays(design, task[0], task[2])))
-        except Exception as exc:  # noqa: BLE001 -- a failed replication, reported with its key
-            failures.append(_failure(task, exc))
+    arrays, failures = _simulate_tasks(design, tasks)
     if not arrays:
         return None, failures
     starts = np.cumsum([0] + [a["alliance"].shape[0] for _, a in arrays])
@@ -366,14 +373,9 @@ def model_rows(design: StudyDesign, tasks, *, n_imputations=10, burn_in=100, thi
     sweeps than :func:`~helpers.pattern_model.unrepaired_effect`'s defaults: the study's
     budget).
     """
-    from helpers import pattern_model  # (its imports are light, but only this route needs it)
 
-    rows, failures, arrays = [], [], []
-    for task in tasks:
-        try:
-            arrays.append((task, replication_arrays(design, task[0], task[2])))
-        except Exception as exc:  # noqa: BLE001 -- a failed replication, reported with its key
-            failures.append(_failure(task, exc))
+    rows = []
+    arrays, failures = _simulate_tasks(design, tasks)
     if not arrays:
         return rows, failures
     starts = np.cumsum([0] + [a["alliance"].shape[0] for _, a in arrays])[:-1]
@@ -568,7 +570,7 @@ def run_replications(design: StudyDesign, *, scheduler=None, n_workers=None, pro
                 failures += f
                 bar.update(len(chunk))
             reference = ref_future.result()
-    return _tidy_rows(rows, design), _tidy_failures(failures), reference
+    return tidy_replications(rows, design), tidy_failures(failures), reference
 
 
 def runs_in_process(design: StudyDesign, n_workers: int = 1) -> bool:
@@ -577,7 +579,7 @@ def runs_in_process(design: StudyDesign, n_workers: int = 1) -> bool:
     return clients <= IN_PROCESS_MAX_CLIENTS
 
 
-def _tidy_rows(rows, design) -> pd.DataFrame:
+def tidy_replications(rows, design) -> pd.DataFrame:
     out = pd.DataFrame(rows)
     for col in MC_ROW_COLUMNS:
         if col not in out.columns:
@@ -594,7 +596,7 @@ def _tidy_rows(rows, design) -> pd.DataFrame:
     return out
 
 
-def _tidy_failures(failures) -> pd.DataFrame:
+def tidy_failures(failures) -> pd.DataFrame:
     out = pd.DataFrame(failures, columns=FAILURE_COLUMNS)
     return out.sort_values(["n_participants", "rep"], kind="mergesort").reset_index(drop=True)
 
@@ -880,7 +882,7 @@ def growth_power(design: StudyDesign, *, criterion="rci", outcome="pss_sr", alph
     rows, failures = growth_replicate_batch(design, replication_keys(design), criterion=criterion,
                                             outcome=outcome, n_workers=n_workers)
     reps = pd.DataFrame(rows)
-    fails = _tidy_failures(failures)
+    fails = tidy_failures(failures)
     out = []
     for n in design.sample_sizes:
         r = reps[reps["n_participants"] == n] if len(reps) else reps

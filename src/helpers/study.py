@@ -16,7 +16,7 @@ import pandas as pd
 
 from helpers import power_summary
 from helpers.contract import TRUE_PATTERN
-from helpers.power import (BOOTSTRAP_KEY, StudyDesign, _tidy_failures, _tidy_rows, model_rows, replication_keys,
+from helpers.power import (BOOTSTRAP_KEY, StudyDesign, tidy_failures, tidy_replications, model_rows, replication_keys,
                            replication_seed, run_replications)
 
 
@@ -112,8 +112,8 @@ def run_study(design: StudyDesign | None = None, *, scheduler=None, n_workers=No
         keys = [t for t in replication_keys(design)
                 if t[0] in design.model_sizes and t[1] < design.model_replications]
         rows, model_failures = model_rows(design, keys)
-        reps = _tidy_rows([*reps.to_dict("records"), *rows], design)
-        failures = _tidy_failures([*failures.to_dict("records"), *model_failures])
+        reps = tidy_replications([*reps.to_dict("records"), *rows], design)
+        failures = tidy_failures([*failures.to_dict("records"), *model_failures])
     messages = []
     if len(failures):
         shown = "; ".join(f"N={r.n_participants} rep={r.rep} seed={r.seed}: {r.error}"
