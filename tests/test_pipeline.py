@@ -74,6 +74,7 @@ def test_declared_parameters_include_none_valued_ones(tmp_path):
     assert pipeline.declared_parameters(nb) == {"a", "b"}
 
 
+@pytest.mark.slow  # starts Jupyter kernels: make test, not make test-fast
 def test_each_notebook_gets_only_its_declared_parameters_and_outputs_are_published(books, published):
     _notebook(books / "02_second.ipynb",
               "assert 'seed' not in globals()",
@@ -89,6 +90,7 @@ def test_each_notebook_gets_only_its_declared_parameters_and_outputs_are_publish
     assert not list(published.glob(".staging-*"))  # staging removed after success
 
 
+@pytest.mark.slow  # starts Jupyter kernels: make test, not make test-fast
 def test_failing_notebook_exits_nonzero_names_the_cell_and_keeps_previous_results(books, published, capsys):
     _notebook(books / "02_broken.ipynb", "x = 1",
               "from pathlib import Path\ndef f():\n    raise RuntimeError('boom in the second cell')\ny = 2\nf()",
@@ -110,6 +112,7 @@ def test_failing_notebook_exits_nonzero_names_the_cell_and_keeps_previous_result
         assert str(published / ".failed-run") in err
 
 
+@pytest.mark.slow  # starts Jupyter kernels: make test, not make test-fast
 def test_only_runs_selected_notebooks_against_existing_outputs(books, published):
     _notebook(books / "02_reader.ipynb",
               "from helpers import paths\n"
@@ -122,6 +125,7 @@ def test_only_runs_selected_notebooks_against_existing_outputs(books, published)
     assert (tables / "first.csv").read_text() == "previous good result"
 
 
+@pytest.mark.slow  # starts Jupyter kernels: make test, not make test-fast
 def test_refresh_notebooks_copies_executed_outputs_back(books, published):
     pipeline.run(_params(seed=3), notebooks=books, output_root=published, progress=False,
                  refresh_notebooks=True)
@@ -129,6 +133,7 @@ def test_refresh_notebooks_copies_executed_outputs_back(books, published):
     assert any(c.get("execution_count") for c in nb["cells"] if c["cell_type"] == "code")
 
 
+@pytest.mark.slow  # starts Jupyter kernels: make test, not make test-fast
 def test_a_file_the_run_removes_is_removed_from_the_published_outputs(books, published):
     (published / "data" / "processed").mkdir(parents=True)
     (published / "data" / "processed" / "truth.csv").write_text("stale truth of a simulated run")
@@ -148,6 +153,7 @@ def test_cli_makes_user_data_paths_absolute(tmp_path, monkeypatch):
     assert runspec.absolute_data_paths({"data_source": "simulate"})["data_source"] == "simulate"
 
 
+@pytest.mark.slow  # starts Jupyter kernels: make test, not make test-fast
 def test_refresh_only_copies_the_notebooks_this_run_executed(books, published):
     pipeline.run(_params(seed=3), notebooks=books, output_root=published, progress=False)  # executed copy of 01
     _notebook(books / "02_second.ipynb", "x = 2")
@@ -195,6 +201,7 @@ def _stamps(root, name):
     return float((tables / f"{name}_start").read_text()), float((tables / f"{name}_end").read_text())
 
 
+@pytest.mark.slow  # starts Jupyter kernels: make test, not make test-fast
 def test_an_independent_notebook_runs_beside_the_others_and_the_rest_keep_their_order(
         tmp_path, published, monkeypatch):
     books = tmp_path / "side"
@@ -213,6 +220,7 @@ def test_an_independent_notebook_runs_beside_the_others_and_the_rest_keep_their_
     assert b[0] >= a[1]  # 02 waited for 01
 
 
+@pytest.mark.slow  # starts Jupyter kernels: make test, not make test-fast
 def test_a_failure_beside_the_others_is_named_and_nothing_is_published(tmp_path, published, monkeypatch, capsys):
     books = tmp_path / "side"
     books.mkdir()
@@ -243,6 +251,7 @@ def test_the_simulation_study_runs_alone_in_an_empty_folder(tmp_path):
     assert not (tmp_path / "data" / "processed" / "sessions.csv").exists()
 
 
+@pytest.mark.slow  # starts Jupyter kernels: make test, not make test-fast
 def test_every_kernel_is_started_ahead_and_stopped(tmp_path, published, monkeypatch):
     from helpers import kernels
 
@@ -261,6 +270,7 @@ def test_every_kernel_is_started_ahead_and_stopped(tmp_path, published, monkeypa
         assert out == str(books.resolve())
 
 
+@pytest.mark.slow  # starts Jupyter kernels: make test, not make test-fast
 def test_a_kernel_that_dies_fails_the_run_naming_the_notebook(tmp_path, published, capsys):
     books = tmp_path / "dies"
     books.mkdir()
@@ -271,6 +281,7 @@ def test_a_kernel_that_dies_fails_the_run_naming_the_notebook(tmp_path, publishe
     assert (published / "results" / "tables" / "first.csv").read_text() == "previous good result"
 
 
+@pytest.mark.slow  # starts Jupyter kernels: make test, not make test-fast
 def test_ctrl_c_kills_the_running_notebooks_instead_of_waiting_for_them(tmp_path, published, monkeypatch):
     import concurrent.futures
 
@@ -298,6 +309,7 @@ def test_ctrl_c_kills_the_running_notebooks_instead_of_waiting_for_them(tmp_path
     assert not (published / "results" / "tables" / "a_start").exists()  # nothing published
 
 
+@pytest.mark.slow  # starts Jupyter kernels: make test, not make test-fast
 def test_a_relative_notebooks_folder_is_read_from_where_the_command_runs(tmp_path, published, monkeypatch):
     """`--notebooks notebooks` names a folder relative to the caller, whatever folder the
     kernels run in."""

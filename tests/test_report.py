@@ -254,6 +254,7 @@ def test_report_export_is_byte_reproducible(tmp_path):
 
 @pytest.mark.skipif(CHROMIUM is None, reason="no browser installed: `apt-get install chromium` to run the "
                                              "report's real-browser test (.ci/run does)")
+@pytest.mark.slow  # starts Chromium: make test, not make test-fast
 def test_report_renders_in_a_real_browser():
     from playwright.sync_api import sync_playwright
 
