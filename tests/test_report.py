@@ -303,3 +303,19 @@ def test_the_censoring_reading_by_case():
     assert "1 classifiable client is unrepaired" in one and "1 of them has" in one
     none = report.beta_sensitivity_reading(table.iloc[:4], measure="X", criterion="sudden", n_censored=0)
     assert none.startswith("**Censored repairs.** No classifiable client") and "pattern model" not in none
+
+
+def test_the_sensitivity_table_marks_the_run_and_names_the_models_estimand_in_its_row():
+    prevalence = pd.DataFrame([{"preset": p, "quantity": q, "estimate": 25.0}
+                               for p in ("rci", "sd_k1_within", "model")
+                               for q in ("no_rupture", "repaired", "unrepaired", "any_rupture")])
+    betas = pd.DataFrame({"preset": ["rci", "sd_k1_within", "model"], "beta": [0.44, 0.3, 0.5],
+                          "beta_ci_low": [0.1, 0.0, 0.2], "beta_ci_high": [0.7, 0.6, 0.8], "p": [0.007, 0.05, 0.001],
+                          "n": [70, 70, 70], "n_unrepaired_analysed": [9, 28, np.nan],
+                          "expected_n_unrepaired": [np.nan, np.nan, 10.9], "note": ["", "", ""],
+                          "estimand": ["detected pattern", "detected pattern", "true pattern"]})
+    shown = report.format_sensitivity(prevalence, betas, ["rci", "sd_k1_within"], default="rci")
+    assert shown["criterion"].tolist() == ["rci (this run)", "sd_k1_within",
+                                           "model (true-pattern β: multiple imputation, HC3)"]
+    assert shown["β [95% CI]"].tolist() == [".44 [.10, .70]", ".30 [.00, .60]", ".50 [.20, .80]"]
+    assert shown["N analysed (unrepaired)"].tolist() == ["70 (9)", "70 (28)", "70 (expected 10.9)"]

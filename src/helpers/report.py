@@ -438,10 +438,12 @@ def format_sensitivity(prevalence: pd.DataFrame, betas: pd.DataFrame, order, *, 
                 f"{apa(r['beta_ci_high'], bounded=True)}]")
         if name in model:  # a true-pattern estimate: the expected unrepaired count, never a detected one
             n = "" if pd.isna(r["n"]) else f"{int(r['n'])} (expected {r['expected_n_unrepaired']:.1f})"
-            beta += " true-pattern β (multiple imputation, HC3)" if beta else ""
+            name_shown = f"{name} (true-pattern β: multiple imputation, HC3)"
         else:
             n = "" if pd.isna(r["n"]) else f"{int(r['n'])} ({int(r['n_unrepaired_analysed'])})"
-        rows.append([name + (" (this run)" if name == default and "this run" not in name else ""),
+        if name not in model:
+            name_shown = name + (" (this run)" if name == default and "this run" not in name else "")
+        rows.append([name_shown,
                      *(apa(prev.loc[name, q], 1) for q in ("no_rupture", "repaired", "unrepaired", "any_rupture")),
                      beta or (r["note"] if isinstance(r["note"], str) else ""), apa_p(r["p"]), n])
     return pd.DataFrame(rows, columns=SENSITIVITY_COLUMNS)
