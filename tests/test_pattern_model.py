@@ -439,3 +439,43 @@ def test_unrepaired_effect_of_many_trials_equals_one_at_a_time():
     assert np.isfinite(many["beta_se"]).all()
     with pytest.raises(ValueError, match="one entry per trial"):
         pm.unrepaired_effect_arrays(models, [arr[0]["pss_i_pre"]], [arr[0]["pss_i_post"]], seeds=[1, 2])
+
+
+# ----------------------------------------------------------------------------- registry-sized trials
+def test_probabilities_in_blocks_equal_one_block(monkeypatch):
+    X = simulate_arrays(150, 10, seed=11)["alliance"]
+    whole = pm.fit_pattern_arrays(X, reliability=0.83)[0]
+    monkeypatch.setattr(pm, "_BLOCK", 7)  # 150 clients in 22 blocks
+    blocks = pm.fit_pattern_arrays(X, reliability=0.83)[0]
+    cols = ["p_no_rupture", "p_repaired", "p_unrepaired", "rupture_session_mean"]
+    np.testing.assert_allclose(blocks.probabilities[cols].to_numpy(), whole.probabilities[cols].to_numpy(),
+                               rtol=0, atol=1e-12)
+    assert blocks.loglik == pytest.approx(whole.loglik, rel=1e-12)
+
+
+def test_a_cap_on_the_fitted_clients_samples_them_and_still_classifies_everyone():
+    X = simulate_arrays(3000, 10, seed=12)["alliance"]
+    full = pm.fit_pattern_arrays(X, reliability=0.83)[0]
+    capped = pm.fit_pattern_arrays(X, reliability=0.83, max_fit_clients=800, fit_seed=3)[0]
+    again = pm.fit_pattern_arrays(X, reliability=0.83, max_fit_clients=800, fit_seed=3)[0]
+    classifiable = (full.probabilities["pattern"] != pm.INSUFFICIENT).sum()
+    assert full.n_fitted == classifiable > 800 and capped.n_fitted == 800
+    assert len(capped.probabilities) == 3000
+    assert (capped.probabilities["pattern"] != pm.INSUFFICIENT).sum() == classifiable
+    pd.testing.assert_frame_equal(capped.probabilities, again.probabilities)  # the seed fixes the sample
+    # hyperparameters from 800 of ~2,100 clients: close to the full fit's, not equal to them
+    for k in full.prevalence:
+        assert abs(capped.prevalence[k] - full.prevalence[k]) < 0.05
+    assert capped.prevalence != full.prevalence
+    assert abs(capped.noise_sd / full.noise_sd - 1) < 0.05
+    agree = (capped.probabilities["pattern"] == full.probabilities["pattern"]).mean()
+    assert agree > 0.95
+
+
+def test_a_cap_above_the_classifiable_clients_changes_nothing():
+    X = simulate_arrays(120, 10, seed=13)["alliance"]
+    full = pm.fit_pattern_arrays(X, reliability=0.83)[0]
+    capped = pm.fit_pattern_arrays(X, reliability=0.83, max_fit_clients=10_000, fit_seed=1)[0]
+    pd.testing.assert_frame_equal(capped.probabilities, full.probabilities)
+    with pytest.raises(ValueError, match="max_fit_clients"):
+        pm.fit_pattern_arrays(X, reliability=0.83, max_fit_clients=2)

@@ -1150,9 +1150,45 @@ def _check_settings(repair_max, min_sessions, tol, max_iter):
         raise ValueError(f"max_iter must be a positive whole number, got {max_iter!r}")
 
 
+def _fit_sample(classifiable, starts, ends, max_fit_clients, seed):
+    """The clients whose data estimate the hyperparameters: every classifiable one, or per
+    trial a random ``max_fit_clients`` of them (a registry of 100,000 clients: the
+    hyperparameters -- a noise SD, a trend covariance, a drop distribution, three
+    prevalences -- are as precise from a few thousand, at a fraction of the EM's cost)."""
+    fit = classifiable.copy()
+    if max_fit_clients is None:
+        return fit
+    if int(max_fit_clients) < 5:
+        raise ValueError(f"max_fit_clients must be at least 5, got {max_fit_clients!r}")
+    rng = np.random.default_rng(seed)
+    for a, b in zip(starts, ends):
+        rows = a + np.flatnonzero(classifiable[a:b])
+        if rows.size > max_fit_clients:
+            fit[rng.choice(rows, rows.size - int(max_fit_clients), replace=False)] = False
+    return fit
+
+
+#: Clients per block of the E-step that gives every client its probabilities: its memory
+#: (about 10 kB per client with the two-episode templates of 10 sessions) stays bounded at any N.
+_BLOCK = 10_000
+
+
+def _posteriors(D: _Data, tpl: _Templates, th: _Theta, labels):
+    """Each client's log-likelihood and :func:`_posterior_summaries` at ``th``, in blocks of
+    :data:`_BLOCK` clients."""
+    n = D.y.shape[0]
+    log_prior = _log_prior(th, tpl)
+    parts = []
+    for a in range(0, n, _BLOCK):
+        idx = np.arange(a, min(n, a + _BLOCK))
+        E = _e_step(D, tpl, th, idx, log_prior)
+        parts.append((E["loglik"], *_posterior_summaries(E, D, tpl, labels, idx)))
+    return [np.concatenate(block) for block in zip(*parts)]
+
+
 def fit_pattern_arrays(X, *, labels=None, starts=None, ids=None, reliability=None, min_drop=None,
                        repair_max=3, min_sessions=6, two_episodes=True, tol=1e-8,
-                       max_iter=500) -> list:
+                       max_iter=500, max_fit_clients=None, fit_seed=None) -> list:
     """Fit the pattern model to one or many trials given as a wide matrix (the array route).
 
     Parameters
@@ -1183,6 +1219,12 @@ def fit_pattern_arrays(X, *, labels=None, starts=None, ids=None, reliability=Non
         Stop when a SQUAREM cycle raises the log-likelihood by less than ``tol`` times its size.
     max_iter : int, default 500
         At most this many E-steps per trial.
+    max_fit_clients : int, optional
+        Estimate each trial's hyperparameters from at most this many of its clients with
+        ``min_sessions`` ratings: a random sample (``fit_seed``) when it has more. Every client
+        still gets its probabilities. None (default): all of them.
+    fit_seed : int, optional
+        Seed of that sample.
 
     Returns
     -------
@@ -1234,26 +1276,28 @@ def fit_pattern_arrays(X, *, labels=None, starts=None, ids=None, reliability=Non
             raise ValueError(f"min_drop must be > 0, got {min_drop!r}")
     tpl = _make_templates(S, int(repair_max), bool(two_episodes))
     D = _prepare(X, labels, group, tpl)
-    fit = D.n_obs >= min_sessions
-    n_fit = np.bincount(group[fit], minlength=G)
-    if np.any(n_fit < 5):
-        bad = int(np.flatnonzero(n_fit < 5)[0])
-        raise ValueError(f"trial {bad} has {n_fit[bad]} clients with at least {min_sessions} "
+    classifiable = D.n_obs >= min_sessions
+    n_class = np.bincount(group[classifiable], minlength=G)
+    if np.any(n_class < 5):
+        bad = int(np.flatnonzero(n_class < 5)[0])
+        raise ValueError(f"trial {bad} has {n_class[bad]} clients with at least {min_sessions} "
                          f"ratings; the pattern model needs at least 5")
+    fit = _fit_sample(classifiable, starts, ends, max_fit_clients, fit_seed)
+    n_fit = np.bincount(group[fit], minlength=G)
     th = _initial_theta(D, fit, starts, lo)
     th, ll, n_iter, converged = _fit(D, tpl, fit, th, tol=tol, max_iter=int(max_iter))
-    everyone = np.arange(n)
-    E = _e_step(D, tpl, th, everyone, _log_prior(th, tpl))
-    ll = np.bincount(group[fit], weights=E["loglik"][fit], minlength=G)  # the likelihood alone
-    probs, r_mean, n_after, seen = _posterior_summaries(E, D, tpl, labels, everyone)
+    loglik, probs, r_mean, n_after, seen = _posteriors(D, tpl, th, labels)
+    ll = np.bincount(group[fit], weights=loglik[fit], minlength=G)  # the likelihood alone
     if ids is None:
         ids = np.concatenate([np.arange(b - a) for a, b in zip(starts, ends)])
     ids = np.asarray(ids, dtype=object)
     settings = {"reliability": reliability, "repair_max": int(repair_max),
                 "min_sessions": int(min_sessions), "two_episodes": bool(two_episodes), "tol": tol,
-                "max_iter": int(max_iter), "session_labels": labels.tolist()}
+                "max_iter": int(max_iter), "session_labels": labels.tolist(),
+                "max_fit_clients": None if max_fit_clients is None else int(max_fit_clients),
+                "fit_seed": fit_seed}
     return [_model(th, g, ll[g], n_iter[g], converged[g], int(n_fit[g]), settings,
-                   ids[a:b], D.n_obs[a:b], fit[a:b], probs[a:b], r_mean[a:b], n_after[a:b], seen[a:b])
+                   ids[a:b], D.n_obs[a:b], classifiable[a:b], probs[a:b], r_mean[a:b], n_after[a:b], seen[a:b])
             for g, (a, b) in enumerate(zip(starts, ends))]
 
 
@@ -1298,8 +1342,8 @@ def _wide(sessions, id_col, session_col, score_col):
 
 
 def fit_pattern_model(sessions, *, reliability, min_drop=None, repair_max=3, min_sessions=6,
-                      two_episodes=True, tol=1e-8, max_iter=500, id_col="participant_id",
-                      session_col="session", score_col="alliance") -> PatternModel:
+                      two_episodes=True, tol=1e-8, max_iter=500, max_fit_clients=None, fit_seed=None,
+                      id_col="participant_id", session_col="session", score_col="alliance") -> PatternModel:
     """Posterior probabilities of no rupture, a repaired and an unrepaired rupture per client.
 
     Parameters
@@ -1322,6 +1366,9 @@ def fit_pattern_model(sessions, *, reliability, min_drop=None, repair_max=3, min
         Include the templates with two episodes (a repaired episode followed by another).
     tol, max_iter
         Convergence: relative log-likelihood gain per SQUAREM cycle; most E-steps.
+    max_fit_clients, fit_seed
+        Hyperparameters from a random sample of at most this many classifiable clients
+        (:func:`fit_pattern_arrays`); every client gets its probabilities.
     id_col, session_col, score_col : str
         Column names.
 
@@ -1359,7 +1406,8 @@ def fit_pattern_model(sessions, *, reliability, min_drop=None, repair_max=3, min
         raise DataValidationError("sessions", session_col, "session labels must be whole numbers")
     return fit_pattern_arrays(X, labels=labels, ids=ids, reliability=reliability, min_drop=min_drop,
                               repair_max=repair_max, min_sessions=min_sessions,
-                              two_episodes=two_episodes, tol=tol, max_iter=max_iter)[0]
+                              two_episodes=two_episodes, tol=tol, max_iter=max_iter,
+                              max_fit_clients=max_fit_clients, fit_seed=fit_seed)[0]
 
 
 # --------------------------------------------------------------------------------------------

@@ -336,7 +336,8 @@ class RunSpec:
                 f"{m['sd']:.2f} points of the clients' first observed ratings, r = {fmt_r(m['reliability'])}, "
                 f"{escape_markdown(m['reliability_source'])}); a drop either climbs back within {m['repair_max']} "
                 f"sessions (repaired) or stays (unrepaired); hyperparameters by empirical Bayes from the clients with at "
-                f"least {m['min_sessions']} ratings. Each client's pattern probabilities are posterior probabilities "
+                f"least {m['min_sessions']} ratings (a random {m['max_fit_clients']:,} of them when there are more, seeded "
+                f"with the run's seed). Each client's pattern probabilities are posterior probabilities "
                 f"given those hyperparameters; the β is pooled over {m['n_imputations']} imputations of the patterns "
                 f"(seed {m['seed']}).")
 
@@ -566,9 +567,12 @@ def _criterion(params, trial: Trial, alliance: Instrument, origin: str, desc) ->
 
 #: The pattern model's fixed settings in every run (``docs/pattern_model.md``): repairs within
 #: three sessions (the templates), two-episode templates, 20 imputations for the β, and the
-#: multiples of the default smallest drop that its sensitivity table refits at.
+#: multiples of the default smallest drop that its sensitivity table refits at; the
+#: hyperparameters from at most 2,000 classifiable clients (a random sample seeded with the
+#: run's seed on a larger trial: a registry of 100,000 clients fits in seconds, not minutes,
+#: and the handful of hyperparameters is as precise; every client gets its probabilities).
 PATTERN_MODEL = {"repair_max": 3, "two_episodes": True, "n_imputations": 20,
-                 "min_drop_multiples": [0.5, 1.0, 1.5, 2.0]}
+                 "min_drop_multiples": [0.5, 1.0, 1.5, 2.0], "max_fit_clients": 2000}
 
 
 def _pattern_model(params, trial: Trial, criterion: dict, alliance: Instrument) -> dict:
