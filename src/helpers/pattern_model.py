@@ -1044,6 +1044,11 @@ class PatternModel:
         Rows as ``probabilities``: P(unrepaired, with j ratings observed from the rupture
         session on), j = 0..S (rows sum to ``p_unrepaired``); the imputation model of
         :func:`unrepaired_effect` uses it.
+    unrepaired_at : ndarray (n, S)
+        Rows as ``probabilities``: P(unrepaired, with the rupture that sets the pattern at the
+        session of column j), j = 0..S-1 (column 0 is 0: a rupture needs a session before it;
+        rows sum to ``p_unrepaired``); the imputation model of :func:`unrepaired_slope` places
+        the change of the symptom course there.
     """
 
     probabilities: pd.DataFrame
@@ -1061,6 +1066,7 @@ class PatternModel:
     n_fitted: int
     settings: dict = field(default_factory=dict)
     unrepaired_seen: np.ndarray = field(default=None, repr=False)
+    unrepaired_at: np.ndarray = field(default=None, repr=False)
 
     def expected_prevalence(self, classifiable_only: bool = True) -> pd.Series:
         """Expected share of each pattern: the mean posterior probability over the
@@ -1127,12 +1133,15 @@ def _posterior_summaries(E, D: _Data, tpl: _Templates, labels, idx):
     after = np.cumsum(D.mask[idx][:, ::-1], axis=1)[:, ::-1]  # observed at or after each position
     rows = np.arange(len(mode))
     n_after = np.where(mode < S, after[rows, np.minimum(mode, S - 1)], 0)
-    # P(unrepaired, and j ratings observed from the rupture session on), j = 0..S
+    # P(unrepaired, and j ratings observed from the rupture session on), j = 0..S, and
+    # P(unrepaired, the rupture at the session of column j), j = 0..S-1
     seen = np.zeros((w.shape[0], S + 1))
+    at = np.zeros((w.shape[0], S))
     unrep = ruptured & (pat == 2)
     for pos in range(2, S + 1):
-        np.add.at(seen, (rows, after[:, pos - 1]), w[:, unrep & (r_last == pos)].sum(axis=1))
-    return probs, mean_pos, n_after, seen
+        at[:, pos - 1] = w[:, unrep & (r_last == pos)].sum(axis=1)
+        np.add.at(seen, (rows, after[:, pos - 1]), at[:, pos - 1])
+    return probs, mean_pos, n_after, seen, at
 
 
 # --------------------------------------------------------------------------------------------
@@ -1245,7 +1254,7 @@ def fit_pattern_arrays(X, *, labels=None, starts=None, ids=None, reliability=Non
     everyone = np.arange(n)
     E = _e_step(D, tpl, th, everyone, _log_prior(th, tpl))
     ll = np.bincount(group[fit], weights=E["loglik"][fit], minlength=G)  # the likelihood alone
-    probs, r_mean, n_after, seen = _posterior_summaries(E, D, tpl, labels, everyone)
+    probs, r_mean, n_after, seen, at = _posterior_summaries(E, D, tpl, labels, everyone)
     if ids is None:
         ids = np.concatenate([np.arange(b - a) for a, b in zip(starts, ends)])
     ids = np.asarray(ids, dtype=object)
@@ -1253,12 +1262,12 @@ def fit_pattern_arrays(X, *, labels=None, starts=None, ids=None, reliability=Non
                 "min_sessions": int(min_sessions), "two_episodes": bool(two_episodes), "tol": tol,
                 "max_iter": int(max_iter), "session_labels": labels.tolist()}
     return [_model(th, g, ll[g], n_iter[g], converged[g], int(n_fit[g]), settings,
-                   ids[a:b], D.n_obs[a:b], fit[a:b], probs[a:b], r_mean[a:b], n_after[a:b], seen[a:b])
+                   ids[a:b], D.n_obs[a:b], fit[a:b], probs[a:b], r_mean[a:b], n_after[a:b], seen[a:b], at[a:b])
             for g, (a, b) in enumerate(zip(starts, ends))]
 
 
 def _model(th, g, ll, n_iter, converged, n_fit, settings, ids, n_obs, classifiable, probs, r_mean,
-           n_after, seen) -> PatternModel:
+           n_after, seen, at) -> PatternModel:
     modal = np.argmax(probs, axis=1)
     pattern = np.where(classifiable, np.asarray(PATTERN_LABELS, dtype=object)[modal], INSUFFICIENT)
     table = pd.DataFrame({
@@ -1276,7 +1285,8 @@ def _model(th, g, ll, n_iter, converged, n_fit, settings, ids, n_obs, classifiab
         min_drop=float(th.min_drop[g]),
         prevalence=dict(zip(PATTERN_LABELS, map(float, th.prevalence[g]))),
         p_second=float(th.p_second[g]), loglik=float(ll), n_iter=int(n_iter),
-        converged=bool(converged), n_fitted=n_fit, settings=settings, unrepaired_seen=seen)
+        converged=bool(converged), n_fitted=n_fit, settings=settings, unrepaired_seen=seen,
+        unrepaired_at=at)
 
 
 def _wide(sessions, id_col, session_col, score_col):
