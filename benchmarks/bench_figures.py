@@ -33,7 +33,7 @@ import pandas as pd  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from helpers import agreement, describe, episodes, figures, simulate  # noqa: E402
+from helpers import agreement, describe, episodes, figures, figures_patterns, simulate  # noqa: E402
 
 LABELS = {"alliance": "CALPAS-P alliance (mean item score, 1-7)", "pss_sr": "PSS-SR PTSD severity (0-51)"}
 CAPTION = " · SIMULATED DATA"
@@ -57,6 +57,20 @@ def growth_inputs(sessions: pd.DataFrame, patterns: pd.DataFrame):
     return predicted, fitted.to_numpy(), (obs["pss_sr"] - fitted).to_numpy()
 
 
+def pattern_inputs(patterns: pd.DataFrame, truth: pd.DataFrame, seed: int = 0) -> pd.DataFrame:
+    """Stand-in pattern probabilities (no model fitted): 0.6 on the true pattern plus 0.4 spread
+    by a seeded Dirichlet draw; the most probable pattern, and insufficient data where the
+    detection found it, as ``PatternModel.probabilities`` has them."""
+    rng = np.random.default_rng(seed)
+    truth = truth.set_index("participant_id").loc[patterns["participant_id"], "true_pattern"].to_numpy()
+    labels = np.array(["no_rupture", "repaired", "unrepaired"])
+    p = 0.6 * (truth[:, None] == labels[None, :]) + 0.4 * rng.dirichlet([1.0, 1.0, 1.0], size=len(truth))
+    pattern = np.where(patterns["pattern"].to_numpy() == "insufficient_data", "insufficient_data",
+                       labels[p.argmax(axis=1)])
+    return pd.DataFrame({"participant_id": patterns["participant_id"].to_numpy(), "p_no_rupture": p[:, 0],
+                         "p_repaired": p[:, 1], "p_unrepaired": p[:, 2], "pattern": pattern})
+
+
 def inputs(n: int) -> dict:
     """name -> a call drawing that figure from a simulated trial of ``n`` clients."""
     trial = simulate.simulate_trial(n_participants=n, seed=20131106)
@@ -71,6 +85,11 @@ def inputs(n: int) -> dict:
     betas = pd.read_csv(ROOT / "results" / "tables" / "beta_by_criterion.csv")
     power = pd.read_csv(ROOT / "results" / "tables" / "power_beta.csv")
     start = truth.set_index("participant_id")["imaginal_start"]
+    probs = pattern_inputs(patterns, truth)
+    classified_probs = probs[probs["pattern"] != "insufficient_data"].set_index("participant_id")
+    calibration = agreement.calibration_table(classified_probs, truth.set_index("participant_id")["true_pattern"])
+    strips = {"rci": patterns.set_index("participant_id")["pattern"],
+              "truth (simulated)": truth.set_index("participant_id")["true_pattern"]}
     return {
         "01_missingness": lambda: figures.plot_missingness(miss, labels=LABELS, caption=CAPTION),
         "01_trajectories_alliance": lambda: figures.plot_trajectories(sessions, "alliance", label=LABELS["alliance"],
@@ -82,6 +101,9 @@ def inputs(n: int) -> dict:
         "02_example_trajectories": lambda: figures.plot_example_trajectories(sessions, eps, patterns,
                                                                              label=LABELS["alliance"], caption=CAPTION),
         "02_confusion": lambda: figures.plot_confusion(table, caption=CAPTION),
+        "02_pattern_probabilities": lambda: figures_patterns.plot_pattern_probabilities(probs, strips=strips,
+                                                                                        caption=CAPTION),
+        "02_pattern_calibration": lambda: figures_patterns.plot_calibration(calibration, caption=CAPTION),
         "03_growth_by_pattern": lambda: figures.plot_growth(predicted, sessions, classified, label=LABELS["pss_sr"],
                                                             caption=CAPTION),
         "03_growth_residuals": lambda: figures.plot_residuals(fitted, resid, caption=CAPTION),

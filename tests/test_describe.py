@@ -84,3 +84,45 @@ def test_prevalence_table_excludes_insufficient_data():
     assert (t["n"] == 5).all()
     assert t.loc["any_rupture", "estimate"] == pytest.approx(60.0)
     assert t.loc["unrepaired", "paper"] == 18.0
+
+
+# ----------------------------------------------------------------------------- prevalence from probabilities
+def test_expected_proportion_with_certain_patterns_is_the_wilson_interval():
+    probs = np.r_[np.ones(23), np.zeros(59)]  # 23 of 82, every pattern certain
+    est, lo, hi, n_eff = describe.expected_proportion_ci(probs)
+    assert n_eff == 82
+    assert (est, lo, hi) == pytest.approx(describe.proportion_ci(23, 82), abs=1e-12)
+
+
+def test_expected_proportion_total_variance_is_rubins_with_many_imputations():
+    # Reference: multiple imputation by brute force -- draw every client's pattern from its
+    # probability, 20,000 times, and pool each completed data set's proportion and its binomial
+    # variance by Rubin's rules (helpers.pooling); the closed form is its limit.
+    from helpers.pooling import rubin_rules
+
+    rng = np.random.default_rng(3)
+    probs = rng.beta(0.4, 0.8, size=81)
+    est, lo, hi, n_eff = describe.expected_proportion_ci(probs, percent=False)
+    draws = rng.random((20_000, probs.size)) < probs
+    q = draws.mean(axis=1)
+    pooled = rubin_rules(q, q * (1 - q) / probs.size)
+    assert est == pytest.approx(probs.mean(), abs=1e-12)
+    assert pooled["estimate"] == pytest.approx(est, abs=0.002)
+    # the interval's binomial variance at the estimate is Rubin's total variance
+    assert est * (1 - est) / n_eff == pytest.approx(pooled["total"], rel=0.03)
+    # the interval is Wilson's at that size, and wider than Wilson's at the full n
+    assert (lo, hi) == pytest.approx(describe.proportion_ci(est * n_eff, n_eff, percent=False)[1:], abs=1e-12)
+    naive = describe.proportion_ci(est * probs.size, probs.size, percent=False)
+    assert lo < naive[1] and hi > naive[2] and n_eff < probs.size
+
+
+def test_expected_prevalence_table_uses_the_classifiable_and_sums_the_rupture_patterns():
+    probs = pd.DataFrame({"participant_id": list("abcd"), "pattern": ["no_rupture", "repaired", "unrepaired",
+                                                                      "insufficient_data"],
+                          "p_no_rupture": [0.8, 0.1, 0.0, 1.0], "p_repaired": [0.1, 0.7, 0.2, 0.0],
+                          "p_unrepaired": [0.1, 0.2, 0.8, 0.0]})
+    t = describe.expected_prevalence_table(probs).set_index("quantity")
+    assert (t["n"] == 3).all()
+    assert t.loc["unrepaired", "estimate"] == pytest.approx(100 * 1.1 / 3)
+    assert t.loc["any_rupture", "estimate"] == pytest.approx(100 * (0.2 + 0.9 + 1.0) / 3)
+    assert t.loc["no_rupture", "paper"] == 54.0

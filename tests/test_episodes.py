@@ -89,6 +89,28 @@ def test_rupture_in_last_session_is_censored():
     assert episodes.classify_participants(e, s).iloc[0].pattern == "unrepaired"
 
 
+def test_unrepaired_through_censored_ruptures_only_is_flagged_and_keeps_the_papers_pattern():
+    # a: the only rupture is in the last session -> unrepaired by the paper's rule, flagged censored
+    # b: a drop seen not to come back (later ratings observed), then a censored one -> observed unrepaired
+    # c: a censored drop after a repaired one -> flagged (its only unrepaired rupture is censored)
+    # d: repaired, e: no rupture, f: a censored rupture but fewer than min_sessions ratings
+    s = long({"a": [6, 6, 6, 6, 6, 4.5], "b": [6, 4.5, 4.5, 5, 5, 3.5],
+              "c": [6, 4.5, 6, 6, 6, 4.5], "d": [6, 6, 4.5, 5, 6, 6], "e": [6] * 6,
+              "f": [6, 6, 6, 4.5, np.nan, np.nan]})
+    e = episodes.detect_episodes(s, **ABS1)
+    p = episodes.classify_participants(e, s).set_index("participant_id")
+    assert p["pattern"].to_dict() == {"a": "unrepaired", "b": "unrepaired", "c": "unrepaired", "d": "repaired",
+                                      "e": "no_rupture", "f": "insufficient_data"}
+    assert p["unrepaired_censored"].to_dict() == {"a": True, "b": False, "c": True, "d": False, "e": False,
+                                                  "f": False}
+    # b's second drop (5 -> 3.5 in session 6) is censored, its first was seen not to return
+    assert e.loc[e["participant_id"] == "b", "censored"].tolist() == [False, True]
+    # a later rating inside the repair window that is not back: observed, not censored
+    s2 = long({"g": [6, 6, 4.5, 5, 5, 5]})
+    p2 = episodes.classify_participants(episodes.detect_episodes(s2, **ABS1, repair_window=1), s2)
+    assert (p2.iloc[0].pattern, bool(p2.iloc[0].unrepaired_censored)) == ("unrepaired", False)
+
+
 def test_missing_sessions_before_inside_and_after():
     # s1 NA | 6 6 | s4 NA | 4.5 5 | s7 NA | 6 6 | s10 NA
     # The drop is measured from the last observed session (3) to the next observed one (5):

@@ -118,7 +118,8 @@ def test_a_runs_own_criterion_gets_its_own_look_in_the_forest_plot(draws):
     betas = pd.read_csv(paths.ROOT / "results" / "tables" / "beta_by_criterion.csv")
     mine = betas[betas["preset"] == "rci"].assign(preset="sd (this run)")
     fig = figures.plot_forest(pd.concat([betas, mine]), paper_beta=0.44, default="sd (this run)")
-    looks = {figures.artist_role(a)["criterion"]: _color(a) for _, a in _series(fig) if figures.artist_role(a)}
+    looks = {figures.artist_role(a)["criterion"]: _color(a) for _, a in _series(fig)
+             if figures.artist_role(a).get("criterion")}
     assert looks["sd (this run)"] == figures.OTHER_CRITERION["color"].lower()
     assert looks["rci"] == figures.CRITERION_STYLES["rci"]["color"].lower()
     plt.close(fig)
@@ -171,7 +172,7 @@ def test_forest_labels_give_the_analysed_n_and_the_analysed_unrepaired_n():
     fig = figures.plot_forest(betas, paper_beta=0.44, default="rci")
     fig.draw_without_rendering()
     labels = {t.get_text() for t in fig.axes[0].get_yticklabels()}
-    for r in betas.itertuples():
+    for r in betas[betas.get("estimand", pd.Series("", index=betas.index)) != "true pattern"].itertuples():
         label = next(t for t in labels if t.startswith(figures.criterion_label(r.preset) + ":")
                      or t.startswith(figures.criterion_label(r.preset) + " (default):"))
         assert f"{r.n_unrepaired_analysed} unrepaired of n = {r.n} analysed" in label, label
@@ -215,9 +216,48 @@ def test_residuals_are_binned_and_the_qq_plot_thinned_above_their_limits():
     plt.close(fig)
 
 
+def test_pattern_probabilities_are_bounded_and_never_mix_two_blocks_in_a_column(large_trial):
+    from helpers import episodes, figures_patterns
+
+    trial = simulate.simulate_trial(n_participants=1500, seed=3)
+    pats = episodes.classify_participants(episodes.detect_episodes(trial.sessions), trial.sessions)
+    probs = bench.pattern_inputs(pats, trial.truth)
+    fig = figures_patterns.plot_pattern_probabilities(probs, max_columns=120)
+    fig.draw_without_rendering()
+    steps = [a for a in fig.axes[0].patches]
+    assert len(steps) == 3 and all(len(a.get_data().values) <= 120 + 3 for a in steps)
+    ordered = figures_patterns.probability_order(probs)
+    blocks = ordered.groupby("pattern", sort=False).size().reindex(["no_rupture", "repaired", "unrepaired"]).to_numpy()
+    col = figures_patterns._columns(blocks, 120)
+    owner = pd.Series(ordered["pattern"].to_numpy()).groupby(col).nunique()
+    assert (owner == 1).all()  # every column holds clients of one most probable pattern
+    assert "each column the mean of" in fig.axes[-1].get_xlabel()
+    assert len(figures.figure_data(fig)) < 5_000
+    plt.close(fig)
+
+
+def test_the_forest_draws_a_true_pattern_row_apart_with_its_expected_count():
+    betas = pd.read_csv(paths.ROOT / "results" / "tables" / "beta_by_criterion.csv")
+    betas = betas[betas["preset"] != "model"].assign(estimand="detected pattern")
+    model = pd.DataFrame([{"preset": "model", "beta": 0.5, "beta_ci_low": 0.2, "beta_ci_high": 0.8, "n": 70,
+                           "n_unrepaired_analysed": np.nan, "expected_n_unrepaired": 10.94,
+                           "estimand": "true pattern"}])
+    fig = figures.plot_forest(pd.concat([betas, model], ignore_index=True), paper_beta=0.44, default="rci")
+    fig.draw_without_rendering()
+    ticks = [t.get_text() for t in fig.axes[0].get_yticklabels()]
+    assert ticks[-1] == "model (true-pattern β, MI): 10.9 expected unrepaired of n = 70"  # the bottom row
+    roles = [figures.artist_role(a) for _, a in _series(fig)]
+    assert "model" not in {r.get("criterion") for r in roles}  # not one more criterion in the cross-figure looks
+    assert any("rule between the criteria" in r.get("explained", "") for r in roles)
+    # the rule sits between the criteria and the model's row
+    rule = [a for a in fig.axes[0].lines if "rule between" in figures.artist_role(a).get("explained", "")][0]
+    assert rule.get_ydata()[0] == 0.5
+    plt.close(fig)
+
+
 # ----------------------------------------------------------------------------- deterministic
 @pytest.mark.parametrize("name", ["01_trajectories_alliance", "02_example_trajectories", "03_growth_residuals",
-                                  "04_forest_beta", "05_power_curve"])
+                                  "04_forest_beta", "05_power_curve", "02_pattern_probabilities"])
 def test_a_figure_s_data_table_is_the_same_on_every_run(draws, tmp_path, name):
     tables = []
     for run in ("a", "b"):

@@ -84,9 +84,10 @@ def test_helpers_has_no_import_cycle():
 # Modules the notebooks import at the top load no heavy statistics library: scipy.stats
 # (0.5 s), statsmodels and pingouin are imported where they are used, so a notebook pays for
 # them only if it calls them. Their quantiles come from scipy.special, to the bit.
-# (helpers.report is not among them: its prediction interval of Cramér's V needs scipy.stats'
-# noncentral chi-square, and the report notebook imports statsmodels and pingouin anyway.)
-LIGHT_MODULES = ["helpers.describe", "helpers.agreement", "helpers.figures",
+# (helpers.report loads scipy.stats -- the noncentral chi-square of its prediction interval of
+# Cramér's V, in helpers.consistency -- only when it builds the replication table, so notebook 02
+# can format its tables with it.)
+LIGHT_MODULES = ["helpers.describe", "helpers.agreement", "helpers.figures", "helpers.figures_patterns", "helpers.report",
                  "helpers.multiverse", "helpers.available", "helpers.models", "helpers.episodes",
                  "helpers.sudden", "helpers.notebook"]
 HEAVY = ["scipy.stats", "statsmodels", "pingouin", "nbconvert"]

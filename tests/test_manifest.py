@@ -315,4 +315,4 @@ def test_a_fresh_default_run_reproduces_the_committed_outputs(tmp_path, monkeypa
     text, ok = manifest.format_verify(manifest.verify_outputs(tmp_path, paths.ROOT))
     assert ok, text
     report = (tmp_path / "results" / "report.html").read_text(encoding="utf-8")
-    assert report.count("<img") == 4  # prevalence, examples, growth, forest plot
+    assert report.count("<img") == 5  # prevalence, examples, growth, forest plot, pattern probabilities

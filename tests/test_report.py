@@ -87,6 +87,65 @@ def test_the_beta_is_judged_with_hc3_and_the_papers_published_value():
     assert (row["pi_low"], row["pi_high"]) == (pytest.approx(0.44 - half), pytest.approx(0.44 + half))
 
 
+def _propagated(beta=0.9, low=0.2, high=1.6):
+    """A pattern model's β row far from the paper's .44 (notebook 03's sensitivity table's last row)."""
+    return pd.Series({"beta": beta, "beta_ci_low": low, "beta_ci_high": high, "b": 20.0, "se": 6.0, "df": 40.2,
+                      "p": 0.002, "n": 80, "fmi": 0.31, "expected_n_unrepaired": 11.4,
+                      "se_type": "HC3, Rubin's rules (m = 20)", "note": ""})
+
+
+@pytest.mark.parametrize("same_design", [True, False])
+def test_the_true_pattern_beta_is_shown_never_judged_and_never_counted(same_design):
+    tables = _tables(effect=10.0)
+    without = report.replication_table(*tables, same_design=same_design)
+    table = report.replication_table(*tables, same_design=same_design, propagated=_propagated())
+    pd.testing.assert_frame_equal(table.iloc[:-1], without)  # every other row as it was
+    row = table.iloc[-1]
+    assert row["kind"] == "model-based" and row["verdict"] == report.NOT_COMPARABLE
+    assert pd.isna(row["paper"]) and pd.isna(row["pi_low"]) and row["rule"] == report.RULES["true_pattern"]
+    assert "true pattern" in row["quantity"] and "fmi = 0.31" in row["statistic"]
+    # the headline counts the same tests, and says the model-based row is not counted
+    head, head_without = report.headline(table), report.headline(without)
+    assert head.split(";")[0] == head_without.split(";")[0]
+    assert "1 model-based estimate of the true-pattern effect shown, not comparable with the paper (not counted)" in head
+    shown = report.format_replication_table(table).iloc[-1]
+    assert shown["paper"].startswith("not comparable") and shown["95% prediction interval"] == ""
+    assert shown["this run [95% CI]"].startswith(".90 [.20, 1.60]")
+    assert report.VERDICT_STYLE[report.NOT_COMPARABLE] in report.replication_html(report.format_replication_table(table))
+
+
+def test_a_true_pattern_beta_that_could_not_be_estimated_says_so():
+    table = report.replication_table(*_tables(effect=10.0), same_design=False,
+                                     propagated=pd.concat([_propagated(beta=np.nan).drop("note"),
+                                                           pd.Series({"note": "not estimable in 3 of 20"})]))
+    assert table.iloc[-1]["verdict"].startswith("not estimable") and table.iloc[-1]["statistic"] == ""
+
+
+def test_the_pattern_model_reading_says_what_it_assumes_and_that_nothing_is_validated():
+    agreement = pd.DataFrame({"comparison": ["model vs rci"], "n": [81], "kappa": [0.8], "kappa_ci_low": [0.68],
+                              "kappa_ci_high": [0.91]})
+    text = report.pattern_model_reading(agreement, criterion="rci", alliance="WAI-SR", simulated=False, repair_max=4)
+    for words in ("no ceiling model", "hyperparameters treated as known", "κ = .80", "N = 81", "κ ≈ .23",
+                  "observer-rated ruptures", "within 4 sessions", "WAI-SR"):
+        assert words in text, words
+    assert "home ground" not in text  # said on simulated data only
+    assert "home ground" in report.pattern_model_reading(agreement, criterion="rci", alliance="A", simulated=True,
+                                                         repair_max=3)
+
+
+def test_format_min_drop_with_and_without_the_effect():
+    t = pd.DataFrame({"multiple": [0.5, 1.0], "min_drop": [0.26, 0.52], "n_classifiable": [81, 81],
+                      "pct_unrepaired": [17.6, 16.6], "n_unrepaired": [14, 13]})
+    points = lambda v: f"{v:.2f} X points"  # noqa: E731
+    shown = report.format_min_drop(t, points=points)
+    assert shown["smallest drop"].tolist() == ["0.26 X points", "0.52 X points"]
+    assert shown["most probable: unrepaired"].tolist() == ["14 of 81", "13 of 81"] and (shown["fmi"] == "").all()
+    full = report.format_min_drop(t.assign(b=[12.2, 12.1], ci_low=[5.5, 5.1], ci_high=[18.9, 19.1],
+                                           beta=[0.51, 0.50], fmi=[0.16, 0.15]), points=points)
+    assert full["b [95% CI]"].tolist() == ["12.2 [5.5, 18.9]", "12.1 [5.1, 19.1]"]
+    assert full["true-pattern β"].tolist() == [".51", ".50"]
+
+
 def test_apa_numbers_in_the_shown_table():
     shown = report.format_replication_table(report.replication_table(*_tables(effect=10.0), same_design=False))
     text = " ".join(shown.astype(str).to_numpy().ravel())
@@ -167,7 +226,7 @@ def test_report_holds_the_results_table_and_every_figure(page):
     for target in report.format_replication_table(table)["target"]:
         assert target in page.cells, target
     assert "verdict" in page.cells and "consistent" in page.cells
-    assert len(page.imgs) == 4  # prevalence, examples, growth, forest plot
+    assert len(page.imgs) == 5  # prevalence, examples, growth, forest plot, pattern probabilities
     assert all(src.startswith("data:image/png;base64,") for src in page.imgs)
 
 
@@ -182,7 +241,7 @@ def test_report_has_a_title_alt_texts_and_no_housekeeping():
     html = REPORT.read_text(encoding="utf-8")
     assert "<title>Replication of McLaughlin et al. (2014): simulated trial (seed 20131106)</title>" in html
     alts = re.findall(r'<img[^>]*\balt="([^"]*)"', html)
-    assert len(alts) == 4 and len(set(alts)) == 4 and not any("No description" in a for a in alts), alts
+    assert len(alts) == 5 and len(set(alts)) == 5 and not any("No description" in a for a in alts), alts
     assert "readme_results.md" not in html and "Write the report" not in html  # files written: not for a reader
 
 
@@ -209,13 +268,37 @@ def test_report_renders_in_a_real_browser():
             page.goto(REPORT.as_uri())
             table = page.locator("table", has_text="verdict").first
             assert table.is_visible()
-            assert table.locator("tr").count() == 13  # header + 12 targets
+            assert table.locator("tr").count() == 14  # header + 12 targets + the model-based row
             sizes = page.eval_on_selector_all(
                 "img", "els => els.map(e => [e.naturalWidth, e.getBoundingClientRect().width, "
                        "e.getBoundingClientRect().height])")
-            assert len(sizes) == 4
+            assert len(sizes) == 5
             assert all(w > 0 and bw > 0 and bh > 0 for w, bw, bh in sizes), sizes
             page.screenshot(path=str(shot), full_page=True)
         finally:
             browser.close()
     assert shot.stat().st_size > 10_000
+
+
+def test_the_censoring_reading_by_case():
+    base = {"censored": "", "estimand": "detected pattern", "b": 1.0, "se": 1.0, "ci_low": 0.0, "ci_high": 2.0,
+            "df": 60.0, "fmi": np.nan, "expected_n_unrepaired": np.nan, "note": ""}
+    rows = [{**base, "analysis": a, "se_type": se, "beta": beta, "beta_ci_low": beta - 0.3, "beta_ci_high": beta + 0.3,
+             "p": 0.01, "n": n, "n_unrepaired_analysed": u, "n_excluded": x}
+            for a, beta, n, u, x in (("paper's test", 0.44, 70, 9, 0), ("censored excluded", 0.40, 67, 6, 3))
+            for se in ("nonrobust", "HC3")]
+    rows.append({**base, "analysis": "pattern model", "se_type": "HC3, Rubin's rules (m = 20)", "beta": 0.5,
+                 "beta_ci_low": 0.2, "beta_ci_high": 0.8, "p": 0.001, "n": 70, "n_unrepaired_analysed": np.nan,
+                 "fmi": 0.15, "expected_n_unrepaired": 10.9, "n_excluded": 0, "estimand": "true pattern"})
+    table = pd.DataFrame(rows)
+    text = report.beta_sensitivity_reading(table, measure="PCL-5", criterion="rci", n_censored=7)
+    assert "7 classifiable clients are unrepaired" in text and "3 of them have pre and post PCL-5" in text
+    assert "β = .44 (95% CI .14 to .74, p = .010; N = 70, 9 unrepaired)" in text
+    assert "β = .40 (95% CI .10 to .70, p = .010; N = 67, 6 unrepaired)" in text
+    assert "fmi = .15, 10.9 unrepaired expected" in text and "not comparable" in text
+    assert text.count("(") == text.count(")")
+    one = report.beta_sensitivity_reading(table.assign(n_excluded=[0, 0, 1, 1, 0]), measure="X", criterion="rci",
+                                          n_censored=1)
+    assert "1 classifiable client is unrepaired" in one and "1 of them has" in one
+    none = report.beta_sensitivity_reading(table.iloc[:4], measure="X", criterion="sudden", n_censored=0)
+    assert none.startswith("**Censored repairs.** No classifiable client") and "pattern model" not in none

@@ -78,6 +78,31 @@ def test_a_missing_reliability_fails_before_any_notebook_and_names_the_fix(tmp_p
     assert spec.presets["left_out"] == ["rci", "sudden"] and "rci" not in spec.presets["criteria"]
 
 
+def test_the_pattern_model_takes_the_runs_reliability_and_its_smallest_drop_from_the_data():
+    from helpers import pattern_model
+
+    spec, trial = runspec.resolve(_params())
+    m = spec.pattern_model
+    assert m["fitted"] and m["reliability"] == spec.criterion["reliability"] == 0.83
+    wide = trial.sessions.pivot(index="participant_id", columns="session", values="alliance").to_numpy()
+    assert m["min_drop"] == pytest.approx(pattern_model.default_min_drop(wide, 0.83), rel=1e-9)
+    assert m["sd"] == pytest.approx(spec.criterion["threshold"]["sd"], rel=1e-9)  # the RCI's SD of first ratings
+    assert (m["seed"], m["min_sessions"], m["repair_max"]) == (spec.params["seed"], 6, 3)
+    assert "0.52 CALPAS-P points" in spec.pattern_model_markdown()
+    # --set reliability reaches the model as it reaches the criterion
+    other, _ = runspec.resolve(_params(reliability=0.7))
+    assert other.pattern_model["reliability"] == 0.7
+    assert other.pattern_model["min_drop"] == pytest.approx(m["min_drop"] * np.sqrt(0.3 / 0.17), rel=1e-8)
+
+
+def test_without_a_reliability_the_pattern_model_is_not_fitted_and_says_why(tmp_path):
+    _own_trial(tmp_path, instruments_yaml="instruments:\n  alliance: {name: HAq-II, range: [1, 7]}\n")
+    spec, _ = runspec.resolve(_params(data_source=str(tmp_path), criterion="absolute"))
+    assert not spec.pattern_model["fitted"] and spec.pattern_model["min_drop"] is None
+    assert "HAq-II declares none" in spec.pattern_model_markdown()
+    assert runspec.RunSpec.from_json(spec.to_json(), tmp_path).pattern_model == spec.pattern_model
+
+
 def test_a_criterion_that_is_no_preset_is_a_row_of_its_own():
     spec, _ = runspec.resolve(_params(criterion="sd", k=1.5))
     assert spec.presets["default"] == "sd (this run)"

@@ -2,14 +2,20 @@
 
 Every estimate comes with its N and a 95% confidence interval: Wilson intervals for
 proportions (Wilson, 1927; recommended over the Wald interval for small N by Brown, Cai &
-DasGupta, 2001) and t intervals for means.
+DasGupta, 2001) and t intervals for means. A prevalence estimated from pattern
+*probabilities* (:func:`expected_prevalence_table`) has a Wilson interval widened by the
+classification's uncertainty, as multiple imputation of the patterns would widen it (Rubin,
+1987; Lott & Reiter, 2020, combine Wilson intervals with multiple imputation).
 
 References
 ----------
 Brown, L. D., Cai, T. T., & DasGupta, A. (2001). Interval estimation for a binomial
 proportion. Statistical Science, 16(2), 101-133.
+Lott, A., & Reiter, J. P. (2020). Wilson confidence intervals for binomial proportions with
+multiple imputation for missing data. The American Statistician, 74(2), 109-115.
 McLaughlin, A. A., Keller, S. M., Feeny, N. C., Youngstrom, E. A., & Zoellner, L. A. (2014).
 Journal of Consulting and Clinical Psychology, 82(1), 112-121.
+Rubin, D. B. (1987). Multiple imputation for nonresponse in surveys. Wiley.
 """
 
 from __future__ import annotations
@@ -162,5 +168,83 @@ def prevalence_table(patterns: pd.DataFrame, *, pattern_col="pattern",
         hit = classified.isin(["repaired", "unrepaired"]) if name == "any_rupture" else classified == name
         rows.append(_prop_row(name, hit, PAPER_PATTERNS[name]))
     out = pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
+    out["paper"] = out["paper"].astype(float)
+    return out
+
+
+def expected_proportion_ci(probabilities, level=0.95, *, percent=True) -> tuple[float, float, float, float]:
+    """The expected share of clients in a pattern, from each client's probability of it, with a
+    Wilson interval that carries the classification's uncertainty.
+
+    Were the patterns imputed -- each client's drawn from its probability, again and again --
+    each completed data set would give a proportion with binomial variance q(1 - q)/n, and
+    the proportions would vary between imputations. With infinitely many imputations (the
+    hyperparameters of the probabilities treated as known) Rubin's rules have closed forms:
+    the estimate is the mean probability q, the between-imputation variance
+    B = sum p_i (1 - p_i) / n^2, the mean within-imputation variance U = (q (1 - q) - B) / n,
+    and the total variance T = U + B. The interval is Wilson's at the *effective* sample size
+    n_eff = q (1 - q) / T, whose binomial variance at the estimate is T: with every pattern
+    certain (B = 0) it is the Wilson interval of the counts.
+
+    Parameters
+    ----------
+    probabilities : array-like
+        Each classifiable client's probability of the pattern.
+    level : float
+    percent : bool
+        Estimate and interval in percent (as :func:`proportion_ci`).
+
+    Returns
+    -------
+    (estimate, low, high, n_effective); NaNs (and n_effective 0) for no client.
+
+    Examples
+    --------
+    Two clients, each even odds: q = .5, B = .125, U = .0625, T = .1875, n_eff = .25 / .1875.
+
+    >>> est, low, high, n_eff = expected_proportion_ci([0.5, 0.5])
+    >>> est, round(n_eff, 4)
+    (50.0, 1.3333)
+    """
+    p = np.asarray(probabilities, dtype=float)
+    n = p.size
+    if n == 0:
+        return (np.nan, np.nan, np.nan, 0.0)
+    q = float(p.mean())
+    between = float((p * (1 - p)).sum()) / n**2
+    spread = q * (1 - q)
+    # q(1 - q) = 0 only when every probability is 0 or every one is 1: nothing is uncertain
+    n_eff = n if spread == 0 else spread / ((spread - between) / n + between)
+    est, low, high = proportion_ci(q * n_eff, n_eff, level, percent=percent)
+    return (est, low, high, float(n_eff))
+
+
+def expected_prevalence_table(probabilities: pd.DataFrame, *, pattern_col="pattern",
+                              exclude=(INSUFFICIENT,)) -> pd.DataFrame:
+    """Expected prevalence of each alliance pattern among the classifiable clients (the mean of
+    their pattern probabilities), beside the paper, with :func:`expected_proportion_ci`'s
+    interval.
+
+    Parameters
+    ----------
+    probabilities : DataFrame
+        One row per client with ``p_no_rupture``, ``p_repaired``, ``p_unrepaired`` and the
+        ``pattern_col`` that marks the unclassifiable (``PatternModel.probabilities``).
+
+    Returns
+    -------
+    DataFrame
+        ``SUMMARY_COLUMNS`` plus ``n_effective``; rows no_rupture, repaired, unrepaired,
+        any_rupture (the probability of either rupture pattern), as :func:`prevalence_table`.
+    """
+    classified = probabilities.loc[~probabilities[pattern_col].isin(exclude)]
+    rows = []
+    for name in ("no_rupture", "repaired", "unrepaired", "any_rupture"):
+        p = (classified["p_repaired"] + classified["p_unrepaired"] if name == "any_rupture"
+             else classified[f"p_{name}"])
+        est, low, high, n_eff = expected_proportion_ci(p.to_numpy(dtype=float))
+        rows.append([name, PAPER_PATTERNS[name], est, low, high, len(classified), "%",
+                     "Wilson 95% CI, classification uncertainty added", n_eff])
+    out = pd.DataFrame(rows, columns=[*SUMMARY_COLUMNS, "n_effective"])
     out["paper"] = out["paper"].astype(float)
     return out

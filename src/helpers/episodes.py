@@ -92,6 +92,7 @@ PATTERN_COLUMNS = [
     "first_rupture_session",
     "pattern",
     "criterion",
+    "unrepaired_censored",
 ]
 #: Patterns as :func:`pattern_codes` numbers them: the index in this tuple.
 PATTERN_CODES = ("no_rupture", "repaired", "unrepaired", INSUFFICIENT)
@@ -876,7 +877,8 @@ def classify_participants(
     id_col="participant_id",
     session_col="session",
 ):
-    """Alliance pattern per participant: no_rupture, repaired, unrepaired, insufficient_data.
+    """Alliance pattern per participant: no_rupture, repaired, unrepaired, insufficient_data,
+    and whether an unrepaired pattern rests on censored ruptures only.
 
     Parameters
     ----------
@@ -895,15 +897,21 @@ def classify_participants(
     DataFrame
         :data:`PATTERN_COLUMNS`, sorted by participant: ``n_sessions_observed`` (observed
         alliance scores), ``n_ruptures``, ``n_repaired``, ``n_unrepaired``,
-        ``first_rupture_session`` (nullable Int64), ``pattern`` and ``criterion``.
+        ``first_rupture_session`` (nullable Int64), ``pattern``, ``criterion`` and
+        ``unrepaired_censored``: True for an ``unrepaired`` client every one of whose
+        unrepaired ruptures is censored (no observed rating after it inside the repair
+        window), so that a repair could not have been seen.
 
     Notes
     -----
     The rule is :func:`pattern_codes`: ``insufficient_data`` when fewer than
     ``min_sessions`` alliance scores are observed (counts are still reported); else
-    ``unrepaired`` when any rupture was not repaired (censored ruptures included),
-    ``repaired`` when there was at least one rupture and all were repaired, ``no_rupture``
-    otherwise.
+    ``unrepaired`` when any rupture was not repaired (censored ruptures included, as the
+    paper would class them), ``repaired`` when there was at least one rupture and all were
+    repaired, ``no_rupture`` otherwise. ``unrepaired_censored`` marks the unrepaired clients
+    whose pattern is an assumption rather than an observation (the censoring rule and why
+    one later rating is enough to see a repair: ``docs/rupture_criteria.md``); the pattern
+    itself is not changed, so the paper's classification stays the default.
 
     Examples
     --------
@@ -919,7 +927,7 @@ def classify_participants(
     for col in (id_col, session_col, score_col):
         if col not in sessions.columns:
             raise DataValidationError("sessions", col, "required column is missing")
-    needed = ["participant_id", "rupture_session", "repaired", "criterion"]
+    needed = ["participant_id", "rupture_session", "repaired", "censored", "criterion"]
     missing = [c for c in needed if c not in episodes.columns]
     if missing:
         raise ValueError(f"episodes lacks columns {missing}; pass the output of detect_episodes")
@@ -932,6 +940,7 @@ def classify_participants(
     g = episodes.groupby("participant_id", sort=False)
     n_rup = g.size().reindex(pids, fill_value=0).to_numpy(dtype=np.int64)
     n_rep = g["repaired"].sum().reindex(pids, fill_value=0).to_numpy(dtype=np.int64)
+    n_cens = g["censored"].sum().reindex(pids, fill_value=0).to_numpy(dtype=np.int64)
     first = g["rupture_session"].min().reindex(pids).astype("Int64")
     n_obs_a = n_obs.to_numpy(dtype=np.int64)
     codes = pattern_codes(n_obs_a, n_rup, n_rep, min_sessions)
@@ -948,6 +957,8 @@ def classify_participants(
         "first_rupture_session": first.to_numpy(),
         "pattern": pd.array(np.asarray(PATTERN_CODES, dtype=object)[codes], dtype="str"),
         "criterion": pd.array([criterion] * len(pids), dtype="str"),
+        # a censored rupture is never repaired, so n_cens <= n_rup - n_rep: equal means none was seen unrepaired
+        "unrepaired_censored": (codes == 2) & (n_rup - n_rep == n_cens),
     })
 
 

@@ -47,7 +47,7 @@ import numpy as np
 import pandas as pd
 from scipy import special
 
-from helpers import power_summary
+from helpers import multiverse, power_summary
 from helpers.tables import atomic_write_bytes, atomic_write_text
 
 # --------------------------------------------------------------------------------------------
@@ -879,23 +879,44 @@ def _criterion_rows(ax, x, y, names, xerr) -> None:
 
 
 @styled
-def plot_forest(betas: pd.DataFrame, *, paper_beta: float, default: str = "rci", caption: str = ""):
+def plot_forest(betas: pd.DataFrame, *, paper_beta: float, default: str = "rci", caption: str = "",
+                true_pattern=None):
     """Forest plot of the unrepaired-rupture beta (95% CI) under every rupture criterion
     preset (from multiverse.beta_by_preset), with the paper's value as a dashed line. Each
     row names the clients the regression analysed (``n``) and the unrepaired clients among
-    them (``n_unrepaired_analysed``)."""
+    them (``n_unrepaired_analysed``).
+
+    ``true_pattern`` names the rows that estimate the effect of the *true* pattern (the
+    pattern model's β by multiple imputation; default: the rows whose ``estimand`` is
+    :data:`helpers.multiverse.TRUE`): they are drawn below a rule, labelled as such with the expected
+    number of unrepaired clients, and not read against the paper's detected-pattern value."""
     d = betas.dropna(subset=["beta"]).set_index("preset")
+    if true_pattern is None:
+        true_pattern = d.index[d["estimand"] == multiverse.TRUE] if "estimand" in d.columns else []
+    model = d[d.index.isin(true_pattern)].reset_index()
+    d = d[~d.index.isin(true_pattern)]
     d = d.loc[criterion_order(d.index)].reset_index()
-    fig, ax = _figure(DOUBLE, 0.3 * len(d) + 1.5)
-    y = np.arange(len(d))[::-1]
+    fig, ax = _figure(DOUBLE, 0.3 * (len(d) + len(model)) + 1.5)
+    y = np.arange(len(d))[::-1] + len(model)
     _criterion_rows(ax, d["beta"], y, d["preset"], [d["beta"] - d["beta_ci_low"], d["beta_ci_high"] - d["beta"]])
+    labels = [_forest_label(r, default) for r in d.itertuples()]
+    for yi, r in zip(np.arange(len(model))[::-1], model.itertuples()):
+        _errorbar(ax, r.beta, yi, xerr=[[r.beta - r.beta_ci_low], [r.beta_ci_high - r.beta]], capsize=2, markersize=5,
+                  elinewidth=1.2, zorder=3, label=criterion_label(r.preset),
+                  role={"explained": "y tick labels"}, **criterion_style(r.preset))
+        labels.append(f"{criterion_label(r.preset)} (true-pattern β, MI): {r.expected_n_unrepaired:.1f} expected "
+                      f"unrepaired of n = {int(r.n)}")
+    if len(model):
+        _mark([ax.axhline(len(model) - 0.5, color="#999999", linewidth=0.6, linestyle=":")],
+              explained="a rule between the criteria and the true-pattern estimates the y tick labels name")
     paper, zero = f"paper: β = {_apa(paper_beta)} (McLaughlin et al., 2014)", "no effect: β = 0"
     ax.axvline(paper_beta, color="black", linestyle="--", linewidth=1, label=paper)
     ax.axvline(0, color="#999999", linewidth=0.8, label=zero)
-    ax.set_yticks(y, [_forest_label(r, default) for r in d.itertuples()])
-    for tick, name in zip(ax.get_yticklabels(), d["preset"]):
+    ax.set_yticks([*y, *np.arange(len(model))[::-1]], labels)
+    for tick, name in zip(ax.get_yticklabels(), [*d["preset"], *model["preset"]]):
         tick.set_fontweight("bold" if name == default else "normal")
-    ax.set(xlabel="standardised β of an unrepaired rupture\non post-treatment PTSD (95% CI)", ylim=(-0.7, len(d) - 0.3))
+    rows = len(d) + len(model)
+    ax.set(xlabel="standardised β of an unrepaired rupture\non post-treatment PTSD (95% CI)", ylim=(-0.7, rows - 0.3))
     fig.suptitle(_title("How the paper's test depends on the rupture criterion", caption, DOUBLE))
     _figure_legend(fig, [_proxy(paper, color="black", linestyle="--", linewidth=1),
                          _proxy(zero, color="#999999", linewidth=0.8)], ncol=2)

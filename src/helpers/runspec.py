@@ -14,7 +14,11 @@ key=value``). :func:`resolve` turns them, once, into a :class:`RunSpec`:
    and the threshold in the instrument's points; the multiverse's presets with the same
    reliability (so the row of the run's criterion equals the headline);
 5. the outcome of the paper's regression that the data allow;
-6. whether the trial has the paper's design, and where the outputs go.
+6. the pattern model's settings (:mod:`helpers.pattern_model`): the reliability and the
+   smallest drop it implies in the alliance instrument's points, the repair templates, the
+   imputations and their seed, the ``min_drop`` multiples of its sensitivity table -- or why
+   it cannot be fitted (no reliability);
+7. whether the trial has the paper's design, and where the outputs go.
 
 :func:`prepare` writes it as ``data/processed/run.json`` beside the trial's tables under the
 run's output root. Every notebook opens it (:func:`open_run`), and every table, figure and
@@ -42,7 +46,7 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from helpers import available, checks, data, dataset, episodes, instruments, paths, simulate
+from helpers import available, checks, data, dataset, episodes, instruments, paths, pattern_model, simulate
 from helpers.contract import INSUFFICIENT, Trial
 from helpers.instruments import Instrument
 from helpers.markup import escape_markdown
@@ -52,8 +56,8 @@ from helpers.tables import atomic_write_text, read_table
 SPEC_FILE = "run.json"
 #: Set by the runner: the run specification the notebooks must use.
 ENV_SPEC = "REPLICATION_RUN_SPEC"
-#: Version of run.json's layout.
-SCHEMA = 1
+#: Version of run.json's layout (2: the pattern model's settings).
+SCHEMA = 2
 #: Parameters holding a user's file or folder.
 PATH_PARAMS = ("data_source", "participants_path")
 #: The paper's design (N, sessions): a simulated trial of this size is compared with it row by row.
@@ -199,6 +203,11 @@ class RunSpec:
         names the one that is this run's criterion.
     outcome : dict
         requested, used, usable (outcomes with pre and post scores), note.
+    pattern_model : dict
+        The pattern model's settings (:func:`_pattern_model`): fitted (whether it can be),
+        note (why not), reliability and its source, sd (SD of the first observed ratings),
+        min_drop (the smallest drop, in the alliance instrument's points), repair_max,
+        two_episodes, min_sessions, n_imputations, seed, min_drop_multiples.
     root : Path
         The output root (not stored in run.json: the file's place says it).
     """
@@ -210,6 +219,7 @@ class RunSpec:
     criterion: dict
     presets: dict
     outcome: dict
+    pattern_model: dict = field(default_factory=dict)
     root: Path = field(default_factory=paths.output_root, compare=False)
 
     # ---- where
@@ -312,6 +322,24 @@ class RunSpec:
                 f"{c['min_sessions']} observed alliance ratings are *insufficient data*; the trial has "
                 f"{self.n_sessions} sessions.")
 
+    def pattern_model_markdown(self) -> str:
+        """The pattern model's settings as a reader needs them: the smallest drop in the alliance
+        instrument's points and where it comes from, the templates, the imputations; or why it
+        is not fitted on these data."""
+        m = self.pattern_model
+        alliance = self.instruments["alliance"]
+        if not m.get("fitted"):
+            return f"*Pattern model:* {escape_markdown(m.get('note', 'not fitted'))}."
+        return (f"*Pattern model* (`helpers.pattern_model`, `docs/pattern_model.md`): each client's "
+                f"{escape_markdown(alliance.name)} series is a person-level straight line plus normal noise with at most "
+                f"two drops (episodes) of at least {escape_markdown(alliance.points(m['min_drop']))} (1.96 · SD₀ · √(1 − r), SD₀ = "
+                f"{m['sd']:.2f} points of the clients' first observed ratings, r = {fmt_r(m['reliability'])}, "
+                f"{escape_markdown(m['reliability_source'])}); a drop either climbs back within {m['repair_max']} "
+                f"sessions (repaired) or stays (unrepaired); hyperparameters by empirical Bayes from the clients with at "
+                f"least {m['min_sessions']} ratings. Each client's pattern probabilities are posterior probabilities "
+                f"given those hyperparameters; the β is pooled over {m['n_imputations']} imputations of the patterns "
+                f"(seed {m['seed']}).")
+
     def banner_markdown(self, what: str = "these results") -> str:
         """The simulated-data notice (or the dataset's name) as a Markdown block."""
         if self.simulated:
@@ -345,6 +373,7 @@ class RunSpec:
                                                      for k, v in self.presets["criteria"].items()]}
             if self.presets else {},
             "outcome": self.outcome,
+            "pattern_model": self.pattern_model,
         }
         return json.dumps(_rounded(doc), indent=1, sort_keys=True, allow_nan=False, ensure_ascii=False) + "\n"
 
@@ -362,7 +391,8 @@ class RunSpec:
                    instruments={r: Instrument(**{k: v for k, v in doc["instruments"][r].items() if k != "origin"})
                                 for r in roles},
                    origins={r: doc["instruments"][r]["origin"] for r in roles},
-                   criterion=doc["criterion"], presets=presets, outcome=doc["outcome"], root=Path(root))
+                   criterion=doc["criterion"], presets=presets, outcome=doc["outcome"],
+                   pattern_model=doc["pattern_model"], root=Path(root))
 
 
 @dataclass
@@ -432,6 +462,7 @@ def resolve(params: dict, *, root=None, load: bool = True) -> tuple[RunSpec, Tri
     insts, origins = {r: insts[r] for r in measured}, {r: origins[r] for r in measured}
     spec = RunSpec(params=params, dataset=data, instruments=insts, origins=origins, criterion=criterion,
                    presets=_presets(criterion), outcome=_outcome(params, trial, insts),
+                   pattern_model=_pattern_model(params, trial, criterion, insts["alliance"]),
                    root=Path(root) if root else _default_root(params, data["name"]))
     # as stored: the runner and every notebook see the same (rounded) numbers
     return RunSpec.from_json(spec.to_json(), spec.root), trial
@@ -531,6 +562,33 @@ def _criterion(params, trial: Trial, alliance: Instrument, origin: str, desc) ->
     return {"name": name, "arguments": arguments, "reliability": reliability,
             "reliability_source": source if reliability is not None else "",
             "threshold": threshold, "min_sessions": int(params["min_sessions"])}
+
+
+#: The pattern model's fixed settings in every run (``docs/pattern_model.md``): repairs within
+#: three sessions (the templates), two-episode templates, 20 imputations for the β, and the
+#: multiples of the default smallest drop that its sensitivity table refits at.
+PATTERN_MODEL = {"repair_max": 3, "two_episodes": True, "n_imputations": 20,
+                 "min_drop_multiples": [0.5, 1.0, 1.5, 2.0]}
+
+
+def _pattern_model(params, trial: Trial, criterion: dict, alliance: Instrument) -> dict:
+    """The pattern model's settings on this trial: the reliability is the criterion's (the
+    alliance instrument's unless set as a parameter), the smallest drop the one it implies
+    (:func:`helpers.pattern_model.default_min_drop`), the imputations' seed the run's ``seed``."""
+    reliability = criterion["reliability"]
+    out = {**PATTERN_MODEL, "min_sessions": int(params["min_sessions"]), "seed": int(params["seed"]),
+           "reliability": reliability, "reliability_source": criterion["reliability_source"], "sd": None,
+           "min_drop": None, "fitted": reliability is not None, "note": ""}
+    if reliability is None:
+        out["note"] = (f"not fitted: its smallest drop is defined by the reliability of the alliance instrument, and "
+                       f"{alliance.name} declares none (declare it in the dataset's descriptor, or --set reliability)")
+        return out
+    s = trial.sessions
+    first = s.loc[s["alliance"].notna()].sort_values("session", kind="mergesort").groupby("participant_id")["alliance"].first()
+    # default_min_drop reads each row's first observed rating: one column of first ratings is that
+    out["min_drop"] = pattern_model.default_min_drop(first.to_numpy()[:, None], reliability)
+    out["sd"] = float(first.std(ddof=1))
+    return out
 
 
 def threshold_rule(arguments: dict, threshold: dict, alliance: Instrument) -> str:
