@@ -1403,6 +1403,10 @@ def _impute_patterns(prior, seen, y, base, n_imputations, rng, burn_in, thin):
     on ``x``), and the categories given the rest. After ``burn_in`` sweeps every ``thin``-th
     draw is kept.
 
+    ``seen`` is one value per category (C,) or one per client and category (n, C): the
+    covariate of the unrepaired shift may differ between clients (:mod:`helpers.pattern_growth`
+    gives each client's own effect of a rupture at each session on its symptom slope).
+
     Returns
     -------
     array (n_imputations, n) of pattern codes (index into PATTERN_LABELS).
@@ -1411,10 +1415,11 @@ def _impute_patterns(prior, seen, y, base, n_imputations, rng, burn_in, thin):
     C = prior.shape[1]
     pattern = np.minimum(np.arange(C), 2)
     log_prior = np.log(np.clip(prior, 1e-300, None))
-    shift_design = np.zeros((C, 3))  # columns: repaired, unrepaired, unrepaired x seen
-    shift_design[1, 0] = 1
-    shift_design[2:, 1] = 1
-    shift_design[2:, 2] = seen[2:]
+    shift_design = np.zeros((n, C, 3))  # per client; columns: repaired, unrepaired, unrepaired x seen
+    shift_design[:, 1, 0] = 1
+    shift_design[:, 2:, 1] = 1
+    shift_design[:, 2:, 2] = np.broadcast_to(seen, (n, C))[:, 2:]
+    rows = np.arange(n)
     coef0, *_ = np.linalg.lstsq(base, y, rcond=None)
     s0 = float(((y - base @ coef0) ** 2).sum() / max(n - q, 1))
     nu0 = 2.0
@@ -1425,7 +1430,7 @@ def _impute_patterns(prior, seen, y, base, n_imputations, rng, burn_in, thin):
     out = np.empty((n_imputations, n), dtype=np.int64)
     for it in range(burn_in + n_imputations * thin):
         z = pattern[c]
-        X = np.column_stack([base, shift_design[c]])
+        X = np.column_stack([base, shift_design[rows, c]])
         w = 1 / sig2[z]
         prec = (X * w[:, None]).T @ X + np.diag(pen)
         chol = np.linalg.cholesky(prec)
@@ -1433,7 +1438,7 @@ def _impute_patterns(prior, seen, y, base, n_imputations, rng, burn_in, thin):
         resid = y - X @ g
         ssr = np.bincount(z, weights=resid**2, minlength=3)
         sig2 = (nu0 * s0 + ssr) / rng.chisquare(nu0 + np.bincount(z, minlength=3))
-        mu = (base @ g[:q])[:, None] + (shift_design @ g[q:])[None, :]
+        mu = (base @ g[:q])[:, None] + shift_design @ g[q:]
         s2c = sig2[pattern]
         logl = log_prior - 0.5 * np.log(s2c)[None, :] - 0.5 * (y[:, None] - mu) ** 2 / s2c[None, :]
         post = np.exp(logl - logl.max(axis=1, keepdims=True))
