@@ -56,7 +56,7 @@ __all__ = ["SLOPE_COLUMNS", "MIN_COURSE", "unrepaired_slope"]
 
 #: Columns of :func:`unrepaired_slope`'s one-row result, in their fixed order.
 SLOPE_COLUMNS = ["b", "se", "ci_low", "ci_high", "df", "p", "fmi", "n", "expected_n_unrepaired",
-                 "n_imputations", "n_not_estimable", "n_simplified"]
+                 "n_imputations", "n_not_estimable", "n_failed", "n_simplified"]
 #: Fewest observed scores for a client's course to enter the imputation model.
 MIN_COURSE = 3
 #: The interaction estimated (:data:`helpers.growth.UNREPAIRED_SLOPE`).
@@ -128,14 +128,18 @@ def _aligned_patterns(patterns, ids):
 def _completed_fits(scores, sessions, labels, spec):
     """The interaction's CR2 result per completed data set (rows of ``labels``; each distinct
     one fitted once) and whether the fit kept the random slope. None where no client is
-    unrepaired (the term is not in the model)."""
+    unrepaired (the term is not in the model); the exception where the growth model cannot be
+    fitted (warned: the pooled result is then NaN, as the trial's own fit would fail)."""
     uniq, which = np.unique(labels.astype(str), axis=0, return_inverse=True)
     designs = [growth.growth_design(scores, u.astype(object), sessions=sessions, spec=spec) for u in uniq]
     fits = growth.fit_growth_lean(designs)
     out = []
     for des, res in zip(designs, fits):
-        if isinstance(res, Exception):  # a completed data set the growth model cannot fit: an error
-            raise res
+        if isinstance(res, Exception):
+            warnings.warn(f"a completed data set's growth model failed ({type(res).__name__}: {res}); "
+                          "the pooled interaction is NaN", UserWarning, stacklevel=3)
+            out.append(res)
+            continue
         cr2 = growth.term_cr2(des, res, TERM)
         out.append(None if cr2 is None else {**cr2, "simplified": res["simplified"]})
     return [out[i] for i in np.ravel(which)]
@@ -144,9 +148,11 @@ def _completed_fits(scores, sessions, labels, spec):
 def _pool(results, expected_unrep, n, level):
     """The row of :data:`SLOPE_COLUMNS` from the completed-data results."""
     m = len(results)
-    ok = [r for r in results if r is not None]
+    failed = sum(isinstance(r, Exception) for r in results)
+    ok = [r for r in results if isinstance(r, dict)]
     row = {"n": n, "expected_n_unrepaired": expected_unrep, "n_imputations": m,
-           "n_not_estimable": m - len(ok), "n_simplified": sum(r["simplified"] for r in ok)}
+           "n_not_estimable": m - len(ok) - failed, "n_failed": failed,
+           "n_simplified": sum(r["simplified"] for r in ok)}
     if len(ok) < m:  # leaving those data sets out would pool a selection of the imputations
         return {**dict.fromkeys(["b", "se", "ci_low", "ci_high", "df", "p", "fmi"], np.nan), **row}
     b, se, df = (np.array([r[k] for r in ok]) for k in ("estimate", "se", "df"))
@@ -194,8 +200,10 @@ def unrepaired_slope(model: PatternModel | None, sessions, patterns=None, *, out
         df), ``p``, ``fmi`` (0 when every imputation gives the same estimate), ``n``
         (classifiable clients), ``expected_n_unrepaired`` (mean over the completed data
         sets), ``n_imputations``, ``n_not_estimable`` (completed data sets without an
-        unrepaired client: then the estimates are NaN) and ``n_simplified`` (fits refitted
-        with a random intercept only).
+        unrepaired client), ``n_failed`` (completed data sets whose growth model could not be
+        fitted, warned) -- with either, the estimates are NaN: leaving those data sets out
+        would pool a selection of the imputations -- and ``n_simplified`` (fits refitted with
+        a random intercept only).
 
     Notes
     -----
