@@ -119,3 +119,17 @@ def test_inputs_are_checked(trial_and_model):
     other = trial.sessions[trial.sessions["participant_id"] != "P001"]
     with pytest.raises(ValueError, match="not fitted to these"):
         unrepaired_slope(model, other)
+
+
+def test_a_failed_completed_fit_is_warned_and_gives_nan(trial_and_model, monkeypatch):
+    _, _, trial, model = trial_and_model
+    real = growth.fit_growth_lean
+
+    def first_fails(designs, **kw):
+        out = real(designs, **kw)
+        return [np.linalg.LinAlgError("Matrix is not positive definite"), *out[1:]]
+
+    monkeypatch.setattr(growth, "fit_growth_lean", first_fails)
+    with pytest.warns(UserWarning, match="growth model failed"):
+        r = unrepaired_slope(model, trial.sessions, n_imputations=3, seed=2, burn_in=10, thin=2).iloc[0]
+    assert np.isnan(r["b"]) and np.isnan(r["se"]) and r["n_failed"] >= 1
