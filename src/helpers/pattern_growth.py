@@ -104,7 +104,8 @@ def _impute(model, scores, sessions, n_imputations, rng, burn_in, thin):
     seen = np.column_stack([np.zeros((course.sum(), 2)), h[course][:, used]])
     base = np.column_stack([np.ones(course.sum()), first[course]])
     z = np.full((n_imputations, len(cls)), -1, dtype=np.int64)
-    z[:, course] = _impute_patterns(prior, seen, slope[course], base, n_imputations, rng, burn_in, thin)
+    if course.any():
+        z[:, course] = _impute_patterns(prior, seen, slope[course], base, n_imputations, rng, burn_in, thin)
     # no course to learn from: the alliance alone (normalised, as the three probabilities may
     # not sum to 1 exactly in floating point)
     rest = cls & ~course
