@@ -19,8 +19,8 @@ from scipy import special  # the chi-squared survival function without scipy.sta
 
 from helpers import lmm
 from helpers.contract import PATTERN_LABELS
-from helpers.mixed import (GRAD_TOL, MixedFit, MixedModelConvergenceError, convergence_failure, fit_mixed,
-                           fit_mixed_with, linear_prediction)
+from helpers.mixed import (GRAD_TOL, MixedFit, MixedModelConvergenceError, convergence_failure, cr2_test,
+                           fit_mixed, fit_mixed_with, linear_prediction)
 
 #: Patterns that enter the growth model, reference first.
 GROWTH_PATTERNS = tuple(PATTERN_LABELS)  # ("no_rupture", "repaired", "unrepaired")
@@ -502,6 +502,28 @@ def _kept(design, fit, re_formula, simplified, grad_tol):
         return MixedModelConvergenceError(convergence_failure(
             design["formula"], re_formula, design["spec"].groups, fit.grad_norm, grad_tol, fit.message))
     return {"fit": fit, "re_formula": re_formula, "simplified": simplified}
+
+
+def term_cr2(design, result, term, *, level=0.95) -> dict:
+    """CR2 test of one fixed effect of a :func:`fit_growth_lean` fit of a :func:`growth_design`.
+
+    The fit's own GLS estimate with a cluster-robust SE and Bell-McCaffrey df
+    (:func:`helpers.mixed.cr2_test`) under the random structure the fit kept.
+
+    Returns
+    -------
+    dict
+        ``estimate``, ``se``, ``df``, ``t``, ``p``, ``ci_low``, ``ci_high`` (floats), or None
+        when ``term`` is not in the design (no client of its pattern).
+    """
+    if term not in design["x_names"]:
+        return None
+    fit = result["fit"]
+    Z = design["spec"].random_design(design["time"], result["re_formula"])[0]
+    contrast = np.eye(len(design["x_names"]))[design["x_names"].index(term)]
+    out = cr2_test(design["y"], design["X"], Z, design["groups"], fit.estimate, fit.lam, fit.sigma,
+                   contrast, level=level)
+    return {k: float(v[0]) for k, v in out.items()}
 
 
 def lrt_interaction(sessions, patterns, *, outcome="pss_sr", time_center="mid",

@@ -1044,6 +1044,11 @@ class PatternModel:
         Rows as ``probabilities``: P(unrepaired, with j ratings observed from the rupture
         session on), j = 0..S (rows sum to ``p_unrepaired``); the imputation model of
         :func:`unrepaired_effect` uses it.
+    unrepaired_at : ndarray (n, S)
+        Rows as ``probabilities``: P(unrepaired, with the rupture that sets the pattern at the
+        session of column j), j = 0..S-1 (column 0 is 0: a rupture needs a session before it;
+        rows sum to ``p_unrepaired``); the imputation model of :func:`unrepaired_slope` places
+        the change of the symptom course there.
     """
 
     probabilities: pd.DataFrame
@@ -1061,6 +1066,7 @@ class PatternModel:
     n_fitted: int
     settings: dict = field(default_factory=dict)
     unrepaired_seen: np.ndarray = field(default=None, repr=False)
+    unrepaired_at: np.ndarray = field(default=None, repr=False)
 
     def expected_prevalence(self, classifiable_only: bool = True) -> pd.Series:
         """Expected share of each pattern: the mean posterior probability over the
@@ -1127,12 +1133,15 @@ def _posterior_summaries(E, D: _Data, tpl: _Templates, labels, idx):
     after = np.cumsum(D.mask[idx][:, ::-1], axis=1)[:, ::-1]  # observed at or after each position
     rows = np.arange(len(mode))
     n_after = np.where(mode < S, after[rows, np.minimum(mode, S - 1)], 0)
-    # P(unrepaired, and j ratings observed from the rupture session on), j = 0..S
+    # P(unrepaired, and j ratings observed from the rupture session on), j = 0..S, and
+    # P(unrepaired, the rupture at the session of column j), j = 0..S-1
     seen = np.zeros((w.shape[0], S + 1))
+    at = np.zeros((w.shape[0], S))
     unrep = ruptured & (pat == 2)
     for pos in range(2, S + 1):
-        np.add.at(seen, (rows, after[:, pos - 1]), w[:, unrep & (r_last == pos)].sum(axis=1))
-    return probs, mean_pos, n_after, seen
+        at[:, pos - 1] = w[:, unrep & (r_last == pos)].sum(axis=1)
+        np.add.at(seen, (rows, after[:, pos - 1]), at[:, pos - 1])
+    return probs, mean_pos, n_after, seen, at
 
 
 # --------------------------------------------------------------------------------------------
@@ -1286,7 +1295,7 @@ def fit_pattern_arrays(X, *, labels=None, starts=None, ids=None, reliability=Non
     n_fit = np.bincount(group[fit], minlength=G)
     th = _initial_theta(D, fit, starts, lo)
     th, ll, n_iter, converged = _fit(D, tpl, fit, th, tol=tol, max_iter=int(max_iter))
-    loglik, probs, r_mean, n_after, seen = _posteriors(D, tpl, th, labels)
+    loglik, probs, r_mean, n_after, seen, at = _posteriors(D, tpl, th, labels)
     ll = np.bincount(group[fit], weights=loglik[fit], minlength=G)  # the likelihood alone
     if ids is None:
         ids = np.concatenate([np.arange(b - a) for a, b in zip(starts, ends)])
@@ -1297,12 +1306,13 @@ def fit_pattern_arrays(X, *, labels=None, starts=None, ids=None, reliability=Non
                 "max_fit_clients": None if max_fit_clients is None else int(max_fit_clients),
                 "fit_seed": fit_seed}
     return [_model(th, g, ll[g], n_iter[g], converged[g], int(n_fit[g]), settings,
-                   ids[a:b], D.n_obs[a:b], classifiable[a:b], probs[a:b], r_mean[a:b], n_after[a:b], seen[a:b])
+                   ids[a:b], D.n_obs[a:b], classifiable[a:b], probs[a:b], r_mean[a:b], n_after[a:b], seen[a:b],
+                   at[a:b])
             for g, (a, b) in enumerate(zip(starts, ends))]
 
 
 def _model(th, g, ll, n_iter, converged, n_fit, settings, ids, n_obs, classifiable, probs, r_mean,
-           n_after, seen) -> PatternModel:
+           n_after, seen, at) -> PatternModel:
     modal = np.argmax(probs, axis=1)
     pattern = np.where(classifiable, np.asarray(PATTERN_LABELS, dtype=object)[modal], INSUFFICIENT)
     table = pd.DataFrame({
@@ -1320,7 +1330,8 @@ def _model(th, g, ll, n_iter, converged, n_fit, settings, ids, n_obs, classifiab
         min_drop=float(th.min_drop[g]),
         prevalence=dict(zip(PATTERN_LABELS, map(float, th.prevalence[g]))),
         p_second=float(th.p_second[g]), loglik=float(ll), n_iter=int(n_iter),
-        converged=bool(converged), n_fitted=n_fit, settings=settings, unrepaired_seen=seen)
+        converged=bool(converged), n_fitted=n_fit, settings=settings, unrepaired_seen=seen,
+        unrepaired_at=at)
 
 
 def _wide(sessions, id_col, session_col, score_col):
@@ -1441,6 +1452,10 @@ def _impute_patterns(prior, seen, y, base, n_imputations, rng, burn_in, thin):
     on ``x``), and the categories given the rest. After ``burn_in`` sweeps every ``thin``-th
     draw is kept.
 
+    ``seen`` is one value per category (C,) or one per client and category (n, C): the
+    covariate of the unrepaired shift may differ between clients (:mod:`helpers.pattern_growth`
+    gives each client's own effect of a rupture at each session on its symptom slope).
+
     Returns
     -------
     array (n_imputations, n) of pattern codes (index into PATTERN_LABELS).
@@ -1449,10 +1464,11 @@ def _impute_patterns(prior, seen, y, base, n_imputations, rng, burn_in, thin):
     C = prior.shape[1]
     pattern = np.minimum(np.arange(C), 2)
     log_prior = np.log(np.clip(prior, 1e-300, None))
-    shift_design = np.zeros((C, 3))  # columns: repaired, unrepaired, unrepaired x seen
-    shift_design[1, 0] = 1
-    shift_design[2:, 1] = 1
-    shift_design[2:, 2] = seen[2:]
+    shift_design = np.zeros((n, C, 3))  # per client; columns: repaired, unrepaired, unrepaired x seen
+    shift_design[:, 1, 0] = 1
+    shift_design[:, 2:, 1] = 1
+    shift_design[:, 2:, 2] = np.broadcast_to(seen, (n, C))[:, 2:]
+    rows = np.arange(n)
     coef0, *_ = np.linalg.lstsq(base, y, rcond=None)
     s0 = float(((y - base @ coef0) ** 2).sum() / max(n - q, 1))
     nu0 = 2.0
@@ -1463,7 +1479,7 @@ def _impute_patterns(prior, seen, y, base, n_imputations, rng, burn_in, thin):
     out = np.empty((n_imputations, n), dtype=np.int64)
     for it in range(burn_in + n_imputations * thin):
         z = pattern[c]
-        X = np.column_stack([base, shift_design[c]])
+        X = np.column_stack([base, shift_design[rows, c]])
         w = 1 / sig2[z]
         prec = (X * w[:, None]).T @ X + np.diag(pen)
         chol = np.linalg.cholesky(prec)
@@ -1471,7 +1487,7 @@ def _impute_patterns(prior, seen, y, base, n_imputations, rng, burn_in, thin):
         resid = y - X @ g
         ssr = np.bincount(z, weights=resid**2, minlength=3)
         sig2 = (nu0 * s0 + ssr) / rng.chisquare(nu0 + np.bincount(z, minlength=3))
-        mu = (base @ g[:q])[:, None] + (shift_design @ g[q:])[None, :]
+        mu = (base @ g[:q])[:, None] + shift_design @ g[q:]
         s2c = sig2[pattern]
         logl = log_prior - 0.5 * np.log(s2c)[None, :] - 0.5 * (y[:, None] - mu) ** 2 / s2c[None, :]
         post = np.exp(logl - logl.max(axis=1, keepdims=True))

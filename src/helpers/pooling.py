@@ -4,7 +4,7 @@
 gives the small-sample degrees of freedom of Barnard & Rubin (1999). The completed data sets
 themselves are fitted by the project's one batched least squares (:func:`helpers.ols.ols_batch`).
 Used by :func:`helpers.pattern_model.unrepaired_effect` and the growth model's pooled
-interaction (:mod:`helpers.power`).
+interaction (:func:`helpers.pattern_growth.unrepaired_slope`).
 
 References
 ----------

@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm  # the text bar (stderr); tqdm.auto would want ipywidgets in notebooks
 
-from helpers import episodes, growth, lmm, mixed, pattern_model, simulate
+from helpers import episodes, growth, lmm, pattern_model, simulate
 from helpers.contract import INSUFFICIENT, PATTERN_LABELS, SESSION_COLUMNS, TRUE_PATTERN
 from helpers.instruments import CALPAS
 from helpers.ols import FIT_KEYS, ols_unrepaired_batch
@@ -754,10 +754,8 @@ def _growth_row(task, criterion, des, res) -> dict:
     row.update({c: float(getattr(fit, c)[j]) if j is not None else np.nan for c in ("estimate", "se", "df", "t", "p")})
     row.update(dict.fromkeys(("se_cr2", "df_cr2", "p_cr2"), np.nan))
     if j is not None:  # the same fit's GLS estimate, with a cluster-robust SE (mixed.cr2_test)
-        Z = des["spec"].random_design(des["time"], res["re_formula"])[0]
-        contrast = np.eye(len(des["x_names"]))[j]
-        cr2 = mixed.cr2_test(des["y"], des["X"], Z, des["groups"], fit.estimate, fit.lam, fit.sigma, contrast)
-        row.update(se_cr2=float(cr2["se"][0]), df_cr2=float(cr2["df"][0]), p_cr2=float(cr2["p"][0]))
+        cr2 = growth.term_cr2(des, res, GROWTH_TERM)
+        row.update(se_cr2=cr2["se"], df_cr2=cr2["df"], p_cr2=cr2["p"])
     return row
 
 
