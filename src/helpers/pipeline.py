@@ -39,6 +39,7 @@ import logging
 import os
 import platform
 import re
+import shutil
 import sys
 import tempfile
 import time
@@ -179,6 +180,11 @@ def run(params=None, *, notebooks=None, only=None, output_root=None,
                 else:
                     os.environ[k] = v
 
+        published_spec = runspec.spec_path(output_root)
+        if not needs_data and published_spec.exists():
+            # the simulation study alone: the published run.json describes the trial of 01-04's
+            # outputs, which this run leaves as they are; its own trial-less spec is not published
+            shutil.copy2(published_spec, runspec.spec_path(staging))
         kept = _finish_outputs(staging, executed, runspec.portable_params(spec.params), output_root,
                                title=f"Replication of McLaughlin et al. (2014): {spec.name}")
         if kept:
@@ -394,7 +400,8 @@ def _execute(nb: Path, out: Path, params: dict, *, label: str, progress: bool, l
     from papermill.exceptions import PapermillExecutionError
 
     wanted = declared_parameters(nb)
-    passed = {k: v for k, v in params.items() if k in wanted}
+    # in name order: the injected cell is the same whichever notebooks this run executes
+    passed = {k: params[k] for k in sorted(params) if k in wanted}
     t0 = time.perf_counter()
     try:
         # No cwd=: the kernel already runs in the notebook's folder, and papermill's cwd= would
