@@ -252,6 +252,19 @@ def test_the_simulation_study_runs_alone_in_an_empty_folder(tmp_path):
 
 
 @pytest.mark.slow  # starts Jupyter kernels: make test, not make test-fast
+def test_the_simulation_study_alone_keeps_the_published_run_spec(tmp_path):
+    """--only 05 (as on a Dask cluster) next to published 01-04 outputs: their run.json, which
+    names the trial, criterion and instruments, is not replaced by 05's trial-less one."""
+    spec = tmp_path / "data" / "processed" / "run.json"
+    spec.parent.mkdir(parents=True)
+    spec.write_text('{"criterion": {"name": "rci"}}\n', encoding="utf-8")
+    params = pipeline.load_params(overrides=["power_replications=4", "power_sample_sizes=[60, 116]"])
+    pipeline.run(params, only=["05"], output_root=tmp_path, progress=False)
+    assert spec.read_text(encoding="utf-8") == '{"criterion": {"name": "rci"}}\n'
+    assert (tmp_path / "results" / "tables" / "power_beta.csv").is_file()
+
+
+@pytest.mark.slow  # starts Jupyter kernels: make test, not make test-fast
 def test_every_kernel_is_started_ahead_and_stopped(tmp_path, published, monkeypatch):
     from helpers import kernels
 
