@@ -441,7 +441,6 @@ def format_sensitivity(prevalence: pd.DataFrame, betas: pd.DataFrame, order, *, 
             name_shown = f"{name} (true-pattern β: multiple imputation, HC3)"
         else:
             n = "" if pd.isna(r["n"]) else f"{int(r['n'])} ({int(r['n_unrepaired_analysed'])})"
-        if name not in model:
             name_shown = name + (" (this run)" if name == default and "this run" not in name else "")
         rows.append([name_shown,
                      *(apa(prev.loc[name, q], 1) for q in ("no_rupture", "repaired", "unrepaired", "any_rupture")),
