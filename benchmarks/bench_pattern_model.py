@@ -37,17 +37,10 @@ from bench_ruptures import timed  # noqa: E402  (best-of-n timer)
 
 from helpers import pattern_model, simulate  # noqa: E402
 from helpers.power import replication_seed  # noqa: E402
+from helpers.study import HARDER_SETTINGS  # noqa: E402
 
 ROOT = 20131106
-HARDER = {
-    "heavy tails (t, df 3)": {"alliance_noise_df": 3.0},
-    "AR(1) noise 0.5": {"alliance_noise_ar": 0.5},
-    "random-walk drift 0.15": {"alliance_drift_sd": 0.15},
-    "gradual drops": {"p_gradual_drop": 1.0},
-    "second episode p 0.5": {"p_second_rupture": 0.5},
-    "rupture-dependent dropout HR 3": {"dropout_rupture_hr": 3.0},
-    "smaller ruptures (mean 0.9)": {"rupture_drop_mean": 0.9},
-}
+HARDER = HARDER_SETTINGS  # the harder worlds notebook 05 runs (helpers.study), one definition
 
 
 def single_fits(trials: int) -> list[tuple]:
