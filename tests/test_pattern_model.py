@@ -442,6 +442,30 @@ def test_unrepaired_effect_of_many_trials_equals_one_at_a_time():
 
 
 # ----------------------------------------------------------------------------- registry-sized trials
+def test_the_imputation_sampler_draws_what_the_row_per_client_sampler_draws():
+    """The sweeps on the (categories x clients) layout against the sampler as its docstring
+    reads (oracles.imputation), one seed each: the same random numbers in the same order, so
+    the same patterns -- up to a uniform within rounding of a boundary, hence the tolerance of
+    1 in 1,000 draws (a wrong step changes far more). Both covariates of the unrepaired shift:
+    one per category (the paper's regression) and one per client and category (the growth
+    model's slopes)."""
+    from oracles.imputation import impute_patterns as oracle
+
+    trial = simulate_trial(400, 10, seed=31, p_second_rupture=0.3)
+    model = pm.fit_pattern_model(trial.sessions, reliability=RELIABILITY)
+    cols = ["pss_i_pre", "pss_i_post"]
+    values = (trial.participants.set_index("participant_id")[cols].reindex(model.probabilities["participant_id"])
+              .astype(float).to_numpy())
+    y, base, prior, seen = pm._effect_inputs(model.probabilities, model.unrepaired_seen, values)
+    per_client = np.random.default_rng(4).uniform(0, 3, size=prior.shape)
+    for covariate in (seen, per_client):
+        got = pm._impute_patterns(prior, covariate, y, base, 6, np.random.default_rng(8), 30, 4)
+        want = oracle(prior, covariate, y, base, 6, np.random.default_rng(8), 30, 4)
+        assert got.shape == want.shape == (6, len(y))
+        assert (got != want).mean() <= 1e-3
+        assert len(np.unique(want)) == 3  # every pattern drawn: the comparison is not vacuous
+
+
 def test_probabilities_in_blocks_equal_one_block(monkeypatch):
     X = simulate_arrays(150, 10, seed=11)["alliance"]
     whole = pm.fit_pattern_arrays(X, reliability=0.83)[0]

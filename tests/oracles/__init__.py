@@ -5,4 +5,6 @@ one-at-a-time routes the batched code replaced. Nothing in ``src/helpers`` impor
   participant at a time in plain Python.
 - :mod:`oracles.power`: one replication of the power study at a time, on the loop detection,
   statsmodels and the table route of the growth model.
+- :mod:`oracles.imputation`: the pattern imputation's Gibbs sampler with one row of
+  categories per client, as its docstring reads.
 """
