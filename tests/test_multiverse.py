@@ -75,6 +75,20 @@ def test_every_criterion_counts_its_censored_unrepaired_clients(trial, both):
             classified["unrepaired_censored"].sum())
 
 
+def test_a_given_effect_is_the_model_row_as_computed_here(trial, model, both):
+    _, full = both
+    presets = {k: v for k, v in episodes.presets(0.83).items() if k in ("absolute_1", "rci")}
+    effect = pattern_model.unrepaired_effect(model, trial.participants, seed=1, n_imputations=10)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        given = multiverse.compute(trial.sessions, trial.participants, trial.truth, presets=presets, model=model,
+                                   effect=effect)
+        for name in ("prevalence", "beta", "table"):
+            pd.testing.assert_frame_equal(getattr(given, name), getattr(full, name))
+        with pytest.raises(ValueError, match="pass it with model="):
+            multiverse.compute(trial.sessions, trial.participants, presets=presets, effect=effect)
+
+
 def test_the_summary_keeps_the_model_out_of_the_criteria_range(both):
     plain, full = both
     text = multiverse.summary_sentence(full.table)

@@ -421,6 +421,23 @@ def test_min_drop_sensitivity_refits_at_each_multiple(trial):
     assert {"b", "ci_low", "ci_high", "beta", "fmi"} <= set(t.columns)
 
 
+def test_min_drop_sensitivity_reuses_the_runs_model_and_effect(trial):
+    kw = dict(reliability=RELIABILITY, multiples=(1, 2), participants=trial.participants, seed=2, n_imputations=3)
+    refit = pm.min_drop_sensitivity(trial.sessions, **kw)
+    model = pm.fit_pattern_model(trial.sessions, reliability=RELIABILITY)
+    effect = pm.unrepaired_effect(model, trial.participants, seed=2, n_imputations=3)
+    reused = pm.min_drop_sensitivity(trial.sessions, model=model, effect=effect, **kw)
+    pd.testing.assert_frame_equal(reused, refit)  # the same fit and the same imputations: the same rows
+    # a changed effect shows up in row 1 only: it is used, not recomputed
+    shifted = pm.min_drop_sensitivity(trial.sessions, model=model, effect=effect.assign(b=effect["b"] + 1), **kw)
+    assert shifted["b"].tolist() == pytest.approx([refit["b"].iloc[0] + 1, refit["b"].iloc[1]])
+    other = pm.fit_pattern_model(trial.sessions, reliability=RELIABILITY, min_drop=2 * model.min_drop)
+    with pytest.raises(ValueError, match="cannot stand for multiple 1"):
+        pm.min_drop_sensitivity(trial.sessions, model=other, **kw)
+    with pytest.raises(ValueError, match="pass model="):
+        pm.min_drop_sensitivity(trial.sessions, effect=effect, **kw)
+
+
 def test_unrepaired_effect_of_many_trials_equals_one_at_a_time():
     # each trial draws from its own seed exactly what unrepaired_effect draws alone; the
     # stacked arithmetic may differ in the last bits only

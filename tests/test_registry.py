@@ -51,3 +51,7 @@ def test_a_20000_client_registry_runs_end_to_end(tmp_path):
     table = pd.read_csv(out / "results" / "tables" / "replication.csv").set_index("quantity")
     chi2 = table.loc["pattern x MDD: chi-square"]
     assert chi2["n"] > 10_000 and "bootstrap 95% CI" in chi2["statistic"]
+    # above 10,000 clients the processed tables are compressed, and every later notebook read them
+    processed = sorted(p.name for p in (out / "data" / "processed").iterdir())
+    assert processed == ["episodes.csv.gz", "participants.csv.gz", "pattern_probabilities.csv.gz",
+                         "patterns.csv.gz", "run.json", "sessions.csv.gz"]

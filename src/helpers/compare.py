@@ -22,6 +22,7 @@ numbers must be identical.
 
 from __future__ import annotations
 
+import gzip
 import re
 from dataclasses import dataclass
 from pathlib import PurePosixPath
@@ -191,6 +192,8 @@ def html_text(html: str) -> str:
 def comparable_text(rel_path: str, data: bytes) -> str:
     """The text of a generated file that :func:`compare_files` compares."""
     suffix = PurePosixPath(rel_path).suffix
+    if suffix == ".gz":  # a large trial's processed table (helpers.table_io.COMPRESS_ABOVE)
+        data = gzip.decompress(data)
     text = data.decode("utf-8")
     if suffix == ".ipynb":
         import nbformat  # lazily: 1-3 s to import, and only notebooks need it

@@ -198,7 +198,7 @@ class Multiverse:
 def compute(sessions: pd.DataFrame, participants: pd.DataFrame, truth: pd.DataFrame | None = None, *,
             presets: dict, min_sessions: int = 6, repair_window=None, tolerance: float = 0.0,
             outcome: str = "pss_i", by=("mdd", "child_abuse"), model=None, seed=None,
-            n_imputations: int = 20) -> Multiverse:
+            n_imputations: int = 20, effect: pd.DataFrame | None = None) -> Multiverse:
     """The multiverse of one dataset, computed once (notebook 02 shows it and writes its tables; 04 reads them).
 
     Patterns under every preset, then prevalence, the paper's beta (``outcome=None`` when the
@@ -209,17 +209,19 @@ def compute(sessions: pd.DataFrame, participants: pd.DataFrame, truth: pd.DataFr
     ``model``, a fitted :class:`helpers.pattern_model.PatternModel` of the same sessions, adds
     the row :data:`MODEL`: its most probable patterns, and its β by
     :func:`helpers.pattern_model.unrepaired_effect` (``seed``, ``n_imputations``) -- fitted
-    here once, so the model is not refitted.
+    here once, so the model is not refitted; or ``effect``, that row computed already (notebook
+    02 computes it once for this table and the ``min_drop`` sensitivity).
     """
     by = tuple(b for b in by if available.has_column(participants, b))
     results = episodes.detect_by_preset(sessions, presets, min_sessions=min_sessions,
                                         repair_window=repair_window, tolerance=tolerance)
-    effect = None
     if model is not None:
         results[MODEL] = (None, model.probabilities)
-        if outcome is not None:
+        if outcome is not None and effect is None:
             effect = pattern_model.unrepaired_effect(model, participants, outcome=outcome, seed=seed,
                                                      n_imputations=n_imputations)
+    if effect is not None and (model is None or outcome is None):
+        raise ValueError("effect is the pattern model's row: pass it with model= and an outcome")
     prevalence = prevalence_by_preset(results)
     beta = beta_by_preset(results, participants, outcome=outcome, effect=effect)
     accuracy = accuracy_by_preset(results, truth) if truth is not None else None

@@ -50,7 +50,7 @@ from helpers import available, checks, data, descriptor, episodes, instruments, 
 from helpers.contract import INSUFFICIENT, Trial
 from helpers.instruments import Instrument
 from helpers.markup import escape_markdown
-from helpers.table_io import atomic_write_text, read_table
+from helpers.table_io import atomic_write_text, find_processed, read_processed, read_table
 
 #: The run specification's file name, in ``data/processed/`` under the output root.
 SPEC_FILE = "run.json"
@@ -353,12 +353,12 @@ class RunSpec:
         """The processed tables under this run's output root (patterns and episodes once notebook
         02 has written them)."""
         folder = self.out.processed
-
-        def optional(name):
-            return read_table(folder / name) if (folder / name).exists() else None
-
-        return RunTables(read_table(folder / "sessions.csv"), read_table(folder / "participants.csv"),
-                         optional("truth.csv"), optional("episodes.csv"), optional("patterns.csv"))
+        for name in ("sessions", "participants"):
+            if find_processed(folder, name) is None:
+                raise FileNotFoundError(f"{folder}: no {name}.csv (or {name}.csv.gz): run notebook 01 (or the "
+                                        "pipeline) first")
+        return RunTables(*(read_processed(folder, name)
+                           for name in ("sessions", "participants", "truth", "episodes", "patterns")))
 
     # ---- serialisation
     def to_json(self) -> str:

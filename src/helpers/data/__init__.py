@@ -66,7 +66,7 @@ from helpers.data._build import (
     _truth_table,
     _warn_columns,
 )
-from helpers.table_io import write_table
+from helpers.table_io import remove_processed, write_processed
 
 # _read_raw, _from_frame and _check_same_ids are imported above under their own names because
 # helpers.descriptor uses them (data._read_raw, data._from_frame, data._check_same_ids).
@@ -369,13 +369,14 @@ def save_trial(trial: Trial, folder) -> list[Path]:
     ['sessions.csv', 'participants.csv']
     """
     folder = Path(folder)
+    n = len(trial.participants)
     out = [
-        write_table(trial.sessions, folder / "sessions.csv", columns=SESSION_COLUMNS),
-        write_table(trial.participants, folder / "participants.csv", columns=PARTICIPANT_COLUMNS),
+        write_processed(trial.sessions, folder, "sessions", n_participants=n, columns=SESSION_COLUMNS),
+        write_processed(trial.participants, folder, "participants", n_participants=n, columns=PARTICIPANT_COLUMNS),
     ]
     if trial.truth is not None:
-        out.append(write_table(trial.truth, folder / "truth.csv", columns=TRUTH_COLUMNS))
+        out.append(write_processed(trial.truth, folder, "truth", n_participants=n, columns=TRUTH_COLUMNS))
     else:
         # A truth table left by an earlier simulated run would label real data as simulated.
-        (folder / "truth.csv").unlink(missing_ok=True)
+        remove_processed(folder, "truth")
     return out

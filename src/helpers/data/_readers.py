@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import codecs
 import csv
+import gzip
 import io
 import math
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,7 +25,14 @@ import pandas as pd
 from helpers.contract import DataValidationError
 
 #: File suffix -> reader. ``.txt`` is read as delimited text like ``.csv``.
-FORMATS = {".csv": "csv", ".txt": "csv", ".xlsx": "xlsx", ".sav": "sav"}
+FORMATS = {".csv": "csv", ".txt": "csv", ".csv.gz": "csv", ".txt.gz": "csv", ".xlsx": "xlsx", ".sav": "sav"}
+
+
+def _format_suffix(path: Path) -> str:
+    """The suffix that names a file's format: ``.csv.gz`` for a gzip-compressed CSV (the
+    processed tables of a large trial, :data:`helpers.table_io.COMPRESS_ABOVE`), else the last."""
+    name = path.name.lower()
+    return next((s for s in (".csv.gz", ".txt.gz") if name.endswith(s)), path.suffix.lower())
 
 _N_SHOW = 5
 _DELIMITERS = (",", ";", "\t")
@@ -58,11 +67,11 @@ def _error(file, column, rule, df=None, mask=None, cols=None):
 
 def _read_raw(path: Path, encoding=None, sheet=None) -> _Raw:
     """Read any supported file into a :class:`_Raw` table, wrapping every parser error."""
-    kind = FORMATS.get(path.suffix.lower())
+    kind = FORMATS.get(_format_suffix(path))
     if kind is None:
         raise DataValidationError(
             path, None,
-            f"unsupported file format {path.suffix!r}: use .csv/.txt, .xlsx or .sav "
+            f"unsupported file format {path.suffix!r}: use .csv/.txt (or .csv.gz), .xlsx or .sav "
             "(save old .xls workbooks as .xlsx)",
         )
     if not path.is_file():
@@ -171,7 +180,13 @@ def _sniff_delimiter(text: str, path: Path) -> str:
 
 
 def _read_csv(path: Path, encoding=None) -> _Raw:
-    text, info = _decode(path.read_bytes(), path, encoding)
+    data = path.read_bytes()
+    if _format_suffix(path).endswith(".gz"):
+        try:
+            data = gzip.decompress(data)
+        except (OSError, EOFError, zlib.error) as exc:
+            raise DataValidationError(path, None, f"not a readable gzip file: {exc}") from exc
+    text, info = _decode(data, path, encoding)
     if not text.strip():
         raise DataValidationError(path, None, "empty file (only blank characters)")
     delimiter = _sniff_delimiter(text, path)
@@ -332,7 +347,7 @@ def _from_frame(df: pd.DataFrame, file: str) -> _Raw:
 
 def _find_in_folder(folder: Path, stem: str, required=True):
     hits = sorted(p for p in folder.iterdir()
-                  if p.is_file() and p.stem.lower() == stem and p.suffix.lower() in FORMATS)
+                  if p.is_file() and p.name.lower() == stem + _format_suffix(p) and _format_suffix(p) in FORMATS)
     if len(hits) > 1 or (required and not hits):
         raise DataValidationError(
             folder, None,
