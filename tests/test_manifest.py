@@ -53,6 +53,19 @@ def test_file_kinds_are_declared():
     assert compare.figure_data_path("figures/x.svg") == "figures/x.data.csv"
 
 
+def test_a_compressed_processed_table_is_compared_by_its_numbers():
+    import gzip
+
+    base = "participant_id,alliance\nP1,5.123456\n"
+    a = gzip.compress(base.encode(), mtime=0)
+    assert compare.kind_of("data/processed/sessions.csv.gz") == "exact"
+    assert compare.compare_files("data/processed/sessions.csv.gz", a, gzip.compress(base.encode(), mtime=1)).status \
+        == compare.WITHIN  # other header bytes, the same table
+    changed = gzip.compress(base.replace("5.123456", "5.223456").encode(), mtime=0)
+    result = compare.compare_files("data/processed/sessions.csv.gz", a, changed)
+    assert result.status == compare.DIFFERENT and "line 2" in result.detail
+
+
 def _executed(text, *, seconds="1.5", png="AAAA"):
     nb = nbformat.v4.new_notebook()
     cell = nbformat.v4.new_code_cell("print(x)")
