@@ -198,3 +198,64 @@ def test_the_layer_check_sees_an_upward_import(tmp_path):
     readme.write_text("## Architecture\n\n| layer | modules | holds |\n|---|---|---|\n| a | `low` | x |\n"
                       "| b | `high` | y |\n\n## Next\n")
     assert upward_imports(import_graph(pkg), readme_layers(readme)) == [("helpers.low", "helpers.high")]
+
+
+# --------------------------------------------------------------------------------------------
+# a module uses another's public names only
+# --------------------------------------------------------------------------------------------
+def _owner(module: str) -> str:
+    """``helpers.data._cells`` -> ``helpers.data``: a package owns its private submodules."""
+    parts = module.split(".")
+    return ".".join(parts[:2]) if len(parts) > 1 else module
+
+
+def private_reaches(src: Path = SRC) -> list:
+    """``(module, "target.name")`` for every private name (``_x``, not ``__x__``) a module takes
+    from a helpers module that another package owns: ``from helpers.x import _y`` or
+    ``x._y`` on a name bound to a helpers module. Inside one package (``helpers.data`` and its
+    ``_``-submodules) private names are shared freely."""
+    modules = {_module_name(p, src): p for p in src.rglob("*.py")}
+
+    def private(name):
+        return name.startswith("_") and not name.startswith("__")
+
+    found = []
+    for name, path in modules.items():
+        bound = {}  # local name -> helpers module it is bound to
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                for a in node.names:
+                    if a.name in modules:
+                        bound[a.asname or a.name] = a.name
+            elif isinstance(node, ast.ImportFrom) and (node.module or "") in modules and not node.level:
+                for a in node.names:
+                    full = f"{node.module}.{a.name}"
+                    if full in modules:
+                        bound[a.asname or a.name] = full
+                    elif private(a.name) and _owner(node.module) != _owner(name):
+                        found.append((name, full))
+        for node in ast.walk(tree):
+            if (isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name)
+                    and node.value.id in bound and private(node.attr)
+                    and _owner(bound[node.value.id]) != _owner(name)):
+                found.append((name, f"{bound[node.value.id]}.{node.attr}"))
+    return sorted(set(found))
+
+
+def test_no_module_reaches_into_another_modules_private_names():
+    bad = private_reaches()
+    assert not bad, "private names used across modules (make them public, with a docstring): " + ", ".join(
+        f"{a} uses {b}" for a, b in bad)
+
+
+def test_the_private_name_check_sees_both_forms(tmp_path):
+    pkg = tmp_path / "helpers"
+    (pkg / "data").mkdir(parents=True)
+    (pkg / "__init__.py").write_text("")
+    (pkg / "data" / "__init__.py").write_text("from helpers.data._cells import _ok\n")
+    (pkg / "data" / "_cells.py").write_text("def _ok(): pass\n")
+    (pkg / "a.py").write_text("def _x(): pass\n")
+    (pkg / "b.py").write_text("from helpers.a import _x\nfrom helpers import data\n\ndef f():\n"
+                              "    return data._ok, data.__name__\n")
+    assert private_reaches(pkg) == [("helpers.b", "helpers.a._x"), ("helpers.b", "helpers.data._ok")]

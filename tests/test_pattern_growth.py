@@ -95,9 +95,9 @@ def test_the_course_is_in_the_imputation_model(trial_and_model):
     at = np.zeros_like(model.unrepaired_at)
     at[:, 1:6] = 0.15 / 5  # the rupture equally likely at sessions 2-6
     flat = dataclasses.replace(model, probabilities=probs, unrepaired_at=at)
-    from helpers.pattern_model import _wide
+    from helpers.pattern_model import wide_scores
 
-    ids, sess, scores = _wide(trial.sessions, "participant_id", "session", "pss_sr")
+    ids, sess, scores = wide_scores(trial.sessions, "participant_id", "session", "pss_sr")
     z = _impute(flat, scores, sess.astype(float), 200, np.random.default_rng(5), 200, 2)
     rate = (z == 2).mean(axis=0)
     t = trial.truth.set_index("participant_id").reindex(ids)

@@ -195,7 +195,7 @@ def test_bivariate_orthant_and_truncated_moments_equal_scipy_and_integration():
 
 
 def test_em_never_lowers_its_objective(trial):
-    ids, labels, X = pm._wide(trial.sessions, "participant_id", "session", "alliance")
+    ids, labels, X = pm.wide_scores(trial.sessions, "participant_id", "session", "alliance")
     tpl = pm._make_templates(10, 3, True)
     D = pm._prepare(X, labels, np.zeros(len(X), int), tpl)
     fit = D.n_obs >= 6
@@ -273,7 +273,7 @@ def test_probabilities_table_follows_its_contract(hand_made, trial):
 
 def test_default_min_drop_is_the_rci_over_sqrt2(trial):
     e = episodes.detect_episodes(trial.sessions, criterion="rci", reliability=RELIABILITY)
-    _, _, X = pm._wide(trial.sessions, "participant_id", "session", "alliance")
+    _, _, X = pm.wide_scores(trial.sessions, "participant_id", "session", "alliance")
     assert pm.default_min_drop(X, RELIABILITY) == pytest.approx(e.attrs["params"]["rci"] / np.sqrt(2), rel=1e-12)
 
 
@@ -413,7 +413,7 @@ def test_unrepaired_effect_with_covariates_and_missing_columns(hand_made, trial)
 def test_min_drop_sensitivity_refits_at_each_multiple(trial):
     t = pm.min_drop_sensitivity(trial.sessions, reliability=RELIABILITY, multiples=(1.0, 3.0),
                                 participants=trial.participants, seed=2, n_imputations=3)
-    _, _, X = pm._wide(trial.sessions, "participant_id", "session", "alliance")
+    _, _, X = pm.wide_scores(trial.sessions, "participant_id", "session", "alliance")
     assert t["min_drop"].tolist() == pytest.approx([pm.default_min_drop(X, RELIABILITY) * k for k in (1, 3)])
     assert np.allclose(t[["pct_no_rupture", "pct_repaired", "pct_unrepaired"]].sum(axis=1), 100)
     # three times the default admits fewer ruptures
@@ -476,7 +476,7 @@ def test_the_imputation_sampler_draws_what_the_row_per_client_sampler_draws():
     y, base, prior, seen = pm._effect_inputs(model.probabilities, model.unrepaired_seen, values)
     per_client = np.random.default_rng(4).uniform(0, 3, size=prior.shape)
     for covariate in (seen, per_client):
-        got = pm._impute_patterns(prior, covariate, y, base, 6, np.random.default_rng(8), 30, 4)
+        got = pm.impute_patterns(prior, covariate, y, base, 6, np.random.default_rng(8), 30, 4)
         want = oracle(prior, covariate, y, base, 6, np.random.default_rng(8), 30, 4)
         assert got.shape == want.shape == (6, len(y))
         assert (got != want).mean() <= 1e-3

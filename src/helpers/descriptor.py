@@ -546,13 +546,12 @@ def load_dataset(source, *, warn=True):
     tables, labels, yours = {}, {}, {}
     for table in ("sessions", "participants"):
         f = desc.files[table]
-        raw = data._read_raw(f["path"], sheet=f["sheet"])
-        labels[table] = raw.file
-        renames = column_renames(raw.df, desc.columns, file=raw.file, table=table)
+        df, labels[table] = data.read_table(f["path"], sheet=f["sheet"])
+        renames = column_renames(df, desc.columns, file=labels[table], table=table)
         yours.update({contract: own for own, contract in renames.items()})
-        df = raw.df.rename(columns=renames)
+        df = df.rename(columns=renames)
         try:
-            df = apply_codes(df, desc.codes, file=raw.file)
+            df = apply_codes(df, desc.codes, file=labels[table])
         except DataValidationError as exc:
             raise _in_your_terms(exc, yours) from None
         tables[table] = _own_columns(df, table)
@@ -591,8 +590,8 @@ def _checked(desc: Descriptor, tables: dict, labels: dict, ranges: dict, *, warn
                         "analyses that need them say so instead of running")
     if set(sessions["participant_id"].unique()) != set(participants["participant_id"]):
         # the ids differ: the loader's check names them, with the rows of the files
-        data._check_same_ids(data._from_frame(tables["sessions"], labels["sessions"]),
-                             data._from_frame(tables["participants"], labels["participants"]))
+        data.check_same_participants(tables["sessions"], tables["participants"],
+                                     labels["sessions"], labels["participants"])
     if warn:
         for msg in messages:
             warnings.warn(msg, data.DataWarning, stacklevel=2)

@@ -24,7 +24,7 @@ or after its last score, changes its slope little or not at all. Then
 
 shift 0 for no rupture, ``g_R`` for repaired, ``g_U + g_E h_i(j)`` for unrepaired at ``j``,
 a residual variance per pattern ``k``; the draws come from the Gibbs sampler of
-:func:`helpers.pattern_model._impute_patterns` (parameters drawn in every sweep), so each
+:func:`helpers.pattern_model.impute_patterns` (parameters drawn in every sweep), so each
 client's pattern is drawn from P(pattern | alliance) x p(course | first score, pattern).
 Clients with fewer scores are drawn from P(pattern | alliance) alone (their course says
 nothing about the slope, and they carry almost no weight on it in the growth model).
@@ -49,7 +49,7 @@ import pandas as pd
 
 from helpers import growth
 from helpers.contract import INSUFFICIENT, PATTERN_LABELS, DataValidationError
-from helpers.pattern_model import PatternModel, _draw_categorical, _impute_patterns, _wide
+from helpers.pattern_model import PatternModel, draw_categorical, impute_patterns, wide_scores
 from helpers.pooling import rubin_rules
 
 __all__ = ["SLOPE_COLUMNS", "MIN_COURSE", "unrepaired_slope"]
@@ -105,14 +105,14 @@ def _impute(model, scores, sessions, n_imputations, rng, burn_in, thin):
     base = np.column_stack([np.ones(course.sum()), first[course]])
     z = np.full((n_imputations, len(cls)), -1, dtype=np.int64)
     if course.any():
-        z[:, course] = _impute_patterns(prior, seen, slope[course], base, n_imputations, rng, burn_in, thin)
+        z[:, course] = impute_patterns(prior, seen, slope[course], base, n_imputations, rng, burn_in, thin)
     # no course to learn from: the alliance alone (normalised, as the three probabilities may
     # not sum to 1 exactly in floating point)
     rest = cls & ~course
     if rest.any():
         p = p3[rest] / p3[rest].sum(axis=1, keepdims=True)
         for k in range(n_imputations):
-            z[k, rest] = _draw_categorical(p, rng)
+            z[k, rest] = draw_categorical(p, rng)
     return z
 
 
@@ -228,7 +228,7 @@ def unrepaired_slope(model: PatternModel | None, sessions, patterns=None, *, out
     >>> list(r.columns[:4]), bool(r["ci_low"].iloc[0] < r["b"].iloc[0] < r["ci_high"].iloc[0])
     (['b', 'se', 'ci_low', 'ci_high'], True)
     """
-    ids, sessions_, scores = _wide(sessions, "participant_id", "session", outcome)
+    ids, sessions_, scores = wide_scores(sessions, "participant_id", "session", outcome)
     sessions_ = sessions_.astype(float)
     spec = growth.GrowthSpec(outcome=outcome)
     labels_of = np.asarray(PATTERN_LABELS, dtype=object)

@@ -111,6 +111,10 @@ __all__ = [
     "unrepaired_effect_arrays",
     "min_drop_sensitivity",
     "EFFECT_COLUMNS",
+    # building blocks that helpers.pattern_growth shares
+    "wide_scores",
+    "draw_categorical",
+    "impute_patterns",
 ]
 
 #: Columns of :attr:`PatternModel.probabilities`, in their fixed order.
@@ -1335,8 +1339,39 @@ def _model(th, g, ll, n_iter, converged, n_fit, settings, ids, n_obs, classifiab
         unrepaired_at=at)
 
 
-def _wide(sessions, id_col, session_col, score_col):
-    """(ids, labels, X) of a long sessions table; ids and labels sorted."""
+def wide_scores(sessions, id_col, session_col, score_col):
+    """One client per row, one session per column: the layout every sampler here works on.
+
+    Parameters
+    ----------
+    sessions : DataFrame
+        Long format, one row per participant x session.
+    id_col, session_col, score_col : str
+        Column names.
+
+    Returns
+    -------
+    ids : array (n,)
+        Participant ids, sorted.
+    labels : array (T,)
+        Session labels, sorted.
+    X : array (n, T) of float
+        ``score_col``; NaN where a session was not observed.
+
+    Raises
+    ------
+    DataValidationError
+        A column is missing, the scores are not numeric, or a participant x session appears twice.
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> long = pd.DataFrame({"participant_id": ["b", "a", "a"], "session": [1, 2, 1],
+    ...                      "alliance": [5.0, 6.5, 6.0]})
+    >>> ids, labels, X = wide_scores(long, "participant_id", "session", "alliance")
+    >>> ids.tolist(), labels.tolist(), X.tolist()
+    (['a', 'b'], [1, 2], [[6.0, 6.5], [5.0, nan]])
+    """
     if not isinstance(sessions, pd.DataFrame):
         raise TypeError("sessions must be a DataFrame in the long format of the data contract")
     for col in (id_col, session_col, score_col):
@@ -1413,7 +1448,7 @@ def fit_pattern_model(sessions, *, reliability, min_drop=None, repair_max=3, min
     >>> bool(np.allclose(model.probabilities[["p_no_rupture", "p_repaired", "p_unrepaired"]].sum(axis=1), 1))
     True
     """
-    ids, labels, X = _wide(sessions, id_col, session_col, score_col)
+    ids, labels, X = wide_scores(sessions, id_col, session_col, score_col)
     if not np.all(np.mod(labels, 1) == 0):
         raise DataValidationError("sessions", session_col, "session labels must be whole numbers")
     return fit_pattern_arrays(X, labels=labels, ids=ids, reliability=reliability, min_drop=min_drop,
@@ -1430,13 +1465,32 @@ EFFECT_COLUMNS = ["b", "se", "ci_low", "ci_high", "df", "p", "beta", "beta_ci_lo
                   "fmi", "n", "expected_n_unrepaired", "n_imputations", "n_not_estimable"]
 
 
-def _draw_categorical(prob, rng):
-    """One category per row of ``prob`` (rows sum to 1) from one uniform each."""
+def draw_categorical(prob, rng):
+    """One category per row of ``prob`` (rows sum to 1) from one uniform each.
+
+    Row i gets the first category whose cumulative probability exceeds its uniform; rounding
+    that leaves a row's sum just below 1 can never give a category past the last.
+
+    Parameters
+    ----------
+    prob : array (n, C)
+    rng : numpy.random.Generator
+        Draws exactly ``n`` uniforms (the imputation samplers rely on this count).
+
+    Returns
+    -------
+    array (n,) of int
+
+    Examples
+    --------
+    >>> draw_categorical(np.array([[1.0, 0.0], [0.0, 1.0]]), np.random.default_rng(0)).tolist()
+    [0, 1]
+    """
     u = rng.random(prob.shape[0])
     return np.minimum((u[:, None] > np.cumsum(prob, axis=1)).sum(axis=1), prob.shape[1] - 1)
 
 
-def _impute_patterns(prior, seen, y, base, n_imputations, rng, burn_in, thin):
+def impute_patterns(prior, seen, y, base, n_imputations, rng, burn_in, thin):
     """Draws of every client's pattern from P(pattern | alliance) x p(outcome | pattern).
 
     The categories are no rupture, repaired, and unrepaired with ``seen[c]`` ratings observed
@@ -1456,6 +1510,20 @@ def _impute_patterns(prior, seen, y, base, n_imputations, rng, burn_in, thin):
     ``seen`` is one value per category (C,) or one per client and category (n, C): the
     covariate of the unrepaired shift may differ between clients (:mod:`helpers.pattern_growth`
     gives each client's own effect of a rupture at each session on its symptom slope).
+
+    Parameters
+    ----------
+    prior : array (n, C)
+        Each client's posterior over the categories (rows sum to 1).
+    seen : array (C,) or (n, C)
+        Ratings observed from each category's rupture on (0 for no rupture and repaired).
+    y : array (n,)
+        The outcome the patterns are imputed with.
+    base : array (n, q)
+        The outcome model's other columns (an intercept and the baseline score).
+    n_imputations, burn_in, thin : int
+        Draws kept; sweeps discarded first; every ``thin``-th sweep kept.
+    rng : numpy.random.Generator
 
     Returns
     -------
@@ -1477,7 +1545,7 @@ def _impute_patterns(prior, seen, y, base, n_imputations, rng, burn_in, thin):
     nu0 = 2.0
     pen = np.zeros(q + 3)
     pen[q:] = 1 / (100 * y.var() + 1e-12)
-    c = _draw_categorical(prior, rng)
+    c = draw_categorical(prior, rng)
     sig2 = np.full(3, s0)
     out = np.empty((n_imputations, n), dtype=np.int64)
     X = np.empty((n, q + 3))  # columns: base, repaired, unrepaired, unrepaired x seen
@@ -1511,7 +1579,7 @@ def _impute_patterns(prior, seen, y, base, n_imputations, rng, burn_in, thin):
         post = np.exp(logl, out=logl)
         for k in range(1, C):  # running sum over the categories (unnormalised)
             np.add(post[k - 1], post[k], out=post[k])
-        # the category whose running sum first reaches u x total: the uniform of _draw_categorical
+        # the category whose running sum first reaches u x total: the uniform of draw_categorical
         np.less(post, rng.random(n) * post[-1], out=below)
         c = below.view(np.uint8).sum(axis=0, dtype=np.int64)
         k = it - burn_in
@@ -1587,7 +1655,7 @@ def unrepaired_effect(model: PatternModel, participants, *, outcome="pss_i", cov
     act like measurement error in the regressor (Bolck, Croon & Hagenaars, 2004; Vermunt,
     2010; Bakk & Kuha, 2018). Drawing the patterns from P(pattern | alliance, outcome) --
     the outcome in the imputation model -- removes that (Bray, Lanza & Tan, 2015). The
-    imputation model (:func:`_impute_patterns`) lets every pattern shift the outcome's mean
+    imputation model (:func:`impute_patterns`) lets every pattern shift the outcome's mean
     -- an unrepaired rupture by an amount that may grow with the ratings observed after it --
     and have its own residual variance, so it is at least as rich as the analysis model.
     Each completed data set is fitted by OLS (:func:`helpers.ols.ols_batch`, HC3 by
@@ -1630,7 +1698,7 @@ def unrepaired_effect(model: PatternModel, participants, *, outcome="pss_i", cov
               .reindex(probs["participant_id"]).astype(float).to_numpy())
     y, base, prior, seen = _effect_inputs(probs, model.unrepaired_seen, values)
     rng = np.random.default_rng(seed)
-    z = _impute_patterns(prior, seen, y, base, int(n_imputations), rng, int(burn_in), int(thin))
+    z = impute_patterns(prior, seen, y, base, int(n_imputations), rng, int(burn_in), int(thin))
     row = _pool_effect(y, base, z, cov_type, level)
     return pd.DataFrame([row], columns=EFFECT_COLUMNS)
 
@@ -1639,10 +1707,10 @@ def unrepaired_effect(model: PatternModel, participants, *, outcome="pss_i", cov
 # the imputation of many trials at once (the power study's route)
 # --------------------------------------------------------------------------------------------
 def _impute_patterns_many(priors, seens, ys, bases, n_imputations, seeds, burn_in, thin):
-    """:func:`_impute_patterns` of many trials at once, each with its own generator.
+    """:func:`impute_patterns` of many trials at once, each with its own generator.
 
     Trial ``k`` draws from ``numpy.random.default_rng(seeds[k])`` exactly the numbers
-    :func:`_impute_patterns` draws from it alone, in the same order (one standard-normal
+    :func:`impute_patterns` draws from it alone, in the same order (one standard-normal
     vector, three chi-squares and one uniform per client per sweep), so its imputations are
     those of the trial alone (up to the last bits of the batched sums, which move a draw only
     when a uniform falls within rounding of a category's boundary); the arithmetic runs on
@@ -1666,7 +1734,7 @@ def _impute_patterns_many(priors, seens, ys, bases, n_imputations, seeds, burn_i
     pen = np.zeros((G, q + 3))
     rngs = [np.random.default_rng(s) for s in seeds]
     c = np.zeros((G, n), dtype=np.int64)
-    for k in range(G):  # once per trial, as _impute_patterns does before its sweeps
+    for k in range(G):  # once per trial, as impute_patterns does before its sweeps
         nk, ck = n_k[k], C_k[k]
         Y[k, :nk], Bm[k, :nk] = ys[k], bases[k]
         logp[k, :nk, :ck] = np.log(np.clip(priors[k], 1e-300, None))
@@ -1676,7 +1744,7 @@ def _impute_patterns_many(priors, seens, ys, bases, n_imputations, seeds, burn_i
         coef0, *_ = np.linalg.lstsq(bases[k], ys[k], rcond=None)
         s0[k] = float(((ys[k] - bases[k] @ coef0) ** 2).sum() / max(nk - q, 1))
         pen[k, q:] = 1 / (100 * ys[k].var() + 1e-12)
-        c[k, :nk] = _draw_categorical(priors[k], rngs[k])
+        c[k, :nk] = draw_categorical(priors[k], rngs[k])
     pattern = np.minimum(np.arange(C), 2)
     nu0 = 2.0
     sig2 = np.repeat(s0[:, None], 3, axis=1)
@@ -1867,7 +1935,7 @@ def min_drop_sensitivity(sessions, *, reliability, multiples=(0.5, 0.75, 1.0, 1.
     >>> t["multiple"].tolist(), bool(t["pct_unrepaired"].iloc[0] >= t["pct_unrepaired"].iloc[1] - 5)
     ([1.0, 2.0], True)
     """
-    ids, labels, X = _wide(sessions, fit_kwargs.get("id_col", "participant_id"),
+    ids, labels, X = wide_scores(sessions, fit_kwargs.get("id_col", "participant_id"),
                            fit_kwargs.get("session_col", "session"), fit_kwargs.get("score_col", "alliance"))
     base = default_min_drop(X, reliability)
     if model is not None and not math.isclose(model.min_drop, base, rel_tol=1e-12):

@@ -1,5 +1,5 @@
 """The imputation of the patterns one step at a time: the reference of
-``helpers.pattern_model._impute_patterns``, whose sweeps run on a (categories x clients)
+``helpers.pattern_model.impute_patterns``, whose sweeps run on a (categories x clients)
 layout with in-place arithmetic for registry-sized trials.
 
 This is the sampler as its docstring reads: per client a row of categories, the category

@@ -68,9 +68,6 @@ from helpers.data._build import (
 )
 from helpers.table_io import remove_processed, write_processed
 
-# _read_raw, _from_frame and _check_same_ids are imported above under their own names because
-# helpers.descriptor uses them (data._read_raw, data._from_frame, data._check_same_ids).
-
 __all__ = [
     "DataValidationError",
     "DataWarning",
@@ -80,6 +77,8 @@ __all__ = [
     "validate_sessions",
     "validate_participants",
     "validate_trial",
+    "read_table",
+    "check_same_participants",
     "REQUIRED_SESSION_COLUMNS",
     "REQUIRED_PARTICIPANT_COLUMNS",
     "FORMATS",
@@ -206,6 +205,54 @@ def validate_trial(trial: Trial, *, n_sessions=None) -> Trial:
     _warn_columns(p_raw.file, "participants", p_report, [])
     return Trial(sessions, participants, trial.truth, trial.source, dict(trial.meta))
 
+
+
+def read_table(path, *, sheet=None) -> tuple:
+    """Read one data file as it stands, every cell as read, with no contract rule applied.
+
+    For a caller that renames or recodes the columns before the checks
+    (:func:`helpers.descriptor.load_dataset`).
+
+    Parameters
+    ----------
+    path : str or Path
+        A file of one of :data:`FORMATS`.
+    sheet : str, optional
+        The sheet of an ``.xlsx`` workbook (default: the only one).
+
+    Returns
+    -------
+    (DataFrame, str)
+        The table (object columns, indexed by where a user finds each row: line, row or case
+        number) and the label error messages use for the file (its path, and the sheet).
+
+    Raises
+    ------
+    DataValidationError
+        The file cannot be read (names it, and why): every parser error is wrapped.
+    """
+    raw = _read_raw(Path(path), sheet=sheet)
+    return raw.df, raw.file
+
+
+def check_same_participants(sessions, participants, sessions_file="<sessions>",
+                            participants_file="<participants>") -> None:
+    """Raise if the two tables do not hold the same participants.
+
+    Parameters
+    ----------
+    sessions, participants : DataFrame
+        Tables with a ``participant_id`` column (and, for the rows shown, ``session``).
+    sessions_file, participants_file : str
+        The labels of the files they came from, named in the message.
+
+    Raises
+    ------
+    DataValidationError
+        Names the file lacking some ids, how many, the first 10, what its ids look like, and
+        the offending rows of the other file.
+    """
+    _check_same_ids(_from_frame(sessions, sessions_file), _from_frame(participants, participants_file))
 
 
 def load_trial(sessions, participants=None, *, layout="auto", mapping=None, n_sessions=None,
