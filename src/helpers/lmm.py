@@ -542,7 +542,10 @@ class _Problem:
         # [X y]' V^{-1} [X y]: one contraction over (random effect, group)
         full = self.xytxy - np.matmul(self.ztxy, WXY.transpose(0, 2, 1)).sum(axis=0)
         S, r = full[:p, :p], full[:p, p]
-        chol = np.linalg.cholesky(S)  # S = X'V^{-1}X = RX'RX
+        try:
+            chol = np.linalg.cholesky(S)  # S = X'V^{-1}X = RX'RX
+        except np.linalg.LinAlgError:
+            return self._unevaluable(lam)
         beta = np.linalg.solve(S, r)  # on the shifted scale (minus beta0)
         r2 = float(full[p, p] - r @ beta)  # penalised RSS = (y - X beta)' V^{-1} (y - X beta)
         ev = {"lam": lam, "W": W, "ld_a": ld_a, "S": S, "beta": beta, "r2": r2,
@@ -550,6 +553,23 @@ class _Problem:
         if gradient:
             self._gradient_parts(ev)
         return ev
+
+    def _unevaluable(self, lam):
+        """The evaluation at a ``theta`` where ``X'V^{-1}X`` is not numerically positive
+        definite: criterion +inf, gradient NaN.
+
+        ``X'V^{-1}X`` is ``X'X`` minus the random effects' share; when a trial step of the
+        line search puts ``Lambda`` at ~1e7 or beyond (a quasi-Newton update from nearly flat
+        curvature), that difference cancels to rounding noise for the columns constant within
+        groups (a client's pattern), and the Cholesky factorisation fails. The criterion there
+        is astronomically worse than at the start (``log|A|`` grows as ``2 G log|Lambda|``),
+        so an infinite value is the truthful answer for the search: it backs off, as from any
+        non-finite value (lme4 stops instead, "Downdated VtX is not positive definite"). An
+        optimum can never be such a point (the search accepts finite decreases only); a fit
+        that starts at one raises (:func:`_bfgs_steps`).
+        """
+        k = len(self.rows)
+        return {"lam": lam, "crit": np.inf, "grad": np.full(k, np.nan), "unevaluable": True}
 
     def _gradient_parts(self, ev):
         """q x q sums whose products with Lambda give the gradients.
@@ -602,6 +622,9 @@ class _Problem:
 
     def varpar_grad_theta(self, ev, sigma):
         """theta-gradient of lmerTest's devfun_vp (deviance at fixed sigma, beta profiled)."""
+        if ev.get("unevaluable"):
+            raise np.linalg.LinAlgError("X'V^{-1}X is not positive definite next to the optimum (the Hessian "
+                                        "of the variance parameters cannot be computed)")
         return self._grad_matrix(ev, 1.0 / sigma**2)
 
 
@@ -689,6 +712,9 @@ def _bfgs_steps(prob, theta, maxiter=200):
     """
     k = len(theta)
     f, g = yield from _fun_and_grad_steps(prob, theta)
+    if not np.isfinite(f):
+        raise np.linalg.LinAlgError("X'V^{-1}X is not positive definite at the start (Lambda = I): "
+                                    "the fixed effects are not estimable from these data")
     nfev = 1 + k
     hinv = yield from _initial_inverse_hessian_steps(prob, theta, g)
     for it in range(maxiter):
