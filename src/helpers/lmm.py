@@ -21,6 +21,11 @@ to make its diagonal non-negative. Bounds (diagonal >= 0, as in lme4) make quasi
 simplex optimisers stop at wrong points of singular fits, because the criterion depends on a
 diagonal entry only through its square and its derivative vanishes on the bound.
 
+A trial point of the line search where ``X'V^{-1}X`` is not numerically positive definite
+(a quasi-Newton step from nearly flat curvature can land at ``Lambda`` ~ 1e8, where it cancels
+to rounding noise) counts as an infinite criterion and the search backs off; lme4 stops there
+with "Downdated VtV is not positive definite".
+
 To keep the criterion's digits, the outcome is shifted by its OLS fit once (``y - X b_ols``;
 the model is unchanged, ``beta`` is shifted back): otherwise ``y'V^{-1}y`` dwarfs the
 penalised residual sum of squares it is subtracted from.
@@ -564,7 +569,7 @@ class _Problem:
         groups (a client's pattern), and the Cholesky factorisation fails. The criterion there
         is astronomically worse than at the start (``log|A|`` grows as ``2 G log|Lambda|``),
         so an infinite value is the truthful answer for the search: it backs off, as from any
-        non-finite value (lme4 stops instead, "Downdated VtX is not positive definite"). An
+        non-finite value (lme4 stops instead, "Downdated VtV is not positive definite"). An
         optimum can never be such a point (the search accepts finite decreases only); a fit
         that starts at one raises (:func:`_bfgs_steps`).
         """
