@@ -26,6 +26,8 @@ def test_default_parameters_pass():
     ("min_sessions", 2.5, "expected a whole number >= 2"),
     ("k", -1, "expected a number > 0"),
     ("power_sample_sizes", [5], "list of whole numbers >= 10"),
+    ("settings_replications", 1, "expected a whole number >= 2 (or null)"),
+    ("settings_reference_n", 50.5, "expected a whole number >= 100"),
 ])
 def test_a_wrong_parameter_is_named_with_the_fix(key, value, words):
     with pytest.raises(checks.ParameterError) as err:

@@ -4,6 +4,7 @@ import json
 import os
 
 import nbformat
+import pandas as pd
 import pytest
 
 from helpers import pipeline, publish, runspec
@@ -241,14 +242,22 @@ def test_needs_follow_the_declared_independence():
     assert pipeline._needs(names[2], names[:2]) == names[:2]   # the others wait for every earlier one
 
 
+#: Notebook 05 at a size that runs every cell in seconds (not the numbers of any table).
+SMALL_POWER_STUDY = ["power_replications=4", "power_sample_sizes=[60, 116]", "settings_replications=2",
+                     "settings_reference_n=2000"]
+
+
 @pytest.mark.slow
 def test_the_simulation_study_runs_alone_in_an_empty_folder(tmp_path):
     """05 reads nothing that 01-04 write: that is what lets it run beside them."""
-    params = pipeline.load_params(overrides=["power_replications=4", "power_sample_sizes=[60, 116]"])
+    params = pipeline.load_params(overrides=SMALL_POWER_STUDY)
     executed = pipeline.run(params, only=["05"], output_root=tmp_path, progress=False)
     assert [p.name for p in executed] == ["05_robustness_power.ipynb"]
     assert (tmp_path / "results" / "tables" / "power_beta.csv").is_file()
     assert not (tmp_path / "data" / "processed" / "sessions.csv").exists()
+    settings = pd.read_csv(tmp_path / "results" / "tables" / "power_settings.csv")
+    harder = settings[settings["setting"] != "default"]
+    assert len(harder) and set(harder["n_replications"]) == {2}  # settings_replications reached the table
 
 
 @pytest.mark.slow  # starts Jupyter kernels: make test, not make test-fast
@@ -258,7 +267,7 @@ def test_the_simulation_study_alone_keeps_the_published_run_spec(tmp_path):
     spec = tmp_path / "data" / "processed" / "run.json"
     spec.parent.mkdir(parents=True)
     spec.write_text('{"criterion": {"name": "rci"}}\n', encoding="utf-8")
-    params = pipeline.load_params(overrides=["power_replications=4", "power_sample_sizes=[60, 116]"])
+    params = pipeline.load_params(overrides=SMALL_POWER_STUDY)
     pipeline.run(params, only=["05"], output_root=tmp_path, progress=False)
     assert spec.read_text(encoding="utf-8") == '{"criterion": {"name": "rci"}}\n'
     assert (tmp_path / "results" / "tables" / "power_beta.csv").is_file()

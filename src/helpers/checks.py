@@ -79,6 +79,10 @@ def check_parameters(params: dict) -> None:
     _number(params, "imaginal_start_session", low=1, integer=True)
     if "power_replications" in params:
         _number(params, "power_replications", low=1, integer=True)
+    if "settings_replications" in params:  # a Monte-Carlo SE needs two trials
+        _number(params, "settings_replications", low=2, integer=True, optional=True)
+    if "settings_reference_n" in params:
+        _number(params, "settings_reference_n", low=100, integer=True)
     sizes = params.get("power_sample_sizes", [60])
     if not (isinstance(sizes, list) and sizes and all(isinstance(n, int) and n >= 10 for n in sizes)):
         raise ParameterError("power_sample_sizes", f"expected a list of whole numbers >= 10, got {sizes!r}")
