@@ -18,9 +18,10 @@ def _git_status():
 
 
 @pytest.mark.slow
-def test_the_worked_example_runs_end_to_end_and_leaves_git_status_as_it_was(capsys):
+def test_the_worked_example_runs_end_to_end_and_leaves_git_status_as_it_was(capsys, monkeypatch):
     if not (paths.ROOT / ".git").exists():
         pytest.skip("not a git checkout")
+    monkeypatch.delenv("REPLICATION_OUTPUT_ROOT", raising=False)  # as a user runs it: into the repository's runs/
     run_dir = paths.ROOT / "runs" / "other-trial-simulated-example"
     existed = run_dir.exists()
     before = _git_status()

@@ -49,6 +49,25 @@ def test_run_json_round_trips(tmp_path):
     assert str(tmp_path) not in (tmp_path / "data/processed/run.json").read_text()
 
 
+def test_another_output_root_neither_reads_nor_moves_the_users_current_run(tmp_path, monkeypatch):
+    # a test session (nbval re-executing the notebooks by hand) points REPLICATION_OUTPUT_ROOT
+    # at a temporary folder: a user's interactive run beside the repository's outputs must not
+    # leak into it, nor be replaced as the current run by it
+    monkeypatch.delenv(runspec.ENV_SPEC, raising=False)
+    monkeypatch.setenv("REPLICATION_OUTPUT_ROOT", str(tmp_path / "user"))
+    runspec.open_run(fresh=True, data_source="simulate")
+    users = runspec.open_run(criterion="sd", k=1.0)
+    pointer = tmp_path / "user" / "runs" / runspec.CURRENT
+    before = pointer.read_text(encoding="utf-8")
+    assert users.root == tmp_path / "user" / "runs" / "simulated-criterion-sd-k-1.0"
+    monkeypatch.setenv("REPLICATION_OUTPUT_ROOT", str(tmp_path / "tests"))
+    base = runspec.open_run(fresh=True, data_source="simulate")
+    assert base.root == tmp_path / "tests" and runspec.open_run(outcome="pss_i") == base
+    other = runspec.open_run(criterion="sd", k=1.0)
+    assert other.root == tmp_path / "tests" / "runs" / "simulated-criterion-sd-k-1.0"
+    assert pointer.read_text(encoding="utf-8") == before
+
+
 def test_a_declared_instrument_is_used_everywhere(tmp_path):
     _own_trial(tmp_path, scale=(1.0, 4 / 6), instruments_yaml=(
         "instruments:\n  alliance: {name: WAI-SR, range: [1, 5], reliability: 0.9, reliability_source: manual}\n"
@@ -60,7 +79,7 @@ def test_a_declared_instrument_is_used_everywhere(tmp_path):
     assert spec.presets["criteria"]["sudden"]["reliability"] == 0.9
     assert spec.axis_label("alliance") == "WAI-SR alliance (mean item score, 1-5)"
     assert spec.origins["alliance"] == "declared" and spec.defaulted == ["interview", "depression"]
-    assert not spec.same_design and spec.root == paths.RUNS / "own-trial"
+    assert not spec.same_design and spec.root == paths.runs_root() / "own-trial"
 
 
 def test_an_undeclared_role_is_a_default_the_run_says_so(tmp_path):
@@ -157,14 +176,13 @@ def test_the_runners_spec_is_the_notebooks(tmp_path, monkeypatch):
 def test_a_notebook_run_by_hand_with_other_parameters_writes_under_runs(tmp_path, monkeypatch):
     monkeypatch.delenv(runspec.ENV_SPEC, raising=False)
     monkeypatch.setenv("REPLICATION_OUTPUT_ROOT", str(tmp_path / "published"))
-    monkeypatch.setattr(paths, "RUNS", tmp_path / "runs")
     base = runspec.open_run(fresh=True, data_source="simulate")
     assert base.root == tmp_path / "published" and runspec.spec_path(base.root).is_file()
     assert runspec.open_run(criterion="rci") == base  # the same parameters: the same run
     (base.out.tables).mkdir(parents=True)
     (base.out.tables / "from_02.csv").write_text("x\n")  # an output of an earlier notebook
     other = runspec.open_run(criterion="sd", k=1.0)
-    assert other.root == tmp_path / "runs" / "simulated-criterion-sd-k-1.0"
+    assert other.root == tmp_path / "published" / "runs" / "simulated-criterion-sd-k-1.0"
     assert (other.out.processed / "sessions.csv").is_file() and other.params["criterion"] == "sd"
     assert (other.out.tables / "from_02.csv").is_file()  # seeded: the next notebooks find their inputs
     assert runspec.load(tmp_path / "published") == base  # the published run is untouched

@@ -6,7 +6,7 @@ The root can be moved (e.g. ``make verify`` runs in a temporary copy) with the e
 variable ``REPLICATION_ROOT``.
 
 Generated outputs live under an *output root* (:class:`Outputs`): the repository for the
-default run, ``runs/<name>/`` for any other, the runner's staging folder while a run is
+default run, ``runs/<name>/`` beside it (:func:`runs_root`) for any other, the runner's staging folder while a run is
 executing. A run's output root is part of its run specification (:mod:`helpers.runspec`);
 :func:`output_root` gives the default run's, read from ``REPLICATION_OUTPUT_ROOT`` when the
 caller asks (the tests point it at a temporary folder), never frozen at import.
@@ -39,8 +39,6 @@ NOTEBOOKS = ROOT / "notebooks"
 DATA = ROOT / "data"
 RAW = DATA / "raw"
 EXAMPLE = RAW / "example"
-#: Where runs other than the default publish (git-ignored): ``runs/<name>/``.
-RUNS = ROOT / "runs"
 
 #: Output folders, relative to an output root, that a run writes.
 OUTPUT_DIRS = ("data/processed", "results", "figures")
@@ -81,3 +79,15 @@ def output_root() -> Path:
     """The default run's output root: ``REPLICATION_OUTPUT_ROOT`` if set (read now), else the
     repository."""
     return Path(os.environ.get("REPLICATION_OUTPUT_ROOT") or ROOT).resolve()
+
+
+def runs_root() -> Path:
+    """Where runs other than the default publish, ``runs/<name>/`` (git-ignored), and where
+    ``runs/.current`` names the run that notebooks run by hand continue: beside the default
+    run's outputs, so that a test session (whose output root is a temporary folder) neither
+    reads nor moves a user's current run.
+
+    >>> runs_root() == output_root() / "runs"
+    True
+    """
+    return output_root() / "runs"

@@ -472,7 +472,7 @@ def resolve(params: dict, *, root=None, load: bool = True) -> tuple[RunSpec, Tri
 def _default_root(params, dataset_name) -> Path:
     if is_default(params):
         return paths.output_root()
-    return paths.RUNS / run_name(params, dataset_name)
+    return paths.runs_root() / run_name(params, dataset_name)
 
 
 def _where(params, desc) -> str:
@@ -738,7 +738,7 @@ def base_value(spec: RunSpec | None, key: str):
 
 
 def _current_run(published: Path) -> RunSpec | None:
-    pointer = paths.RUNS / CURRENT
+    pointer = paths.runs_root() / CURRENT
     if pointer.is_file():
         root = paths.ROOT / pointer.read_text(encoding="utf-8").strip()
         if spec_path(root).is_file():
@@ -747,7 +747,7 @@ def _current_run(published: Path) -> RunSpec | None:
 
 
 def _set_current(root: Path | None) -> None:
-    pointer = paths.RUNS / CURRENT
+    pointer = paths.runs_root() / CURRENT
     if root is None:
         pointer.unlink(missing_ok=True)
     else:
