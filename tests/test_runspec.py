@@ -68,6 +68,25 @@ def test_another_output_root_neither_reads_nor_moves_the_users_current_run(tmp_p
     assert pointer.read_text(encoding="utf-8") == before
 
 
+def test_a_run_recorded_before_a_parameter_existed_has_its_default(tmp_path, monkeypatch, capsys):
+    # after an update adds a parameter, the current run's run.json lacks it: the notebooks run by
+    # hand with the default parameters are still the default run, not a new "simulated" one
+    import json
+
+    monkeypatch.delenv(runspec.ENV_SPEC, raising=False)
+    monkeypatch.setenv("REPLICATION_OUTPUT_ROOT", str(tmp_path))
+    base = runspec.open_run(fresh=True, data_source="simulate")
+    other = runspec.open_run(criterion="sd", k=1.0)  # the current run, recorded before the update
+    capsys.readouterr()
+    path = runspec.spec_path(other.root)
+    stored = json.loads(path.read_text(encoding="utf-8"))
+    assert stored["params"].pop("settings_reference_n") == 20000
+    path.write_text(json.dumps(stored), encoding="utf-8")
+    back = runspec.open_run(criterion="rci", k=2.0)  # notebook 02 by hand, at its defaults
+    assert back == base and capsys.readouterr().out == ""
+    assert sorted(p.name for p in (tmp_path / "runs").iterdir() if p.is_dir()) == [other.root.name]
+
+
 def test_a_declared_instrument_is_used_everywhere(tmp_path):
     _own_trial(tmp_path, scale=(1.0, 4 / 6), instruments_yaml=(
         "instruments:\n  alliance: {name: WAI-SR, range: [1, 5], reliability: 0.9, reliability_source: manual}\n"

@@ -714,7 +714,9 @@ def open_run(*, load_data: bool = True, fresh: bool = False, **notebook_params) 
         return spec
     published = paths.output_root()
     base = _current_run(published)
-    params = {**(base.params if base is not None else absolute_data_paths(default_params(), paths.ROOT)), **given}
+    # defaults first: a run recorded before a parameter existed had that parameter's default
+    params = {**absolute_data_paths(default_params(), paths.ROOT), **(base.params if base is not None else {}),
+              **given}
     usable = base is not None and (base.dataset is not None or not load_data)
     if usable and params == base.params and not fresh:
         return base
